@@ -1,0 +1,94 @@
+"""`make run`: the four services as local processes under supervisord, in the foreground.
+
+Loads `.env` (the environment wins), checks the configuration, creates the database if missing,
+applies migrations, then hands over to supervisord, which restarts a process that dies (with
+backoff when it keeps dying at start) and logs each restart. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# (program name, command): one process per role; HTTP roles run gunicorn with gthread workers.
+PROGRAMS = [
+    ("admin-config", "admin-config serve"),
+    ("scep-proxy-http", "scep-proxy http"),
+    ("scep-proxy-grpc", "scep-proxy grpc"),
+    ("mdm-endpoint-http", "mdm-endpoint http"),
+    ("mdm-endpoint-grpc", "mdm-endpoint grpc"),
+    ("profile-processor", "profile-processor"),
+]
+
+
+def supervisord_conf(run_dir: Path) -> str:
+    sections = [f"""[supervisord]
+nodaemon=true
+logfile=/dev/stdout
+logfile_maxbytes=0
+loglevel=info
+pidfile={run_dir}/supervisord.pid
+childlogdir={run_dir}
+
+[unix_http_server]
+file={run_dir}/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{run_dir}/supervisor.sock
+"""]
+    for name, command in PROGRAMS:
+        program, *args = command.split()
+        sections.append(f"""[program:{name}]
+command={BIN / program} {' '.join(args)}
+directory={ROOT}
+autostart=true
+autorestart=true
+startsecs=3
+startretries=100
+stopsignal=TERM
+stopwaitsecs=30
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=/dev/stdout
+stdout_logfile_maxbytes=0
+""")
+    return "\n".join(sections)
+
+
+def main() -> None:
+    from dotenv import load_dotenv
+
+    load_dotenv(ROOT / ".env", override=False)
+
+    from mdmscep_common.db import ensure_database
+    from mdmscep_common.logs import configure_logging
+    from mdmscep_common.migrate import apply_migrations
+    from mdmscep_common.settings import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    configure_logging("launcher", settings.secret_values())
+    ensure_database(settings.database_url)
+    applied = apply_migrations(settings.database_url)
+    print(f"launcher: {len(applied)} migration(s) applied; starting services", flush=True)
+
+    run_dir = Path(os.environ.get("MDMSCEP_RUN_DIR") or tempfile.mkdtemp(prefix="mdmscep-run-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "supervisord.conf"
+    conf.write_text(supervisord_conf(run_dir))
+    print(f"launcher: supervisord config {conf} "
+          f"(status: {BIN / 'supervisorctl'} -c {conf} status)", flush=True)
+    supervisord = str(BIN / "supervisord")
+    os.execv(supervisord, [supervisord, "-c", str(conf)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""admin-config: the admin API (certificate authorities, configuration profiles, activities)."""

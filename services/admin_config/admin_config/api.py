@@ -1,0 +1,89 @@
+"""HTTP views of the admin API: translate HTTP to a service call, nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from .errors import BadRequest
+
+api = Blueprint("api", __name__, url_prefix="/api/v1/fleet")
+
+MAX_PER_PAGE = 1000
+
+
+def _services():
+    return current_app.extensions["admin_config"]
+
+
+@api.before_request
+def authenticate():
+    g.actor = _services().auth.actor_for(request.headers.get("Authorization"))
+
+
+def _page_args() -> tuple[int, int]:
+    def number(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+        raw = request.args.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer",
+                             [{"name": name, "reason": "must be an integer"}]) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
+            raise BadRequest(f"{name} must be {bound}", [{"name": name, "reason": f"must be {bound}"}])
+        return value
+    return number("page", 0, 0), number("per_page", 100, 1, MAX_PER_PAGE)
+
+
+def _json_object(key: str) -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise BadRequest(f"The body must be a JSON object with a {key!r} object",
+                         [{"name": key, "reason": "missing or not an object"}])
+    return body[key]
+
+
+@api.post("/certificate_authorities")
+def create_certificate_authority():
+    ca = _services().certificate_authorities.create(_json_object("custom_scep_proxy"), g.actor)
+    return jsonify(ca.summary())
+
+
+@api.get("/certificate_authorities")
+def list_certificate_authorities():
+    page, per_page = _page_args()
+    cas = _services().certificate_authorities.list(page, per_page)
+    return jsonify({"certificate_authorities": [ca.summary() for ca in cas]})
+
+
+@api.get("/certificate_authorities/<int:ca_id>")
+def get_certificate_authority(ca_id: int):
+    return jsonify(_services().certificate_authorities.get(ca_id).detail())
+
+
+@api.patch("/certificate_authorities/<int:ca_id>")
+def edit_certificate_authority(ca_id: int):
+    ca = _services().certificate_authorities.edit(ca_id, _json_object("custom_scep_proxy"), g.actor)
+    return jsonify(ca.detail())
+
+
+@api.delete("/certificate_authorities/<int:ca_id>")
+def delete_certificate_authority(ca_id: int):
+    _services().certificate_authorities.delete(ca_id, g.actor)
+    return "", 204
+
+
+@api.get("/activities")
+def list_activities():
+    page, per_page = _page_args()
+    return jsonify({"activities": _services().activities.list(page, per_page)})
+
+
+@api.get("/openapi.json")
+def openapi_document():
+    from .openapi import document
+    return jsonify(document())

@@ -1,0 +1,224 @@
+"""Certificate authorities (custom SCEP proxies): validation, probing, encrypted storage, events.
+
+The probe (a network call of up to 30 s) runs before the transaction opens, so no database
+connection or lock is held while a slow CA answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from mdmscep_common import bus
+from mdmscep_common.crypto import SecretBox
+from mdmscep_common.logs import register_secret
+
+from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnprocessableEntity, field_error
+from .scep_gateway import GatewayUnavailable, ProbeOutcome
+from .store import ActivityStore, CertificateAuthorityRow, CertificateAuthorityStore, NameTaken
+
+log = logging.getLogger(__name__)
+
+CA_TYPE = "custom_scep_proxy"
+MASKED_CHALLENGE = "********"
+NAME_MAX_CHARS = 255
+URL_MAX_CHARS = 2048
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+EMPTY_CHALLENGE = "Custom SCEP Proxy challenge cannot be empty"
+INVALID_SCEP_URL = "Invalid SCEP URL. Please correct and try again."
+
+
+class Prober(Protocol):
+    def probe(self, url: str) -> ProbeOutcome: ...
+
+
+class Publisher(Protocol):
+    def publish(self, routing_key: str, body: dict[str, Any], message_id: str | None = None) -> None: ...
+
+
+class Database(Protocol):
+    def transaction(self): ...
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    id: int
+    name: str
+    type: str
+    url: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "type": self.type}
+
+    def detail(self) -> dict[str, Any]:
+        return {**self.summary(), "url": self.url, "challenge": MASKED_CHALLENGE}
+
+
+def challenge_context(name: str) -> bytes:
+    """Associated data of a CA's encrypted challenge: it opens only for that CA's name."""
+    return b"certificate_authorities.challenge:" + name.encode("utf-8")
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise field_error(UnprocessableEntity, "name", "Custom SCEP Proxy name cannot be empty")
+    if len(name) > NAME_MAX_CHARS:
+        raise field_error(UnprocessableEntity, "name",
+                          f"Custom SCEP Proxy name cannot be longer than {NAME_MAX_CHARS} characters")
+    if not _NAME.match(name):
+        raise field_error(UnprocessableEntity, "name",
+                          "Invalid characters in the name field. Only letters, numbers and "
+                          "underscores are allowed.")
+    return name
+
+
+def validate_url(url: Any) -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise field_error(UnprocessableEntity, "url", "Custom SCEP Proxy URL cannot be empty")
+    if len(url) > URL_MAX_CHARS:
+        raise field_error(UnprocessableEntity, "url",
+                          f"Custom SCEP Proxy URL cannot be longer than {URL_MAX_CHARS} characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise field_error(UnprocessableEntity, "url",
+                          "Custom SCEP Proxy URL must be an http or https URL")
+    return url
+
+
+def validate_challenge(challenge: Any) -> str:
+    if not isinstance(challenge, str) or challenge == "" or challenge == MASKED_CHALLENGE:
+        raise field_error(BadRequest, "challenge", EMPTY_CHALLENGE)
+    return challenge
+
+
+def _pem(ders: list[bytes]) -> str:
+    out = []
+    for der in ders:
+        try:
+            out.append(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode())
+        except ValueError:
+            continue
+    return "".join(out)
+
+
+class CertificateAuthorityService:
+    def __init__(self, db: Database, store: CertificateAuthorityStore, activities: ActivityStore,
+                 secrets: SecretBox, prober: Prober, publisher: Publisher):
+        self._db = db
+        self._store = store
+        self._activities = activities
+        self._secrets = secrets
+        self._prober = prober
+        self._publisher = publisher
+
+    def _probe(self, url: str) -> str:
+        """PEM of the CA certificates at `url`, or 400 with the probe's reason."""
+        try:
+            outcome = self._prober.probe(url)
+        except GatewayUnavailable as exc:
+            raise ServiceUnavailable("The SCEP gateway is unavailable; try again shortly.",
+                                     [{"name": "url", "reason": str(exc)}]) from None
+        if not outcome.ok or not outcome.ca_certificates_der:
+            raise field_error(BadRequest, "url", outcome.reason or "no CA certificate returned",
+                              INVALID_SCEP_URL)
+        return _pem(outcome.ca_certificates_der)
+
+    def create(self, body: dict[str, Any], actor: str) -> CertificateAuthority:
+        name = validate_name(body.get("name"))
+        url = validate_url(body.get("url"))
+        challenge = validate_challenge(body.get("challenge"))
+        register_secret(challenge)
+        with self._db.transaction() as conn:
+            if self._store.name_exists(conn, name):
+                raise self._name_taken(name)
+        ca_pem = self._probe(url)
+        encrypted = self._secrets.encrypt(challenge, challenge_context(name))
+        try:
+            with self._db.transaction() as conn:
+                row = self._store.insert(conn, name, url, encrypted, ca_pem)
+                self._activities.record(conn, "added_custom_scep_proxy", actor, {"name": name})
+        except NameTaken:
+            raise self._name_taken(name) from None
+        self._changed("added", row, resend=False)
+        return _public(row)
+
+    def get(self, ca_id: int) -> CertificateAuthority:
+        with self._db.transaction() as conn:
+            row = self._store.get(conn, ca_id)
+        if row is None:
+            raise NotFound(f"Certificate authority {ca_id} was not found")
+        return _public(row)
+
+    def list(self, page: int, per_page: int) -> list[CertificateAuthority]:
+        with self._db.transaction() as conn:
+            return [_public(r) for r in self._store.list(conn, per_page, page * per_page)]
+
+    def edit(self, ca_id: int, body: dict[str, Any], actor: str) -> CertificateAuthority:
+        current = self.get(ca_id)
+        if "name" in body and body["name"] != current.name:
+            raise field_error(UnprocessableEntity, "name",
+                              "The name of a certificate authority cannot be changed")
+        new_url = validate_url(body["url"]) if "url" in body and body["url"] is not None else None
+        has_challenge = "challenge" in body and body["challenge"] is not None
+        if new_url is not None and new_url != current.url and not has_challenge:
+            raise field_error(UnprocessableEntity, "challenge",
+                              "A new URL needs the challenge of that SCEP server too")
+        new_challenge = validate_challenge(body["challenge"]) if has_challenge else None
+        if new_challenge:
+            register_secret(new_challenge)
+        url_changed = new_url is not None and new_url != current.url
+        ca_pem = self._probe(new_url) if url_changed else None
+        with self._db.transaction() as conn:
+            row = self._store.get(conn, ca_id, for_update=True)
+            if row is None:
+                raise NotFound(f"Certificate authority {ca_id} was not found")
+            context = challenge_context(row.name)
+            old_challenge = self._secrets.decrypt(row.challenge_encrypted, context)
+            challenge_changed = new_challenge is not None and new_challenge != old_challenge
+            if not url_changed and not challenge_changed:
+                return _public(row)
+            encrypted = (self._secrets.encrypt(new_challenge, context) if challenge_changed
+                         else row.challenge_encrypted)
+            row = self._store.update(conn, ca_id, new_url if url_changed else row.url, encrypted,
+                                     ca_pem if url_changed else row.ca_certificates_pem)
+            self._activities.record(conn, "edited_custom_scep_proxy", actor, {"name": row.name})
+        self._changed("edited", row, resend=True)
+        return _public(row)
+
+    def delete(self, ca_id: int, actor: str) -> None:
+        with self._db.transaction() as conn:
+            row = self._store.get(conn, ca_id, for_update=True)
+            if row is None:
+                raise NotFound(f"Certificate authority {ca_id} was not found")
+            self._store.delete(conn, ca_id)
+            self._activities.record(conn, "deleted_custom_scep_proxy", actor, {"name": row.name})
+        self._changed("deleted", row, resend=False)
+
+    @staticmethod
+    def _name_taken(name: str) -> Conflict:
+        return field_error(Conflict, "name",
+                           f"A certificate authority named {name} already exists")
+
+    def _changed(self, action: str, row: CertificateAuthorityRow, resend: bool) -> None:
+        """Tell the processor and the proxies, after the commit. A lost message is repaired by
+        the processor's periodic reconcile pass, so a broker outage does not fail the request."""
+        event = {"kind": "certificate_authority", "action": action, "id": row.id,
+                 "name": row.name, "resend": resend}
+        try:
+            self._publisher.publish(bus.CONFIG_CHANGED, event)
+        except Exception:  # noqa: BLE001
+            log.exception("could not publish config.changed", extra={"event": event})
+
+
+def _public(row: CertificateAuthorityRow) -> CertificateAuthority:
+    return CertificateAuthority(row.id, row.name, row.type, row.url)

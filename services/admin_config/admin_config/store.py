@@ -1,0 +1,120 @@
+"""admin-config's SQL: certificate authorities, activities and API tokens. No HTTP here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+
+@dataclass(frozen=True)
+class CertificateAuthorityRow:
+    id: int
+    name: str
+    type: str
+    url: str
+    challenge_encrypted: bytes
+    ca_certificates_pem: str
+    created_at: datetime
+    updated_at: datetime
+
+
+_CA_COLUMNS = ("id, name, type, url, challenge_encrypted, ca_certificates_pem, created_at, "
+               "updated_at")
+
+
+class NameTaken(Exception):
+    pass
+
+
+class CertificateAuthorityStore:
+    def get(self, conn: psycopg.Connection, ca_id: int, for_update: bool = False
+            ) -> CertificateAuthorityRow | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = conn.execute(f"SELECT {_CA_COLUMNS} FROM certificate_authorities WHERE id = %s{lock}",
+                           (ca_id,)).fetchone()
+        return _ca(row)
+
+    def name_exists(self, conn: psycopg.Connection, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM certificate_authorities WHERE name = %s",
+                            (name,)).fetchone() is not None
+
+    def list(self, conn: psycopg.Connection, limit: int, offset: int) -> list[CertificateAuthorityRow]:
+        rows = conn.execute(f"SELECT {_CA_COLUMNS} FROM certificate_authorities ORDER BY id "
+                            "LIMIT %s OFFSET %s", (limit, offset)).fetchall()
+        return [_ca(r) for r in rows]
+
+    def count(self, conn: psycopg.Connection) -> int:
+        return conn.execute("SELECT count(*) AS n FROM certificate_authorities").fetchone()["n"]
+
+    def insert(self, conn: psycopg.Connection, name: str, url: str, challenge_encrypted: bytes,
+               ca_certificates_pem: str) -> CertificateAuthorityRow:
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    f"INSERT INTO certificate_authorities (name, url, challenge_encrypted, "
+                    f"ca_certificates_pem) VALUES (%s, %s, %s, %s) RETURNING {_CA_COLUMNS}",
+                    (name, url, challenge_encrypted, ca_certificates_pem)).fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise NameTaken(name) from None
+        return _ca(row)
+
+    def update(self, conn: psycopg.Connection, ca_id: int, url: str, challenge_encrypted: bytes,
+               ca_certificates_pem: str) -> CertificateAuthorityRow:
+        row = conn.execute(
+            f"UPDATE certificate_authorities SET url = %s, challenge_encrypted = %s, "
+            f"ca_certificates_pem = %s, updated_at = now() WHERE id = %s RETURNING {_CA_COLUMNS}",
+            (url, challenge_encrypted, ca_certificates_pem, ca_id)).fetchone()
+        return _ca(row)
+
+    def delete(self, conn: psycopg.Connection, ca_id: int) -> bool:
+        return conn.execute("DELETE FROM certificate_authorities WHERE id = %s",
+                            (ca_id,)).rowcount == 1
+
+
+def _ca(row: dict[str, Any] | None) -> CertificateAuthorityRow | None:
+    if row is None:
+        return None
+    return CertificateAuthorityRow(**{**row, "challenge_encrypted": bytes(row["challenge_encrypted"])})
+
+
+class ActivityStore:
+    def record(self, conn: psycopg.Connection, type_: str, actor: str, details: dict[str, Any]) -> None:
+        conn.execute("INSERT INTO activities (type, actor, details) VALUES (%s, %s, %s)",
+                     (type_, actor, Jsonb(details)))
+
+    def list(self, conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
+        return conn.execute(
+            "SELECT id, type, actor, details, created_at FROM activities "
+            "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s", (limit, offset)).fetchall()
+
+    def count(self, conn: psycopg.Connection) -> int:
+        return conn.execute("SELECT count(*) AS n FROM activities").fetchone()["n"]
+
+
+class ApiTokenStore:
+    def create(self, conn: psycopg.Connection, name: str, token_sha256: bytes) -> None:
+        try:
+            with conn.transaction():
+                conn.execute("INSERT INTO api_tokens (name, token_sha256) VALUES (%s, %s)",
+                             (name, token_sha256))
+        except psycopg.errors.UniqueViolation:
+            raise NameTaken(name) from None
+
+    def find_active(self, conn: psycopg.Connection, token_sha256: bytes) -> str | None:
+        """The name of the unrevoked token with this hash; records its use."""
+        row = conn.execute(
+            "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = %s "
+            "AND revoked_at IS NULL RETURNING name", (token_sha256,)).fetchone()
+        return row["name"] if row else None
+
+    def revoke(self, conn: psycopg.Connection, name: str) -> bool:
+        return conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = %s "
+                            "AND revoked_at IS NULL", (name,)).rowcount == 1
+
+    def list(self, conn: psycopg.Connection) -> list[dict[str, Any]]:
+        return conn.execute("SELECT name, created_at, last_used_at, revoked_at FROM api_tokens "
+                            "ORDER BY id").fetchall()

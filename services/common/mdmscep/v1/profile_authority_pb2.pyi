@@ -1,0 +1,31 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AuthorizeScepRequest(_message.Message):
+    __slots__ = ("host_uuid", "profile_uuid", "ca_name", "one_time_code", "operation")
+    HOST_UUID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_UUID_FIELD_NUMBER: _ClassVar[int]
+    CA_NAME_FIELD_NUMBER: _ClassVar[int]
+    ONE_TIME_CODE_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    host_uuid: str
+    profile_uuid: str
+    ca_name: str
+    one_time_code: str
+    operation: str
+    def __init__(self, host_uuid: _Optional[str] = ..., profile_uuid: _Optional[str] = ..., ca_name: _Optional[str] = ..., one_time_code: _Optional[str] = ..., operation: _Optional[str] = ...) -> None: ...
+
+class AuthorizeScepResponse(_message.Message):
+    __slots__ = ("allowed", "reason", "upstream_url", "ca_id")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_URL_FIELD_NUMBER: _ClassVar[int]
+    CA_ID_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    reason: str
+    upstream_url: str
+    ca_id: int
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., upstream_url: _Optional[str] = ..., ca_id: _Optional[int] = ...) -> None: ...

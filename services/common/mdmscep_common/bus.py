@@ -1,0 +1,200 @@
+"""RabbitMQ bus (kombu): one durable topic exchange, persistent messages, publisher confirms,
+manual acknowledgement after the work commits, bounded prefetch and a dead-letter queue per queue.
+
+Queues are quorum queues: RabbitMQ counts deliveries itself, so a message that keeps failing (or
+keeps killing its consumer) is dead-lettered after DELIVERY_LIMIT attempts instead of looping.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import kombu
+from kombu import Connection, Exchange, Queue, binding
+from kombu.mixins import ConsumerMixin
+from kombu.pools import producers
+
+log = logging.getLogger(__name__)
+
+EXCHANGE_NAME = "mdmscep"
+DEAD_LETTER_EXCHANGE_NAME = "mdmscep.dlx"
+DELIVERY_LIMIT = 5
+
+EXCHANGE = Exchange(EXCHANGE_NAME, type="topic", durable=True)
+DEAD_LETTER_EXCHANGE = Exchange(DEAD_LETTER_EXCHANGE_NAME, type="topic", durable=True)
+
+# Routing keys (DESIGN.md "How services talk").
+CONFIG_CHANGED = "config.changed"
+HOST_ENROLLED = "host.enrolled"
+HOST_CHECKED_OUT = "host.checked_out"
+COMMAND_RESULT = "command.result"
+PUSH_REQUESTED = "push.requested"
+SCEP_RESULT = "scep.result"
+
+PUBLISH_RETRY_POLICY = {"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5,
+                        "interval_max": 3}
+
+
+class PoisonMessage(Exception):
+    """The message can never be handled (malformed or unknown); it goes to the dead-letter queue."""
+
+
+def connection(amqp_url: str, **kwargs: Any) -> Connection:
+    # Publisher confirms: publish() returns only once the broker has taken the message.
+    return Connection(amqp_url, transport_options={"confirm_publish": True},
+                      connect_timeout=5, **kwargs)
+
+
+def dead_letter_queue_name(queue_name: str) -> str:
+    return f"{queue_name}.dlq"
+
+
+def durable_queue(name: str, routing_keys: list[str]) -> Queue:
+    return Queue(
+        name,
+        bindings=[binding(EXCHANGE, routing_key=key) for key in routing_keys],
+        durable=True,
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE_NAME,
+            "x-dead-letter-routing-key": name,
+            "x-delivery-limit": DELIVERY_LIMIT,
+        })
+
+
+def dead_letter_queue(queue_name: str) -> Queue:
+    return Queue(dead_letter_queue_name(queue_name), exchange=DEAD_LETTER_EXCHANGE,
+                 routing_key=queue_name, durable=True,
+                 queue_arguments={"x-queue-type": "quorum"})
+
+
+def declare_queue(conn: Connection, queue: Queue) -> None:
+    """Declare the queue, its bindings and its dead-letter queue (idempotent)."""
+    with conn.channel() as channel:
+        dead_letter_queue(queue.name)(channel).declare()
+        queue(channel).declare()
+
+
+class Publisher:
+    """Thread-safe publisher: a pool of producers over one connection, retried on broker loss."""
+
+    def __init__(self, amqp_url: str):
+        self._connection = connection(amqp_url)
+
+    def publish(self, routing_key: str, body: dict[str, Any], message_id: str | None = None) -> None:
+        with producers[self._connection].acquire(block=True, timeout=10) as producer:
+            producer.publish(
+                body, exchange=EXCHANGE, routing_key=routing_key, serializer="json",
+                delivery_mode=2, message_id=message_id or str(uuid.uuid4()),
+                declare=[EXCHANGE], retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+
+    def close(self) -> None:
+        self._connection.release()
+
+
+class RecordingPublisher:
+    """A Publisher that keeps messages in memory: for unit tests of services that publish."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, routing_key: str, body: dict[str, Any], message_id: str | None = None) -> None:
+        self.messages.append((routing_key, body))
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Delivery:
+    routing_key: str
+    redelivered: bool
+    message_id: str | None
+
+
+Handler = Callable[[dict[str, Any], Delivery], None]
+
+
+class Worker(ConsumerMixin):
+    """Consumes queues with one handler each; acks only after the handler returned.
+
+    A handler raising PoisonMessage sends the message to the dead-letter queue at once; any
+    other exception requeues it (after a pause, so a broken dependency does not spin) and
+    RabbitMQ dead-letters it once DELIVERY_LIMIT is reached. ConsumerMixin reconnects after a
+    broker restart; unacked messages of a dead consumer are redelivered by the broker.
+    """
+
+    def __init__(self, amqp_url: str, handlers: dict[str, tuple[Queue, Handler]],
+                 prefetch: int = 16, requeue_pause: float = 1.0):
+        self.connection = connection(amqp_url, heartbeat=0)
+        self._handlers = handlers
+        self._prefetch = prefetch
+        self._requeue_pause = requeue_pause
+        self.ready = threading.Event()
+
+    def get_consumers(self, Consumer, channel):  # noqa: N803 - kombu's signature
+        consumers = []
+        for queue, handler in self._handlers.values():
+            dead_letter_queue(queue.name)(channel).declare()
+            consumers.append(Consumer(
+                queues=[queue], callbacks=[self._callback(queue.name, handler)],
+                accept=["json"], prefetch_count=self._prefetch,
+                on_decode_error=self._on_decode_error))
+        return consumers
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.ready.set()
+        log.info("consuming", extra={"queues": list(self._handlers)})
+
+    def on_connection_error(self, exc, interval):
+        self.ready.clear()
+        log.warning("broker connection lost, reconnecting",
+                    extra={"error": str(exc), "retry_in": interval})
+
+    def _on_decode_error(self, message: kombu.Message, exc: Exception) -> None:
+        log.error("undecodable message sent to dead-letter queue",
+                  extra={"queue": message.delivery_info.get("routing_key"), "error": str(exc)})
+        message.reject(requeue=False)
+
+    def _callback(self, queue_name: str, handler: Handler):
+        def on_message(body: Any, message: kombu.Message) -> None:
+            info = message.delivery_info
+            delivery = Delivery(routing_key=info.get("routing_key", ""),
+                                redelivered=bool(info.get("redelivered")),
+                                message_id=message.properties.get("message_id"))
+            try:
+                if not isinstance(body, dict):
+                    raise PoisonMessage("message body is not a JSON object")
+                handler(body, delivery)
+            except PoisonMessage as exc:
+                log.error("poison message sent to dead-letter queue",
+                          extra={"queue": queue_name, "error": str(exc),
+                                 "message_id": delivery.message_id})
+                message.reject(requeue=False)
+            except Exception:
+                log.exception("handler failed; message requeued",
+                              extra={"queue": queue_name, "message_id": delivery.message_id})
+                time.sleep(self._requeue_pause)
+                message.requeue()
+            else:
+                message.ack()
+        return on_message
+
+    def stop(self) -> None:
+        self.should_stop = True
+
+
+def broker_reachable(amqp_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with Connection(amqp_url, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+        return True
+    except (OSError, socket.timeout, kombu.exceptions.OperationalError, Exception):  # noqa: BLE001
+        return False

@@ -1,0 +1,108 @@
+"""PostgreSQL access: one connection pool per process, transactions as context managers.
+
+Stores take a `Database` and never manage connections themselves, so tests can hand them a
+`Database` bound to one connection inside a transaction that is rolled back after the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+class Database:
+    """A pool of connections; `transaction()` yields a connection inside BEGIN … COMMIT."""
+
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 10, name: str = "mdmscep"):
+        self._pool = ConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, open=False, name=name,
+            kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                    "application_name": name},
+            # A connection broken by a PostgreSQL restart is noticed and replaced on checkout.
+            check=ConnectionPool.check_connection,
+            timeout=10, reconnect_timeout=0)
+
+    def open(self) -> Database:
+        self._pool.open(wait=False)
+        return self
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                yield conn
+
+    def ping(self) -> bool:
+        try:
+            with self._pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - health is a yes/no question
+            return False
+
+
+class SingleConnectionDatabase:
+    """A Database over one existing connection; nested transactions become savepoints."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self._conn = conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        with self._conn.transaction():
+            yield self._conn
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    parts = urlparse(dsn)
+    return urlunparse(parts._replace(path="/" + dbname))
+
+
+def database_name(dsn: str) -> str:
+    name = urlparse(dsn).path.lstrip("/")
+    if not name:
+        raise ValueError("DATABASE_URL names no database")
+    return name
+
+
+def ensure_database(dsn: str) -> bool:
+    """Create the database named in `dsn` if missing (make run does this). True if created."""
+    name = database_name(dsn)
+    with psycopg.connect(_with_dbname(dsn, "postgres"), autocommit=True,
+                         connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            return False  # another replica created it a moment ago
+        log.info("created database", extra={"database": name})
+        return True
+
+
+def drop_database(dsn: str) -> None:
+    name = database_name(dsn)
+    with psycopg.connect(_with_dbname(dsn, "postgres"), autocommit=True,
+                         connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))

@@ -1,0 +1,167 @@
+"""Configuration from environment variables (CONTRACT.md §1), validated once at start-up.
+
+A service that is misconfigured stops at once with a message naming the variable, instead of
+failing later on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+MIN_SERVER_PRIVATE_KEY_CHARS = 32
+
+
+class SettingsError(Exception):
+    """A required variable is missing or a value cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    amqp_url: str
+    server_private_key: str = field(repr=False)
+    admin_api_token: str | None = field(repr=False)
+    admin_http_port: int
+    mdm_http_port: int
+    scep_proxy_http_port: int
+    processor_grpc_port: int
+    mdm_grpc_port: int
+    scep_proxy_grpc_port: int
+    processor_grpc_addr: str
+    mdm_grpc_addr: str
+    scep_proxy_grpc_addr: str
+    mdm_public_url: str
+    scep_proxy_public_url: str
+    enroll_secret: str | None = field(repr=False)
+    mdm_identity_ca_certs: str | None
+    identity_scep_url: str | None
+    identity_scep_challenge: str | None = field(repr=False)
+    apns_url: str
+    apns_cert: str | None
+    apns_key: str | None
+    apns_ca_certs: str | None
+    profile_reconcile_interval: float
+    profile_verify_interval: float
+    scep_code_ttl: int
+    scep_probe_timeout: float
+    http_workers: int
+    http_threads: int
+
+    def secret_values(self) -> list[str]:
+        """Values that must never appear in a log line."""
+        values = [self.server_private_key, self.admin_api_token, self.enroll_secret,
+                  self.identity_scep_challenge]
+        return [v for v in values if v]
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _url(env: dict[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name) or default
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise SettingsError(f"{name} must be a {'/'.join(schemes)} URL, got {raw!r}")
+    return raw.rstrip("/") if schemes[0].startswith("http") else raw
+
+
+def _optional(env: dict[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value else None
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read and validate the configuration; raises SettingsError naming the variable."""
+    env = dict(os.environ if env is None else env)
+    key = env.get("SERVER_PRIVATE_KEY", "")
+    if not key:
+        raise SettingsError(
+            "SERVER_PRIVATE_KEY is required: a string of at least 32 characters "
+            "(it keys the encryption of SCEP challenges at rest)")
+    if len(key) < MIN_SERVER_PRIVATE_KEY_CHARS:
+        raise SettingsError(
+            f"SERVER_PRIVATE_KEY must be at least {MIN_SERVER_PRIVATE_KEY_CHARS} characters, "
+            f"got {len(key)}")
+    ports = {
+        name: _int(env, name, default, minimum=1)
+        for name, default in (
+            ("ADMIN_HTTP_PORT", 8080), ("MDM_HTTP_PORT", 8081), ("SCEP_PROXY_HTTP_PORT", 8082),
+            ("PROCESSOR_GRPC_PORT", 50051), ("MDM_GRPC_PORT", 50052),
+            ("SCEP_PROXY_GRPC_PORT", 50053))
+    }
+    for name, port in ports.items():
+        if port > 65535:
+            raise SettingsError(f"{name} must be a TCP port (1-65535), got {port}")
+    return Settings(
+        database_url=_url(env, "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mdmscep",
+                          ("postgresql", "postgres")),
+        amqp_url=_url(env, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//",
+                      ("amqp", "amqps")),
+        server_private_key=key,
+        admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
+        admin_http_port=ports["ADMIN_HTTP_PORT"],
+        mdm_http_port=ports["MDM_HTTP_PORT"],
+        scep_proxy_http_port=ports["SCEP_PROXY_HTTP_PORT"],
+        processor_grpc_port=ports["PROCESSOR_GRPC_PORT"],
+        mdm_grpc_port=ports["MDM_GRPC_PORT"],
+        scep_proxy_grpc_port=ports["SCEP_PROXY_GRPC_PORT"],
+        processor_grpc_addr=env.get("PROCESSOR_GRPC_ADDR")
+        or f"127.0.0.1:{ports['PROCESSOR_GRPC_PORT']}",
+        mdm_grpc_addr=env.get("MDM_GRPC_ADDR") or f"127.0.0.1:{ports['MDM_GRPC_PORT']}",
+        scep_proxy_grpc_addr=env.get("SCEP_PROXY_GRPC_ADDR")
+        or f"127.0.0.1:{ports['SCEP_PROXY_GRPC_PORT']}",
+        mdm_public_url=_url(env, "MDM_PUBLIC_URL", "http://127.0.0.1:8081", ("http", "https")),
+        scep_proxy_public_url=_url(env, "SCEP_PROXY_PUBLIC_URL", "http://127.0.0.1:8082",
+                                   ("http", "https")),
+        enroll_secret=_optional(env, "ENROLL_SECRET"),
+        mdm_identity_ca_certs=_optional(env, "MDM_IDENTITY_CA_CERTS"),
+        identity_scep_url=_url(env, "IDENTITY_SCEP_URL", None, ("http", "https")),
+        identity_scep_challenge=_optional(env, "IDENTITY_SCEP_CHALLENGE"),
+        apns_url=_url(env, "APNS_URL", "https://api.push.apple.com", ("https", "http")),
+        apns_cert=_optional(env, "APNS_CERT"),
+        apns_key=_optional(env, "APNS_KEY"),
+        apns_ca_certs=_optional(env, "APNS_CA_CERTS"),
+        profile_reconcile_interval=_float(env, "PROFILE_RECONCILE_INTERVAL", 30.0, minimum=0.1),
+        profile_verify_interval=_float(env, "PROFILE_VERIFY_INTERVAL", 3600.0, minimum=1.0),
+        scep_code_ttl=_int(env, "SCEP_CODE_TTL", 3600, minimum=1),
+        scep_probe_timeout=_float(env, "SCEP_PROBE_TIMEOUT", 30.0, minimum=0.1),
+        http_workers=_int(env, "HTTP_WORKERS", 2, minimum=1),
+        http_threads=_int(env, "HTTP_THREADS", 8, minimum=1),
+    )
+
+
+def load_settings_or_exit() -> Settings:
+    """Entry points call this: a configuration error ends the process with exit status 78."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(78) from None

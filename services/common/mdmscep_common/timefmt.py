@@ -1,0 +1,13 @@
+"""RFC 3339 UTC timestamps, as the admin API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

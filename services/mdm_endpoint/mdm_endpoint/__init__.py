@@ -1,0 +1,1 @@
+"""mdm-endpoint: Apple MDM enrollment, check-in and commands; the Commander; APNs pushes."""

@@ -1,0 +1,1 @@
+"""profile-processor: reconciles who should have which profile, renders and queues them."""

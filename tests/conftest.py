@@ -1,0 +1,97 @@
+"""Test fixtures: a real PostgreSQL database and RabbitMQ vhost per test run (warehouse/nameko
+style), a transaction rolled back per test, real scepservers, and the gRPC ScepGateway."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from mdmscep_common.db import SingleConnectionDatabase, drop_database, ensure_database
+from mdmscep_common.migrate import apply_migrations
+from psycopg.rows import dict_row
+
+from tests.support.scepserver import start_scepserver
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_ID = uuid.uuid4().hex[:10]
+PG_BASE = os.environ.get("TEST_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
+AMQP_BASE = os.environ.get("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
+SERVER_PRIVATE_KEY = "test-server-private-key-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-token-" + RUN_ID
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    url = f"{PG_BASE}/mdmscep_test_{RUN_ID}"
+    ensure_database(url)
+    apply_migrations(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def amqp_url():
+    vhost = f"mdmscep_test_{RUN_ID}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"{AMQP_BASE}/{vhost}"
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url, amqp_url):
+    """Environment for stack processes started by tests."""
+    return {
+        "DATABASE_URL": database_url,
+        "AMQP_URL": amqp_url,
+        "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
+        "ADMIN_API_TOKEN": ADMIN_TOKEN,
+    }
+
+
+@pytest.fixture
+def db_conn(database_url):
+    """One connection inside a transaction that is rolled back after the test."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        with conn.transaction(force_rollback=True):
+            yield conn
+
+
+@pytest.fixture
+def db(db_conn):
+    return SingleConnectionDatabase(db_conn)
+
+
+@pytest.fixture(scope="session")
+def custom_ca(tmp_path_factory):
+    server = start_scepserver(challenge="custom-ca-challenge",
+                              workdir=tmp_path_factory.mktemp("custom-ca"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def scep_gateway():
+    """scep-proxy's gRPC ScepGateway in-process, with a short probe timeout."""
+    from mdmscep.v1 import scep_gateway_pb2_grpc
+    from mdmscep_common.grpc_server import GrpcServer
+    from mdmscep_common.health import HealthChecks
+    from scep_proxy.gateway import ScepGatewayServicer
+
+    client = httpx.Client(timeout=5, follow_redirects=False)
+    server = GrpcServer(0, ["mdmscep.v1.ScepGateway"], HealthChecks({}), host="127.0.0.1")
+    server.add(scep_gateway_pb2_grpc.add_ScepGatewayServicer_to_server,
+               ScepGatewayServicer(client, probe_timeout=2.0))
+    server.start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop(grace=0)
+    client.close()

@@ -1,0 +1,58 @@
+"""A real micromdm scepserver (Debian package `scep`) in a temporary depot, for tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ports import free_port, wait_for_port
+
+
+@dataclass
+class ScepServer:
+    port: int
+    depot: Path
+    challenge: str | None
+    process: subprocess.Popen = field(repr=False)
+    log_path: Path = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/scep"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return (self.depot / "ca.pem").read_bytes()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_scepserver(challenge: str | None = None, organization: str = "mdmscep test CA",
+                     workdir: Path | None = None) -> ScepServer:
+    if shutil.which("scepserver") is None:
+        raise RuntimeError("scepserver is not installed: run `make scep` (Debian package scep)")
+    root = Path(workdir or tempfile.mkdtemp(prefix="scepserver-"))
+    depot = root / "depot"
+    subprocess.run(["scepserver", "ca", "-init", "-depot", str(depot), "-keySize", "2048",
+                    "-organization", organization], check=True, capture_output=True, timeout=60)
+    port = free_port()
+    log_path = root / "scepserver.log"
+    args = ["scepserver", "-depot", str(depot), "-port", str(port), "-allowrenew", "0", "-debug"]
+    if challenge is not None:
+        args += ["-challenge", challenge]
+    process = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    wait_for_port(port)
+    return ScepServer(port, depot, challenge, process, log_path)
