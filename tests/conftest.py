@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from mdmscep_common.db import SingleConnectionDatabase, drop_database, ensure_database
-from mdmscep_common.migrate import apply_migrations
 from psycopg.rows import dict_row
 
+from mdmscep_common.db import SingleConnectionDatabase, drop_database, ensure_database
+from mdmscep_common.migrate import apply_migrations
 from tests.support.scepserver import start_scepserver
 
 ROOT = Path(__file__).resolve().parents[1]

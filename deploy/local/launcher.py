@@ -87,7 +87,7 @@ def main() -> None:
     print(f"launcher: supervisord config {conf} "
           f"(status: {BIN / 'supervisorctl'} -c {conf} status)", flush=True)
     supervisord = str(BIN / "supervisord")
-    os.execv(supervisord, [supervisord, "-c", str(conf)])
+    os.execv(supervisord, [supervisord, "-c", str(conf)])  # noqa: S606 - hand over the pid
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import pytest
+
 from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ScepGatewayClient
 from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
-
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 
 

@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import dependency_checks
 from mdmscep_common.http import register_healthz
 from mdmscep_common.settings import Settings
-from werkzeug.exceptions import HTTPException
 
 from .activities import ActivityService
 from .api import api

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from mdmscep_common import bus
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.logs import register_secret

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+
 from mdmscep.v1 import scep_gateway_pb2, scep_gateway_pb2_grpc
 
 

@@ -8,7 +8,6 @@ keeps killing its consumer) is dead-lettered after DELIVERY_LIMIT attempts inste
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -196,5 +195,5 @@ def broker_reachable(amqp_url: str, timeout: float = 2.0) -> bool:
         with Connection(amqp_url, connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
         return True
-    except (OSError, socket.timeout, kombu.exceptions.OperationalError, Exception):  # noqa: BLE001
+    except (TimeoutError, OSError, kombu.exceptions.OperationalError, Exception):  # noqa: BLE001
         return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from flask import Flask
+
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+
 from mdmscep_common.db import Database
 from mdmscep_common.health import dependency_checks
 from mdmscep_common.http import register_healthz

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+
 from mdmscep.v1 import scep_gateway_pb2, scep_gateway_pb2_grpc
 
 from .probe import probe_scep_server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import httpx
+
 from mdmscep.v1 import scep_gateway_pb2_grpc
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal

@@ -1,0 +1,107 @@
+"""The stack as real processes, started with the same launcher as `make run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = ROOT / "deploy" / "local" / "launcher.py"
+
+PORT_VARS = ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT", "PROCESSOR_GRPC_PORT",
+             "MDM_GRPC_PORT", "SCEP_PROXY_GRPC_PORT")
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    run_dir: Path
+    process: subprocess.Popen = field(repr=False)
+    log_path: Path = field(repr=False)
+
+    def port(self, var: str) -> int:
+        return int(self.env[var])
+
+    def url(self, var: str) -> str:
+        return f"http://127.0.0.1:{self.port(var)}"
+
+    @property
+    def admin_url(self) -> str:
+        return self.url("ADMIN_HTTP_PORT")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def supervisorctl(self, *args: str) -> str:
+        return subprocess.run([str(Path(sys.executable).parent / "supervisorctl"), "-c",
+                               str(self.run_dir / "supervisord.conf"), *args],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    def pid(self, program: str) -> int:
+        return int(self.supervisorctl("pid", program).strip())
+
+    def healthy(self) -> bool:
+        for var in ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT"):
+            try:
+                if httpx.get(self.url(var) + "/healthz", timeout=2).status_code != 200:
+                    return False
+            except httpx.HTTPError:
+                return False
+        return all(grpc_serving(self.port(var)) for var in
+                   ("PROCESSOR_GRPC_PORT", "MDM_GRPC_PORT", "SCEP_PROXY_GRPC_PORT"))
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"launcher exited with {self.process.returncode}:\n{self.log()}")
+            if self.healthy():
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"stack not healthy after {timeout} s:\n{self.log()[-5000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # as Ctrl-C
+            try:
+                self.process.wait(45)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def grpc_serving(port: int) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def start_stack(base_env: dict[str, str], workdir: Path, **overrides: str) -> Stack:
+    env = {**os.environ, **base_env, "HTTP_WORKERS": "1", "HTTP_THREADS": "8"}
+    for var in PORT_VARS:
+        env[var] = str(free_port())
+    for var in ("PROCESSOR_GRPC_ADDR", "MDM_GRPC_ADDR", "SCEP_PROXY_GRPC_ADDR"):
+        env.pop(var, None)
+    env.update(overrides)
+    run_dir = workdir / "run"
+    env["MDMSCEP_RUN_DIR"] = str(run_dir)
+    log_path = workdir / "stack.log"
+    process = subprocess.Popen([sys.executable, str(LAUNCHER)], env=env, cwd=str(workdir),
+                               stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    return Stack(env, run_dir, process, log_path)
