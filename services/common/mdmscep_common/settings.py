@@ -47,6 +47,10 @@ class Settings:
     profile_verify_interval: float
     scep_code_ttl: int
     scep_probe_timeout: float
+    scep_upstream_timeout: float
+    scep_proxy_ca_concurrency: int
+    scep_proxy_queue_timeout: float
+    scep_proxy_cache_ttl: float
     http_workers: int
     http_threads: int
 
@@ -153,6 +157,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         profile_verify_interval=_float(env, "PROFILE_VERIFY_INTERVAL", 3600.0, minimum=1.0),
         scep_code_ttl=_int(env, "SCEP_CODE_TTL", 3600, minimum=1),
         scep_probe_timeout=_float(env, "SCEP_PROBE_TIMEOUT", 30.0, minimum=0.1),
+        scep_upstream_timeout=_float(env, "SCEP_UPSTREAM_TIMEOUT", 30.0, minimum=0.1),
+        scep_proxy_ca_concurrency=_int(env, "SCEP_PROXY_CA_CONCURRENCY", 4, minimum=1),
+        scep_proxy_queue_timeout=_float(env, "SCEP_PROXY_QUEUE_TIMEOUT", 5.0, minimum=0.0),
+        scep_proxy_cache_ttl=_float(env, "SCEP_PROXY_CACHE_TTL", 60.0, minimum=0.0),
         http_workers=_int(env, "HTTP_WORKERS", 2, minimum=1),
         http_threads=_int(env, "HTTP_THREADS", 8, minimum=1),
     )

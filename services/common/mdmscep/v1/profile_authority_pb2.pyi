@@ -19,13 +19,15 @@ class AuthorizeScepRequest(_message.Message):
     def __init__(self, host_uuid: _Optional[str] = ..., profile_uuid: _Optional[str] = ..., ca_name: _Optional[str] = ..., one_time_code: _Optional[str] = ..., operation: _Optional[str] = ...) -> None: ...
 
 class AuthorizeScepResponse(_message.Message):
-    __slots__ = ("allowed", "reason", "upstream_url", "ca_id")
+    __slots__ = ("allowed", "reason", "upstream_url", "ca_id", "http_status")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_URL_FIELD_NUMBER: _ClassVar[int]
     CA_ID_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
     upstream_url: str
     ca_id: int
-    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., upstream_url: _Optional[str] = ..., ca_id: _Optional[int] = ...) -> None: ...
+    http_status: int
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., upstream_url: _Optional[str] = ..., ca_id: _Optional[int] = ..., http_status: _Optional[int] = ...) -> None: ...
