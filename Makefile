@@ -7,6 +7,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := common admin_config scep_proxy profile_processor mdm_endpoint
+EDITABLE := $(foreach s,$(SERVICES),services/$(s)) tests/hostsim
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
 
@@ -20,11 +21,11 @@ help:
 	@echo "make proto       regenerate gRPC stubs from proto/"
 	@echo "make lint        ruff, and a drift check of the generated stubs"
 
-$(STAMP): requirements/runtime.txt requirements/dev.txt $(foreach s,$(SERVICES),services/$(s)/pyproject.toml)
+$(STAMP): requirements/runtime.txt requirements/dev.txt $(foreach p,$(EDITABLE),$(p)/pyproject.toml)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/runtime.txt -r requirements/dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(foreach s,$(SERVICES),-e services/$(s))
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(foreach p,$(EDITABLE),-e $(p))
 	touch $@
 
 venv: $(STAMP)

@@ -22,6 +22,7 @@ PROGRAMS = [
     ("scep-proxy-grpc", "scep-proxy grpc"),
     ("mdm-endpoint-http", "mdm-endpoint http"),
     ("mdm-endpoint-grpc", "mdm-endpoint grpc"),
+    ("mdm-endpoint-push", "mdm-endpoint push"),
     ("profile-processor", "profile-processor"),
 ]
 

@@ -61,3 +61,166 @@ def create_ca(admin, name, url, challenge="ch4llenge!"):
     return admin.post("/api/v1/fleet/certificate_authorities",
                       json={"custom_scep_proxy": {"name": name, "url": url,
                                                   "challenge": challenge}})
+
+
+# --- MDM side ------------------------------------------------------------------------------
+
+ENROLL_SECRET = "enroll-secret-for-tests"
+
+
+@pytest.fixture(scope="session")
+def identity_ca(tmp_path_factory):
+    from tests.support.scepserver import start_scepserver
+
+    server = start_scepserver(challenge="identity-challenge", organization="mdmscep identity CA",
+                              workdir=tmp_path_factory.mktemp("identity-ca"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def apns_pki(tmp_path_factory):
+    from hostsim.pki import make_apns_pki
+
+    return make_apns_pki(tmp_path_factory.mktemp("apns"))
+
+
+@pytest.fixture(scope="session")
+def push_router():
+    from tests.support.mdm import PushRouter
+
+    return PushRouter()
+
+
+@pytest.fixture(scope="session")
+def fake_apns(apns_pki, push_router):
+    from hostsim.fake_apns import FakeApns
+
+    apns = FakeApns(str(apns_pki.server_cert), str(apns_pki.server_key), str(apns_pki.push_ca),
+                    on_push=push_router).start()
+    yield apns
+    apns.stop()
+
+
+@pytest.fixture(scope="session")
+def mdm_settings(database_url, amqp_url, identity_ca, apns_pki, fake_apns):
+    from tests.support.ports import free_port
+
+    mdm_port = free_port()
+    return load_settings({
+        "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY, "DATABASE_URL": database_url,
+        "AMQP_URL": amqp_url, "ENROLL_SECRET": ENROLL_SECRET,
+        "MDM_HTTP_PORT": str(mdm_port), "MDM_PUBLIC_URL": f"http://127.0.0.1:{mdm_port}",
+        "MDM_GRPC_PORT": str(free_port()),
+        "IDENTITY_SCEP_URL": identity_ca.url, "IDENTITY_SCEP_CHALLENGE": "identity-challenge",
+        "MDM_IDENTITY_CA_CERTS": str(identity_ca.depot / "ca.pem"),
+        "APNS_URL": fake_apns.url, "APNS_CERT": str(apns_pki.push_cert),
+        "APNS_KEY": str(apns_pki.push_key), "APNS_CA_CERTS": str(apns_pki.server_ca),
+    })
+
+
+@pytest.fixture(scope="session")
+def mdm_db(mdm_settings):
+    from mdmscep_common.db import Database
+
+    db = Database(mdm_settings.database_url, max_size=8, name="tests-mdm").open()
+    yield db
+    db.close()
+
+
+@pytest.fixture(scope="session")
+def mdm_server(mdm_settings, mdm_db):
+    """mdm-endpoint's HTTP app on a real port (hosts use httpx against it)."""
+    from mdm_endpoint.app import create_app
+    from mdmscep_common.bus import Publisher
+    from tests.support.mdm import ServerThread
+
+    app = create_app(mdm_settings, mdm_db, Publisher(mdm_settings.amqp_url), HealthChecks({}))
+    server = ServerThread(app, mdm_settings.mdm_http_port).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def commander(mdm_settings, mdm_db):
+    """The Commander gRPC server; yields its address."""
+    from mdm_endpoint.commander import Commander, CommanderServicer
+    from mdm_endpoint.store import CommandStore
+    from mdmscep.v1 import commander_pb2_grpc
+    from mdmscep_common.bus import Publisher
+    from mdmscep_common.grpc_server import GrpcServer
+
+    server = GrpcServer(mdm_settings.mdm_grpc_port, ["mdmscep.v1.Commander"], HealthChecks({}),
+                        host="127.0.0.1")
+    server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
+               CommanderServicer(Commander(mdm_db, CommandStore(), Publisher(mdm_settings.amqp_url))))
+    server.start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+def push_worker(mdm_settings, mdm_db):
+    import threading
+
+    from mdm_endpoint.main import push_worker as make_push_worker
+
+    worker, apns = make_push_worker(mdm_settings, mdm_db)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    assert worker.ready.wait(10)
+    yield worker
+    worker.stop()
+    thread.join(10)
+    apns.close()
+
+
+@pytest.fixture
+def clean_hosts(mdm_db):
+    with mdm_db.transaction() as conn:
+        conn.execute("TRUNCATE hosts, commands")
+
+
+@pytest.fixture
+def mdm(mdm_server, commander, push_worker, fake_apns, push_router, clean_hosts, tmp_path):
+    """Everything a simulated host needs; pushes wake the hosts of `mdm.fleet`."""
+    from hostsim.fleet import Fleet
+
+    fleet = Fleet(mdm_server.url, 0, tmp_path, workers=8)
+    push_router.target = fleet.on_push
+    fake_apns.pushes.clear()
+    fake_apns.refusals.clear()
+    yield MdmHarness(mdm_server.url, commander, fake_apns, fleet, tmp_path)
+    push_router.target = None
+    fleet.close()
+
+
+class MdmHarness:
+    def __init__(self, url, commander_addr, apns, fleet, workdir):
+        self.url = url
+        self.commander_addr = commander_addr
+        self.apns = apns
+        self.fleet = fleet
+        self.workdir = workdir
+
+    def new_host(self, enroll: bool = True, **kw):
+        from hostsim.device import SimulatedHost
+
+        host = SimulatedHost(self.url, workdir=self.workdir, client=self.fleet.client, **kw)
+        self.fleet.add_host(host)
+        if enroll:
+            host.enroll(ENROLL_SECRET)
+        return host
+
+    def enqueue(self, commands):
+        """commands: (host_uuid, command_uuid, request_type, payload[, replaces])."""
+        import grpc
+
+        from mdmscep.v1 import commander_pb2, commander_pb2_grpc
+
+        with grpc.insecure_channel(self.commander_addr) as channel:
+            return commander_pb2_grpc.CommanderStub(channel).Enqueue(commander_pb2.EnqueueRequest(
+                commands=[commander_pb2.HostCommand(host_uuid=c[0], command_uuid=c[1],
+                                                    request_type=c[2], payload=c[3],
+                                                    replaces_command_uuid=c[4] if len(c) > 4 else "")
+                          for c in commands]), timeout=10)

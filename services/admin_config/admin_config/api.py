@@ -83,6 +83,12 @@ def list_activities():
     return jsonify({"activities": _services().activities.list(page, per_page)})
 
 
+@api.get("/hosts")
+def list_hosts():
+    page, per_page = _page_args()
+    return jsonify({"hosts": _services().hosts.list(page, per_page)})
+
+
 @api.get("/openapi.json")
 def openapi_document():
     from .openapi import document

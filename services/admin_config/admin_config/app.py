@@ -18,6 +18,7 @@ from .api import api
 from .auth import Authenticator
 from .certificate_authorities import CertificateAuthorityService
 from .errors import ApiError
+from .hosts import HostDirectory
 from .store import ActivityStore, ApiTokenStore, CertificateAuthorityStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Services:
     auth: Authenticator
     certificate_authorities: CertificateAuthorityService
     activities: ActivityService
+    hosts: HostDirectory
 
 
 def build_services(settings: Settings, db, prober, publisher) -> Services:
@@ -40,6 +42,7 @@ def build_services(settings: Settings, db, prober, publisher) -> Services:
             db, CertificateAuthorityStore(), activity_store, SecretBox(settings.server_private_key),
             prober, publisher),
         activities=ActivityService(db, activity_store),
+        hosts=HostDirectory(db),
     )
 
 

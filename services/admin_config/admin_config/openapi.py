@@ -66,6 +66,12 @@ _SCHEMAS: dict[str, Any] = {
             "type": "object",
             "properties": {"url": {"type": "string"}, "challenge": {"type": "string"}}}},
     },
+    "Host": {
+        "type": "object", "required": ["uuid", "serial_number", "enrolled", "last_seen_at"],
+        "properties": {"uuid": {"type": "string", "description": "UDID as the host sent it"},
+                       "serial_number": {"type": "string"}, "enrolled": {"type": "boolean"},
+                       "last_seen_at": {"type": "string", "format": "date-time", "nullable": True}},
+    },
     "Activity": {
         "type": "object", "required": ["id", "type", "actor", "details", "created_at"],
         "properties": {"id": {"type": "integer"}, "type": {"type": "string"},
@@ -123,6 +129,14 @@ def document() -> dict[str, Any]:
                                                         "type": "array",
                                                         "items": _ref("Activity")}}},
                                                    "Newest first"),
+                                      **_errors(400, 401)}},
+            },
+            "/api/v1/fleet/hosts": {
+                "get": {"operationId": "listHosts", "parameters": _PAGE_PARAMS,
+                        "responses": {"200": _json({"type": "object", "required": ["hosts"],
+                                                    "properties": {"hosts": {
+                                                        "type": "array", "items": _ref("Host")}}},
+                                                   "Hosts in enrollment order"),
                                       **_errors(400, 401)}},
             },
             "/api/v1/fleet/openapi.json": {

@@ -1,50 +1,98 @@
-"""mdm-endpoint entry points: `mdm-endpoint http` (gunicorn) and `mdm-endpoint grpc` (Commander).
-The MDM protocol arrives with the MDM endpoint issue; until then both serve health."""
+"""mdm-endpoint entry points: `mdm-endpoint http` (Apple check-in/commands, gunicorn),
+`mdm-endpoint grpc` (Commander) and `mdm-endpoint push` (APNs push worker)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import threading
 
-from flask import Flask
-
+from mdmscep.v1 import commander_pb2_grpc
+from mdmscep_common import bus
+from mdmscep_common.bus import Publisher
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks
-from mdmscep_common.http import register_healthz, serve_http
+from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.settings import load_settings_or_exit
 
 SERVICE = "mdm-endpoint"
+PUSH_QUEUE = "mdm_endpoint.push_requested"
 
-
-def create_app(settings) -> Flask:
-    app = Flask("mdm_endpoint")
-    db = Database(settings.database_url, name=SERVICE).open()
-    register_healthz(app, dependency_checks(db, settings.amqp_url))
-    return app
+log = logging.getLogger(__name__)
 
 
 def run_http(settings) -> None:
-    serve_http(lambda: create_app(settings), settings.mdm_http_port, settings.http_workers,
-               settings.http_threads, f"{SERVICE}-http", settings.secret_values())
+    from .app import create_app
+
+    def factory():
+        db = Database(settings.database_url, name=SERVICE).open()
+        return create_app(settings, db, Publisher(settings.amqp_url),
+                          dependency_checks(db, settings.amqp_url))
+    serve_http(factory, settings.mdm_http_port, settings.http_workers, settings.http_threads,
+               f"{SERVICE}-http", settings.secret_values())
 
 
 def run_grpc(settings) -> None:
+    from .commander import Commander, CommanderServicer
+    from .store import CommandStore
+
     configure_logging(f"{SERVICE}-grpc", settings.secret_values())
-    db = Database(settings.database_url, max_size=4, name=SERVICE).open()
+    db = Database(settings.database_url, max_size=8, name=SERVICE).open()
+    publisher = Publisher(settings.amqp_url)
     server = GrpcServer(settings.mdm_grpc_port, ["mdmscep.v1.Commander"],
                         dependency_checks(db, settings.amqp_url))
+    server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
+               CommanderServicer(Commander(db, CommandStore(), publisher)))
     server.start()
 
     def stop():
         server.stop()
+        publisher.close()
+        db.close()
+    run_until_signal(stop)
+
+
+def push_worker(settings, db):
+    from .push import ApnsClient, PushSender
+    from .store import HostStore
+
+    apns = None
+    if settings.apns_cert and settings.apns_key:
+        apns = ApnsClient(settings.apns_url, settings.apns_cert, settings.apns_key,
+                          settings.apns_ca_certs)
+    else:
+        log.warning("APNS_CERT/APNS_KEY not set: push requests will be dropped")
+    sender = PushSender(db, HostStore(), apns)
+
+    def handle(bodies):
+        hosts = [h for body in bodies for h in body.get("host_uuids", []) if isinstance(h, str)]
+        sender.push_hosts(hosts)
+
+    queue = bus.durable_queue(PUSH_QUEUE, [bus.PUSH_REQUESTED])
+    return bus.BatchWorker(settings.amqp_url, queue, handle, max_batch=200, max_wait=0.1), apns
+
+
+def run_push(settings) -> None:
+    configure_logging(f"{SERVICE}-push", settings.secret_values())
+    db = Database(settings.database_url, max_size=4, name=f"{SERVICE}-push").open()
+    worker, apns = push_worker(settings, db)
+    thread = threading.Thread(target=worker.run, name="push-worker")
+    thread.start()
+
+    def stop():
+        worker.stop()
+        thread.join(30)
+        if apns:
+            apns.close()
         db.close()
     run_until_signal(stop)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog=SERVICE)
-    parser.add_argument("role", choices=["http", "grpc"])
+    parser.add_argument("role", choices=["http", "grpc", "push"])
     args = parser.parse_args()
     settings = load_settings_or_exit()
-    {"http": run_http, "grpc": run_grpc}[args.role](settings)
+    {"http": run_http, "grpc": run_grpc, "push": run_push}[args.role](settings)

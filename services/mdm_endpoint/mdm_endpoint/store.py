@@ -1,0 +1,147 @@
+"""mdm-endpoint's SQL: hosts (identity binding, push credentials) and per-host command queues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+
+class CertificateBoundElsewhere(Exception):
+    """The identity certificate is bound to another UDID."""
+
+
+@dataclass(frozen=True)
+class QueuedCommand:
+    command_uuid: str
+    request_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    host_uuid: str
+    token: bytes
+    push_magic: str
+    topic: str
+
+
+class HostStore:
+    def identity_of(self, conn: psycopg.Connection, udid: str) -> bytes | None:
+        row = conn.execute("SELECT identity_cert_sha256 FROM hosts WHERE uuid = %s",
+                           (udid,)).fetchone()
+        return bytes(row["identity_cert_sha256"]) if row and row["identity_cert_sha256"] else None
+
+    def authenticate(self, conn: psycopg.Connection, udid: str, cert_sha256: bytes,
+                     details: dict[str, str]) -> None:
+        """Create or update the host and bind the certificate (a re-enrollment re-binds)."""
+        owner = conn.execute("SELECT uuid FROM hosts WHERE identity_cert_sha256 = %s",
+                             (cert_sha256,)).fetchone()
+        if owner and owner["uuid"] != udid:
+            raise CertificateBoundElsewhere(udid)
+        conn.execute(
+            """INSERT INTO hosts (uuid, serial_number, device_name, model, os_version,
+                                  identity_cert_sha256, topic, last_seen_at)
+               VALUES (%(udid)s, %(serial_number)s, %(device_name)s, %(model)s, %(os_version)s,
+                       %(cert)s, NULLIF(%(topic)s, ''), now())
+               ON CONFLICT (uuid) DO UPDATE SET
+                   serial_number = EXCLUDED.serial_number, device_name = EXCLUDED.device_name,
+                   model = EXCLUDED.model, os_version = EXCLUDED.os_version,
+                   identity_cert_sha256 = EXCLUDED.identity_cert_sha256,
+                   topic = COALESCE(EXCLUDED.topic, hosts.topic),
+                   last_seen_at = now(), updated_at = now()""",
+            {"udid": udid, "cert": cert_sha256, **details})
+
+    def token_update(self, conn: psycopg.Connection, udid: str, topic: str, token: bytes,
+                     push_magic: str) -> bool:
+        """Store push credentials and mark enrolled; True when the host just became enrolled."""
+        row = conn.execute(
+            """UPDATE hosts h SET topic = COALESCE(NULLIF(%s, ''), h.topic), push_token = %s,
+                      push_magic = %s, push_token_invalid_at = NULL, enrolled = true,
+                      enrolled_at = CASE WHEN h.enrolled THEN h.enrolled_at ELSE now() END,
+                      last_seen_at = now(), updated_at = now()
+               FROM (SELECT uuid, enrolled FROM hosts WHERE uuid = %s FOR UPDATE) old
+               WHERE h.uuid = old.uuid RETURNING old.enrolled AS was_enrolled""",
+            (topic, token, push_magic, udid)).fetchone()
+        return row is not None and not row["was_enrolled"]
+
+    def check_out(self, conn: psycopg.Connection, udid: str) -> None:
+        conn.execute("UPDATE hosts SET enrolled = false, last_seen_at = now(), updated_at = now() "
+                     "WHERE uuid = %s", (udid,))
+        conn.execute("DELETE FROM commands WHERE host_uuid = %s AND status IN ('queued', 'not_now')",
+                     (udid,))
+
+    def seen(self, conn: psycopg.Connection, udid: str) -> None:
+        conn.execute("UPDATE hosts SET last_seen_at = now() WHERE uuid = %s", (udid,))
+
+    def push_targets(self, conn: psycopg.Connection, host_uuids: list[str]) -> list[PushTarget]:
+        rows = conn.execute(
+            "SELECT uuid, push_token, push_magic, topic FROM hosts WHERE uuid = ANY(%s) "
+            "AND enrolled AND push_token IS NOT NULL AND push_token_invalid_at IS NULL",
+            (host_uuids,)).fetchall()
+        return [PushTarget(r["uuid"], bytes(r["push_token"]), r["push_magic"], r["topic"] or "")
+                for r in rows]
+
+    def mark_token_invalid(self, conn: psycopg.Connection, host_uuids: list[str]) -> None:
+        conn.execute("UPDATE hosts SET push_token_invalid_at = now() WHERE uuid = ANY(%s)",
+                     (host_uuids,))
+
+
+class CommandStore:
+    def clear_queue(self, conn: psycopg.Connection, udid: str) -> None:
+        conn.execute("DELETE FROM commands WHERE host_uuid = %s AND status IN ('queued', 'not_now')",
+                     (udid,))
+
+    def requeue_not_now(self, conn: psycopg.Connection, udid: str) -> None:
+        conn.execute("UPDATE commands SET status = 'queued' WHERE host_uuid = %s "
+                     "AND status = 'not_now'", (udid,))
+
+    def record_result(self, conn: psycopg.Connection, udid: str, command_uuid: str, status: str,
+                      raw: bytes) -> str | None:
+        """Store a result for this host's command; returns its request type (None if unknown)."""
+        final = status != "NotNow"
+        row = conn.execute(
+            """UPDATE commands SET status = %s, result = %s,
+                      completed_at = CASE WHEN %s THEN now() ELSE completed_at END
+               WHERE command_uuid = %s AND host_uuid = %s RETURNING request_type""",
+            ({"Acknowledged": "acknowledged", "Error": "error",
+              "CommandFormatError": "command_format_error", "NotNow": "not_now"}[status],
+             raw, final, command_uuid, udid)).fetchone()
+        return row["request_type"] if row else None
+
+    def next_command(self, conn: psycopg.Connection, udid: str) -> QueuedCommand | None:
+        row = conn.execute(
+            """UPDATE commands SET delivered_at = now() WHERE command_uuid = (
+                   SELECT command_uuid FROM commands WHERE host_uuid = %s AND status = 'queued'
+                   ORDER BY seq LIMIT 1)
+               RETURNING command_uuid, request_type, payload""", (udid,)).fetchone()
+        if row is None:
+            return None
+        return QueuedCommand(row["command_uuid"], row["request_type"], bytes(row["payload"]))
+
+    def enqueue(self, conn: psycopg.Connection, commands: list[tuple[str, str, str, bytes]],
+                replaces: list[tuple[str, str]]) -> int:
+        """Queue (host_uuid, command_uuid, request_type, payload) for known hosts in one statement;
+        drop still-queued commands being replaced. Returns the number of commands newly queued
+        (a command UUID already known is not queued twice)."""
+        if replaces:
+            conn.execute(
+                """UPDATE commands c SET status = 'replaced' FROM unnest(%s::text[], %s::text[])
+                       AS r(host_uuid, command_uuid)
+                   WHERE c.command_uuid = r.command_uuid AND c.host_uuid = r.host_uuid
+                     AND c.status IN ('queued', 'not_now')""",
+                ([h for h, _ in replaces], [c for _, c in replaces]))
+        if not commands:
+            return 0
+        rows = conn.execute(
+            """INSERT INTO commands (host_uuid, command_uuid, request_type, payload)
+               SELECT n.host_uuid, n.command_uuid, n.request_type, n.payload
+               FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) WITH ORDINALITY
+                    AS n(host_uuid, command_uuid, request_type, payload, ord)
+               JOIN hosts h ON h.uuid = n.host_uuid
+               ORDER BY n.ord  -- a host's commands run in the order they were given
+               ON CONFLICT (command_uuid) DO NOTHING
+               RETURNING host_uuid""",
+            ([c[0] for c in commands], [c[1] for c in commands], [c[2] for c in commands],
+             [c[3] for c in commands])).fetchall()
+        return len(rows)

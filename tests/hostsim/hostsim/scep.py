@@ -1,0 +1,86 @@
+"""Certificate enrollment with the real micromdm `scepclient`, as a device's SCEP payload asks."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+SCEPCLIENT_TIMEOUT = 120
+# scepclient's flags for the subject attributes a SCEP payload may name.
+_SUBJECT_FLAGS = {"CN": "-cn", "OU": "-ou", "O": "-organization", "C": "-country",
+                  "L": "-locality", "ST": "-province"}
+
+
+class ScepEnrollmentFailed(Exception):
+    """scepclient did not obtain a certificate; the message is the client's own output."""
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    certificate: x509.Certificate
+    key_pem: bytes
+
+
+def subject_flags(subject: list) -> list[str]:
+    """`Subject` of a SCEP payload ([[["CN", "x"]], [["OU", "y"]]]) → scepclient flags.
+
+    scepclient fills O, OU and C with its own defaults when not given; we pass the profile's
+    values, and empty values for attributes the profile does not name."""
+    values = {"O": "", "OU": "", "C": ""}
+    for rdn in subject or []:
+        for pair in rdn:
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] in _SUBJECT_FLAGS:
+                values[pair[0]] = str(pair[1])
+    flags = []
+    for attr, value in values.items():
+        flags += [_SUBJECT_FLAGS[attr], value]
+    return flags
+
+
+def enroll(url: str, challenge: str, subject: list, key_size: int = 2048,
+           workdir: Path | None = None) -> Enrolled:
+    """Run scepclient in a fresh directory (it reuses CSR files beside its key)."""
+    if shutil.which("scepclient") is None:
+        raise ScepEnrollmentFailed("scepclient is not installed (Debian package scep)")
+    directory = Path(tempfile.mkdtemp(prefix="scepclient-", dir=workdir))
+    try:
+        args = ["scepclient", "-server-url", url, "-challenge", challenge,
+                "-private-key", str(directory / "key.pem"),
+                "-certificate", str(directory / "cert.pem"),
+                "-keySize", str(key_size), *subject_flags(subject)]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=SCEPCLIENT_TIMEOUT,
+                                  cwd=directory)
+        except subprocess.TimeoutExpired:
+            raise ScepEnrollmentFailed(f"scepclient timed out after {SCEPCLIENT_TIMEOUT} s") from None
+        cert_path = directory / "cert.pem"
+        if done.returncode != 0 or not cert_path.exists():
+            raise ScepEnrollmentFailed(_client_message(done.stdout + done.stderr))
+        return Enrolled(x509.load_pem_x509_certificate(cert_path.read_bytes()),
+                        (directory / "key.pem").read_bytes())
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _client_message(output: str) -> str:
+    """The useful line of scepclient's output: its final error print, else an `err=` field."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    plain = [line for line in lines if not line.startswith(("ts=", "level="))]
+    if plain:
+        return plain[-1].strip()[:300]
+    for line in reversed(lines):
+        match = re.search(r'err="?([^"]+)"?', line) or re.search(r'msg="?([^"]+)"?', line)
+        if match:
+            return match.group(1).strip()
+    return lines[-1][:300] if lines else "scepclient failed without output"
+
+
+def load_key(key_pem: bytes):
+    return serialization.load_pem_private_key(key_pem, password=None)
