@@ -11,7 +11,7 @@ EDITABLE := $(foreach s,$(SERVICES),services/$(s)) tests/hostsim
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
 
-.PHONY: help venv scep proto proto-check migrate run demo test test-unit lint clean
+.PHONY: help venv scep proto proto-check migrate run demo test lint bench clean
 
 help:
 	@echo "make demo        run the stack, a real scepserver and the admin flow end to end"
@@ -20,6 +20,7 @@ help:
 	@echo "make migrate     create the database if missing and apply migrations"
 	@echo "make proto       regenerate gRPC stubs from proto/"
 	@echo "make lint        ruff, and a drift check of the generated stubs"
+	@echo "make bench       run the benchmarks and print their figures"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt $(foreach p,$(EDITABLE),$(p)/pyproject.toml)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -45,7 +46,7 @@ proto-check: proto
 	  || { echo "generated gRPC stubs differ from proto/: run 'make proto' and commit"; exit 1; }
 
 lint: $(STAMP) proto-check
-	$(BIN)/ruff check services tests deploy
+	$(BIN)/ruff check services tests deploy bench
 
 migrate: $(STAMP)
 	$(BIN)/mdmscep-migrate
@@ -58,6 +59,10 @@ demo: $(STAMP) scep
 
 test: $(STAMP) scep lint
 	$(BIN)/python -m pytest tests
+
+# Benchmarks print figures; they are not tests and take a few minutes.
+bench: $(STAMP) scep
+	$(BIN)/python bench/mdm_endpoint_bench.py --concurrency 10 50 200
 
 clean:
 	rm -rf $(VENV) .run
