@@ -177,8 +177,9 @@ def push_worker(mdm_settings, mdm_db):
 
 @pytest.fixture
 def clean_hosts(mdm_db):
-    with mdm_db.transaction() as conn:
-        conn.execute("TRUNCATE hosts, commands")
+    _truncate_all(mdm_db)
+    yield
+    _truncate_all(mdm_db)
 
 
 @pytest.fixture
@@ -224,3 +225,69 @@ class MdmHarness:
                                                     request_type=c[2], payload=c[3],
                                                     replaces_command_uuid=c[4] if len(c) > 4 else "")
                           for c in commands]), timeout=10)
+
+
+# --- profile delivery (admin + processor over committed data) --------------------------------
+
+def _truncate_all(db):
+    with db.transaction() as conn:
+        conn.execute("TRUNCATE hosts, commands, host_profiles, scep_codes, profiles, "
+                     "profile_certificate_authorities, certificate_authorities, activities CASCADE")
+
+
+@pytest.fixture
+def clean_state(mdm_db):
+    """Tests that commit start and end with empty tables (others roll back their own)."""
+    _truncate_all(mdm_db)
+    yield
+    _truncate_all(mdm_db)
+
+
+@pytest.fixture
+def live_admin(mdm_db, scep_gateway, amqp_url, database_url, clean_state):
+    """The admin API over the real connection pool and bus, so other components see its commits."""
+    from mdmscep_common.bus import Publisher
+
+    settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
+                              "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url})
+    publisher = Publisher(amqp_url)
+    services = build_services(settings, mdm_db, ScepGatewayClient(scep_gateway, 2.0), publisher)
+    app = create_app(services, HealthChecks({}))
+    yield AdminClient(app.test_client())
+    publisher.close()
+
+
+PROXY_PUBLIC_URL = "http://scep-proxy.test:8082"
+
+
+@pytest.fixture
+def start_processor(mdm_settings, mdm_db, commander):
+    """Start processor replicas in this process: reconcile loop + event consumer each."""
+    import threading
+
+    from profile_processor.main import build
+
+    running = []
+
+    def start(**env):
+        settings = load_settings({
+            "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY, "DATABASE_URL": mdm_settings.database_url,
+            "AMQP_URL": mdm_settings.amqp_url, "MDM_GRPC_ADDR": commander,
+            "SCEP_PROXY_PUBLIC_URL": PROXY_PUBLIC_URL, "PROFILE_RECONCILE_INTERVAL": "1",
+            "PROFILE_RETRY_BACKOFF": "0.1", **env})
+        loop, worker, authority, client = build(settings, mdm_db)
+        threads = [threading.Thread(target=loop.run, daemon=True),
+                   threading.Thread(target=worker.run, daemon=True)]
+        for thread in threads:
+            thread.start()
+        assert worker.ready.wait(10)
+        running.append((loop, worker, client, threads))
+        return authority
+
+    yield start
+    for loop, worker, client, threads in running:
+        worker.stop()
+        loop.stop()
+        for thread in threads:
+            thread.join(10)
+        client.close()

@@ -45,7 +45,7 @@ def _mutate(data: bytes, positions: list[int], byte: int) -> bytes:
     return bytes(out)
 
 
-SIGNATURES = st.one_of(st.none(), st.text(max_size=200),
+SIGNATURES = st.one_of(st.none(), st.text(PLIST_TEXT, max_size=200),
                        st.binary(max_size=300).map(lambda b: base64.b64encode(b).decode()))
 
 
@@ -61,8 +61,8 @@ def test_random_bodies_and_signatures(fuzz_target, body, signature):
 @given(which=st.integers(0, 3), positions=st.lists(st.integers(0, 10_000), max_size=4),
        byte=st.integers(0, 255), sign_mutated=st.booleans(),
        extra=st.dictionaries(st.text(PLIST_TEXT, max_size=10), st.one_of(
-           st.text(PLIST_TEXT, max_size=20), st.integers(), st.binary(max_size=20),
-           st.booleans(), st.lists(st.integers(), max_size=3)), max_size=3))
+           st.text(PLIST_TEXT, max_size=20), st.integers(-(2**63), 2**63 - 1), st.binary(max_size=20),
+           st.booleans(), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)), max_size=3))
 @FUZZ
 def test_mutated_signed_messages(fuzz_target, which, positions, byte, sign_mutated, extra):
     client, host = fuzz_target

@@ -42,6 +42,7 @@ def test_error_event_keeps_the_chain():
     b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY a "aaaa">]>'
     b"<plist><dict><key>k</key><string>&a;</string></dict></plist>",
     b"bplist00\xd1\x01\x02",
+    b'<?xml version="1.0" encoding="U-F-8"?><plist><dict/></plist>',  # found by fuzzing
 ])
 def test_garbage_is_a_protocol_error(body):
     with pytest.raises(ProtocolError):

@@ -83,6 +83,32 @@ def list_activities():
     return jsonify({"activities": _services().activities.list(page, per_page)})
 
 
+@api.post("/configuration_profiles")
+def upload_configuration_profile():
+    upload = request.files.get("profile")
+    if upload is None:
+        raise BadRequest("Send the profile as the multipart form field 'profile'",
+                         [{"name": "profile", "reason": "missing"}])
+    return jsonify({"profile_uuid": _services().profiles.upload(upload.read(), g.actor)})
+
+
+@api.get("/configuration_profiles")
+def list_configuration_profiles():
+    page, per_page = _page_args()
+    return jsonify({"profiles": _services().profiles.list(page, per_page)})
+
+
+@api.delete("/configuration_profiles/<profile_uuid>")
+def delete_configuration_profile(profile_uuid: str):
+    _services().profiles.delete(profile_uuid, g.actor)
+    return "", 204
+
+
+@api.get("/hosts/<host_uuid>/configuration_profiles")
+def host_configuration_profiles(host_uuid: str):
+    return jsonify({"profiles": _services().host_profiles.for_host(host_uuid)})
+
+
 @api.get("/hosts")
 def list_hosts():
     page, per_page = _page_args()

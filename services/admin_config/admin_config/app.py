@@ -17,9 +17,16 @@ from .activities import ActivityService
 from .api import api
 from .auth import Authenticator
 from .certificate_authorities import CertificateAuthorityService
+from .configuration_profiles import HostProfileDirectory, ProfileService
 from .errors import ApiError
 from .hosts import HostDirectory
-from .store import ActivityStore, ApiTokenStore, CertificateAuthorityStore
+from .store import (
+    ActivityStore,
+    ApiTokenStore,
+    CertificateAuthorityNames,
+    CertificateAuthorityStore,
+    ProfileStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +39,23 @@ class Services:
     certificate_authorities: CertificateAuthorityService
     activities: ActivityService
     hosts: HostDirectory
+    profiles: ProfileService
+    host_profiles: HostProfileDirectory
 
 
 def build_services(settings: Settings, db, prober, publisher) -> Services:
     activity_store = ActivityStore()
+    profile_store = ProfileStore()
     return Services(
         auth=Authenticator(db, ApiTokenStore(), settings.admin_api_token),
         certificate_authorities=CertificateAuthorityService(
             db, CertificateAuthorityStore(), activity_store, SecretBox(settings.server_private_key),
-            prober, publisher),
+            prober, publisher, profile_store),
         activities=ActivityService(db, activity_store),
         hosts=HostDirectory(db),
+        profiles=ProfileService(db, profile_store, CertificateAuthorityNames(), activity_store,
+                                publisher),
+        host_profiles=HostProfileDirectory(db),
     )
 
 

@@ -21,7 +21,7 @@ from mdmscep_common.logs import register_secret
 
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnprocessableEntity, field_error
 from .scep_gateway import GatewayUnavailable, ProbeOutcome
-from .store import ActivityStore, CertificateAuthorityRow, CertificateAuthorityStore, NameTaken
+from .store import ActivityStore, CertificateAuthorityRow, CertificateAuthorityStore, NameTaken, ProfileStore
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,9 @@ def _pem(ders: list[bytes]) -> str:
 
 class CertificateAuthorityService:
     def __init__(self, db: Database, store: CertificateAuthorityStore, activities: ActivityStore,
-                 secrets: SecretBox, prober: Prober, publisher: Publisher):
+                 secrets: SecretBox, prober: Prober, publisher: Publisher, profiles: ProfileStore):
         self._db = db
+        self._profiles = profiles
         self._store = store
         self._activities = activities
         self._secrets = secrets
@@ -201,6 +202,12 @@ class CertificateAuthorityService:
             row = self._store.get(conn, ca_id, for_update=True)
             if row is None:
                 raise NotFound(f"Certificate authority {ca_id} was not found")
+            users = self._profiles.names_using_ca(conn, ca_id)
+            if users:
+                raise Conflict(f"Certificate authority {row.name} is used by "
+                               f"{len(users)} profile(s): {', '.join(users[:10])}. "
+                               "Delete those profiles first.",
+                               [{"name": "id", "reason": "in use by configuration profiles"}])
             self._store.delete(conn, ca_id)
             self._activities.record(conn, "deleted_custom_scep_proxy", actor, {"name": row.name})
         self._changed("deleted", row, resend=False)

@@ -26,6 +26,8 @@ _PAGE_PARAMS = [
     {"name": "per_page", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
 ]
+_PROFILE_UUID = {"name": "profile_uuid", "in": "path", "required": True, "schema": {"type": "string"}}
+_HOST_UUID = {"name": "host_uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 _CA_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 _SCHEMAS: dict[str, Any] = {
@@ -65,6 +67,22 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"custom_scep_proxy": {
             "type": "object",
             "properties": {"url": {"type": "string"}, "challenge": {"type": "string"}}}},
+    },
+    "Profile": {
+        "type": "object", "required": ["profile_uuid", "name", "identifier", "created_at"],
+        "properties": {"profile_uuid": {"type": "string"}, "name": {"type": "string"},
+                       "identifier": {"type": "string"},
+                       "created_at": {"type": "string", "format": "date-time"}},
+    },
+    "HostProfile": {
+        "type": "object",
+        "required": ["profile_uuid", "name", "identifier", "operation_type", "status", "detail"],
+        "properties": {"profile_uuid": {"type": "string"}, "name": {"type": "string"},
+                       "identifier": {"type": "string"},
+                       "operation_type": {"type": "string", "enum": ["install", "remove"]},
+                       "status": {"type": "string",
+                                  "enum": ["pending", "verifying", "verified", "failed"]},
+                       "detail": {"type": "string"}},
     },
     "Host": {
         "type": "object", "required": ["uuid", "serial_number", "enrolled", "last_seen_at"],
@@ -130,6 +148,39 @@ def document() -> dict[str, Any]:
                                                         "items": _ref("Activity")}}},
                                                    "Newest first"),
                                       **_errors(400, 401)}},
+            },
+            "/api/v1/fleet/configuration_profiles": {
+                "get": {"operationId": "listConfigurationProfiles", "parameters": _PAGE_PARAMS,
+                        "responses": {"200": _json({"type": "object", "required": ["profiles"],
+                                                    "properties": {"profiles": {
+                                                        "type": "array", "items": _ref("Profile")}}},
+                                                   "Profiles in upload order"),
+                                      **_errors(400, 401)}},
+                "post": {"operationId": "uploadConfigurationProfile",
+                         "requestBody": {"required": True, "content": {"multipart/form-data": {
+                             "schema": {"type": "object", "required": ["profile"],
+                                        "properties": {"profile": {"type": "string",
+                                                                   "format": "binary"}}}}}},
+                         "responses": {"200": _json({"type": "object", "required": ["profile_uuid"],
+                                                     "properties": {"profile_uuid": {"type": "string"}}},
+                                                    "Stored; delivered to every enrolled host"),
+                                       **_errors(400, 401, 413)}},
+            },
+            "/api/v1/fleet/configuration_profiles/{profile_uuid}": {
+                "parameters": [_PROFILE_UUID],
+                "delete": {"operationId": "deleteConfigurationProfile",
+                           "responses": {"204": {"description": "Deleted; hosts get RemoveProfile"},
+                                         **_errors(401, 404)}},
+            },
+            "/api/v1/fleet/hosts/{host_uuid}/configuration_profiles": {
+                "parameters": [_HOST_UUID],
+                "get": {"operationId": "listHostConfigurationProfiles",
+                        "responses": {"200": _json({"type": "object", "required": ["profiles"],
+                                                    "properties": {"profiles": {
+                                                        "type": "array",
+                                                        "items": _ref("HostProfile")}}},
+                                                   "The host's deliveries"),
+                                      **_errors(401, 404)}},
             },
             "/api/v1/fleet/hosts": {
                 "get": {"operationId": "listHosts", "parameters": _PAGE_PARAMS,

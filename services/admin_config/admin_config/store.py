@@ -118,3 +118,54 @@ class ApiTokenStore:
     def list(self, conn: psycopg.Connection) -> list[dict[str, Any]]:
         return conn.execute("SELECT name, created_at, last_used_at, revoked_at FROM api_tokens "
                             "ORDER BY id").fetchall()
+
+
+class ProfileStore:
+    def insert(self, conn: psycopg.Connection, profile_uuid: str, name: str, identifier: str,
+               payload_uuid: str, raw: bytes, checksum: bytes, has_scep_payload: bool,
+               ca_ids: list[int]) -> dict[str, Any]:
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    "INSERT INTO profiles (uuid, name, identifier, payload_uuid, raw, checksum, "
+                    "has_scep_payload) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "RETURNING uuid, name, identifier, created_at",
+                    (profile_uuid, name, identifier, payload_uuid, raw, checksum,
+                     has_scep_payload)).fetchone()
+                if ca_ids:
+                    conn.execute("INSERT INTO profile_certificate_authorities (profile_uuid, ca_id) "
+                                 "SELECT %s, unnest(%s::bigint[])", (profile_uuid, ca_ids))
+        except psycopg.errors.UniqueViolation:
+            raise NameTaken(identifier) from None
+        return row
+
+    def identifier_exists(self, conn: psycopg.Connection, identifier: str) -> bool:
+        return conn.execute("SELECT 1 FROM profiles WHERE identifier = %s",
+                            (identifier,)).fetchone() is not None
+
+    def list(self, conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
+        return conn.execute("SELECT uuid, name, identifier, created_at FROM profiles "
+                            "ORDER BY created_at, uuid LIMIT %s OFFSET %s", (limit, offset)).fetchall()
+
+    def get(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
+        return conn.execute("SELECT uuid, name, identifier, created_at FROM profiles WHERE uuid = %s",
+                            (profile_uuid,)).fetchone()
+
+    def delete(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
+        return conn.execute("DELETE FROM profiles WHERE uuid = %s RETURNING uuid, name, identifier",
+                            (profile_uuid,)).fetchone()
+
+    def names_using_ca(self, conn: psycopg.Connection, ca_id: int) -> list[str]:
+        rows = conn.execute("SELECT p.name FROM profiles p JOIN profile_certificate_authorities pc "
+                            "ON pc.profile_uuid = p.uuid WHERE pc.ca_id = %s ORDER BY p.name",
+                            (ca_id,)).fetchall()
+        return [r["name"] for r in rows]
+
+
+class CertificateAuthorityNames:
+    """CA name → id, for profile validation."""
+
+    def ids_by_name(self, conn: psycopg.Connection, names: list[str]) -> dict[str, int]:
+        rows = conn.execute("SELECT name, id FROM certificate_authorities WHERE name = ANY(%s)",
+                            (names,)).fetchall()
+        return {r["name"]: r["id"] for r in rows}

@@ -19,6 +19,7 @@ import kombu
 from kombu import Connection, Exchange, Queue, binding
 from kombu.mixins import ConsumerMixin
 from kombu.pools import producers
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,16 @@ PUBLISH_RETRY_POLICY = {"max_retries": 10, "interval_start": 0.2, "interval_step
 
 class PoisonMessage(Exception):
     """The message can never be handled (malformed or unknown); it goes to the dead-letter queue."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a dependency that is down for a while (database, another service): the handler
+    is retried in place instead of spending the message's delivery limit."""
+    import grpc
+    import psycopg
+    import psycopg_pool
+
+    return (psycopg.OperationalError, psycopg_pool.PoolTimeout, grpc.RpcError)
 
 
 def connection(amqp_url: str, **kwargs: Any) -> Connection:
@@ -131,11 +142,15 @@ class Worker(ConsumerMixin):
     """
 
     def __init__(self, amqp_url: str, handlers: dict[str, tuple[Queue, Handler]],
-                 prefetch: int = 16, requeue_pause: float = 1.0):
+                 prefetch: int = 16, requeue_pause: float = 1.0, transient_retry_for: float = 300.0):
         self.connection = connection(amqp_url, heartbeat=0)
         self._handlers = handlers
         self._prefetch = prefetch
         self._requeue_pause = requeue_pause
+        self._retrying = Retrying(retry=retry_if_exception_type(_transient_errors()),
+                                  wait=wait_exponential(multiplier=0.2, max=10),
+                                  stop=stop_after_delay(transient_retry_for), reraise=True,
+                                  before_sleep=self._log_transient)
         self.ready = threading.Event()
 
     def get_consumers(self, Consumer, channel):  # noqa: N803 - kombu's signature
@@ -171,7 +186,7 @@ class Worker(ConsumerMixin):
             try:
                 if not isinstance(body, dict):
                     raise PoisonMessage("message body is not a JSON object")
-                handler(body, delivery)
+                self._retrying(handler, body, delivery)
             except PoisonMessage as exc:
                 log.error("poison message sent to dead-letter queue",
                           extra={"queue": queue_name, "error": str(exc),
@@ -185,6 +200,12 @@ class Worker(ConsumerMixin):
             else:
                 message.ack()
         return on_message
+
+    @staticmethod
+    def _log_transient(state) -> None:
+        log.warning("dependency unavailable; retrying the handler",
+                    extra={"error": repr(state.outcome.exception())[:300],
+                           "attempt": state.attempt_number})
 
     def stop(self) -> None:
         self.should_stop = True

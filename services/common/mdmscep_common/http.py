@@ -55,9 +55,11 @@ def gunicorn_logconfig(service: str) -> dict[str, Any]:
 
 
 def serve_http(app_factory, port: int, workers: int, threads: int, service: str,
-               secrets: list[str], timeout: int = 60) -> None:
+               secrets: list[str], timeout: int = 60,
+               gunicorn_options: dict[str, Any] | None = None) -> None:
     """Start gunicorn with gthread workers; each worker builds its own app after the fork so
-    connection pools are never shared across processes."""
+    connection pools are never shared across processes. `gunicorn_options` adds or overrides
+    gunicorn settings (e.g. graceful_timeout, limit_request_line) for one service."""
     from .logs import configure_logging
 
     configure_logging(service, secrets)
@@ -80,5 +82,6 @@ def serve_http(app_factory, port: int, workers: int, threads: int, service: str,
         "post_fork": post_fork,
         "logconfig_dict": gunicorn_logconfig(service),
         "proc_name": service,
+        **(gunicorn_options or {}),
     }
     GunicornApplication(wsgi, options).run()

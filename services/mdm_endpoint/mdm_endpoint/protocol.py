@@ -26,8 +26,8 @@ def parse_plist(body: bytes) -> dict[str, Any]:
         raise ProtocolError("empty body")
     try:
         message = plistlib.loads(body)
-    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, KeyError,
-            IndexError, OverflowError, AttributeError) as exc:
+    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, LookupError,
+            OverflowError, AttributeError, RecursionError) as exc:
         raise ProtocolError(f"body is not a property list: {exc.__class__.__name__}") from None
     if not isinstance(message, dict):
         raise ProtocolError("property list is not a dictionary")

@@ -1,26 +1,113 @@
-"""profile-processor entry point: gRPC (ProfileAuthority, health) and, with the profile issue,
-the reconcile loop and bus consumers."""
+"""profile-processor entry point and composition root: the gRPC ProfileAuthority, the bus
+consumers (config changes, enrollments, command and SCEP results) and the reconcile loop."""
 
 from __future__ import annotations
 
+import logging
+import threading
+
+from mdmscep.v1 import profile_authority_pb2_grpc
+from mdmscep_common import bus
+from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks
 from mdmscep_common.logs import configure_logging
-from mdmscep_common.settings import load_settings_or_exit
+from mdmscep_common.settings import Settings, load_settings_or_exit
+
+from .authority import ProfileAuthorityServicer, ScepAuthority
+from .commander_client import CommanderClient
+from .delivery import Reconciler
+from .results import ResultHandler
+from .store import DeliveryStore
 
 SERVICE = "profile-processor"
+EVENTS_QUEUE = "profile_processor.events"
+
+log = logging.getLogger(__name__)
+
+
+class ReconcileLoop:
+    """Runs reconcile passes: when triggered by an event, when a delivery falls due, and every
+    PROFILE_RECONCILE_INTERVAL seconds. A failed pass is logged and retried on the next tick."""
+
+    def __init__(self, reconciler: Reconciler, interval: float):
+        self._reconciler = reconciler
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def trigger(self) -> None:
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            wait = self._interval
+            try:
+                self._reconciler.run_pass()
+                wait = self._reconciler.seconds_until_due(self._interval)
+            except Exception:
+                log.exception("reconcile pass failed")
+                wait = min(self._interval, 5.0)
+            self._wake.wait(wait)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+
+def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthority, CommanderClient]:
+    store = DeliveryStore()
+    commander = CommanderClient(settings.mdm_grpc_addr)
+    reconciler = Reconciler(db, store, commander, SecretBox(settings.server_private_key),
+                            settings.scep_proxy_public_url, settings.scep_code_ttl,
+                            settings.profile_verify_interval)
+    loop = ReconcileLoop(reconciler, settings.profile_reconcile_interval)
+    results = ResultHandler(db, store, commander, settings.profile_retry_backoff)
+
+    def on_event(body, delivery: bus.Delivery) -> None:
+        key = delivery.routing_key
+        if key == bus.COMMAND_RESULT:
+            results.command_result(body)
+            loop.trigger()  # a retry may now be due
+        elif key == bus.SCEP_RESULT:
+            results.scep_result(body)
+        elif key == bus.HOST_CHECKED_OUT:
+            results.host_checked_out(body)
+        elif key in (bus.CONFIG_CHANGED, bus.HOST_ENROLLED):
+            loop.trigger()
+        else:
+            raise bus.PoisonMessage(f"unexpected routing key {key}")
+
+    queue = bus.durable_queue(EVENTS_QUEUE, [bus.CONFIG_CHANGED, bus.HOST_ENROLLED,
+                                             bus.HOST_CHECKED_OUT, bus.COMMAND_RESULT,
+                                             bus.SCEP_RESULT])
+    worker = bus.Worker(settings.amqp_url, {EVENTS_QUEUE: (queue, on_event)}, prefetch=32)
+    return loop, worker, ScepAuthority(db), commander
 
 
 def main() -> None:
     settings = load_settings_or_exit()
     configure_logging(SERVICE, settings.secret_values())
     db = Database(settings.database_url, max_size=8, name=SERVICE).open()
+    loop, worker, authority, commander = build(settings, db)
     server = GrpcServer(settings.processor_grpc_port, ["mdmscep.v1.ProfileAuthority"],
                         dependency_checks(db, settings.amqp_url))
+    server.add(profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server,
+               ProfileAuthorityServicer(authority))
     server.start()
+    threads = [threading.Thread(target=loop.run, name="reconcile"),
+               threading.Thread(target=worker.run, name="consumer")]
+    for thread in threads:
+        thread.start()
 
     def stop():
+        worker.stop()
+        loop.stop()
+        for thread in threads:
+            thread.join(30)
         server.stop()
+        commander.close()
         db.close()
     run_until_signal(stop)

@@ -65,6 +65,11 @@ class SimulatedHost:
         self.handled: list[tuple[str, str, str]] = []  # (request type, command uuid, status)
         self.lock = threading.Lock()
         self.scep_url_override: str | None = None
+        # Test switches: acknowledge SCEP profiles without enrolling (no proxy yet), or refuse
+        # every InstallProfile with this error text.
+        self.fetch_certificates = True
+        self.install_error: str | None = None
+        self.received: list[dict] = []  # every command plist, in order
 
     # -- signing and transport ---------------------------------------------------------------
 
@@ -134,6 +139,7 @@ class SimulatedHost:
         return handled
 
     def handle(self, command: dict) -> dict:
+        self.received.append(command)
         request = command["Command"]
         kind = request.get("RequestType")
         base = {"CommandUUID": command["CommandUUID"]}
@@ -159,13 +165,15 @@ class SimulatedHost:
             "USEnglishDescription": f"Unknown command {kind}"}]}
 
     def _install_profile(self, payload: bytes) -> dict:
+        if self.install_error:
+            return _error(4001, "MCInstallationErrorDomain", self.install_error)
         try:
             profile = plistlib.loads(payload)
         except Exception as exc:  # noqa: BLE001 - a device reports any parse failure
             return _error(1000, "MCProfileErrorDomain", f"The profile cannot be read: {exc}")
         certificates = []
         for item in profile.get("PayloadContent", []):
-            if item.get("PayloadType") != "com.apple.security.scep":
+            if item.get("PayloadType") != "com.apple.security.scep" or not self.fetch_certificates:
                 continue
             content = item.get("PayloadContent", {})
             subject = [[[attr, expand_device_variables(str(value), self)] for attr, value in rdn]

@@ -1,0 +1,86 @@
+"""Fleet variables in Apple profiles (CONTRACT.md §3): finding them, and rendering a per-host copy
+by textual, XML-escaped substitution on the uploaded bytes (everything else byte for byte)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+PREFIX = "FLEET_VAR_"
+CUSTOM_SCEP_CHALLENGE = "FLEET_VAR_CUSTOM_SCEP_CHALLENGE_"
+CUSTOM_SCEP_PROXY_URL = "FLEET_VAR_CUSTOM_SCEP_PROXY_URL_"
+SCEP_RENEWAL_ID = "FLEET_VAR_SCEP_RENEWAL_ID"
+
+# `$NAME` or `${NAME}`; a bare name runs over every letter, digit and underscore.
+VARIABLE = re.compile(r"\$(?:\{(FLEET_VAR_[A-Za-z0-9_]*)\}|(FLEET_VAR_[A-Za-z0-9_]*))")
+VARIABLE_BYTES = re.compile(VARIABLE.pattern.encode())
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    name: str
+    start: int
+    end: int
+
+
+def find_variables(text: str) -> list[Occurrence]:
+    return [Occurrence(m.group(1) or m.group(2), m.start(), m.end()) for m in VARIABLE.finditer(text)]
+
+
+def ca_name_of(variable: str) -> str | None:
+    """The CA a custom SCEP variable names, or None for other variables."""
+    for prefix in (CUSTOM_SCEP_CHALLENGE, CUSTOM_SCEP_PROXY_URL):
+        if variable.startswith(prefix):
+            return variable[len(prefix):]
+    return None
+
+
+def is_known(variable: str) -> bool:
+    return variable == SCEP_RENEWAL_ID or bool(ca_name_of(variable))
+
+
+def xml_escape(value: str) -> str:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                 .replace('"', "&quot;").replace("'", "&apos;"))
+
+
+def renewal_id(profile_uuid: str) -> str:
+    return f"fleet-{profile_uuid}"
+
+
+def proxy_url(public_url: str, host_uuid: str, profile_uuid: str, ca_name: str, code: str) -> str:
+    """`{SCEP_PROXY_PUBLIC_URL}/mdm/scep/proxy/{id}`, the id path-escaped (commas as %2C)."""
+    identifier = ",".join((host_uuid, profile_uuid, ca_name, code))
+    return f"{public_url.rstrip('/')}/mdm/scep/proxy/{quote(identifier, safe='')}"
+
+
+class ProfileTemplate:
+    """An uploaded profile split once at its variables, so rendering for each host is a join."""
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self._parts: list[bytes | str] = []
+        last = 0
+        for match in VARIABLE_BYTES.finditer(raw):
+            self._parts.append(raw[last:match.start()])
+            self._parts.append((match.group(1) or match.group(2)).decode("ascii"))
+            last = match.end()
+        self._parts.append(raw[last:])
+
+    @property
+    def occurrences(self) -> list[str]:
+        """Variable names in the order they appear in the bytes."""
+        return [p for p in self._parts if isinstance(p, str)]
+
+    def render(self, values: dict[str, str]) -> bytes:
+        """Substitute every variable with its XML-escaped value; unknown ones stay as they were."""
+        out = []
+        for part in self._parts:
+            if isinstance(part, bytes):
+                out.append(part)
+            elif part in values:
+                out.append(xml_escape(values[part]).encode("utf-8"))
+            else:
+                out.append(b"$" + part.encode("ascii"))
+        return b"".join(out)

@@ -1,0 +1,45 @@
+"""render_for_host: a profile's per-host copy, with its CA's challenge, a new one-time code in the
+proxy URL, and the renewal id, substituted textually and XML-escaped (CONTRACT.md §3)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from mdmscep_common import fleet_vars
+
+CODE_BYTES = 24
+
+
+def new_one_time_code() -> str:
+    return secrets.token_urlsafe(CODE_BYTES)
+
+
+def code_hash(code: str) -> bytes:
+    return hashlib.sha256(code.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class CertificateAuthorityForProfile:
+    name: str
+    challenge: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    payload: bytes
+    codes: list[tuple[str, str]]  # (CA name, one-time code)
+
+
+def render_for_host(template: fleet_vars.ProfileTemplate, host_uuid: str, profile_uuid: str,
+                    cas: list[CertificateAuthorityForProfile], proxy_public_url: str) -> Rendered:
+    values = {fleet_vars.SCEP_RENEWAL_ID: fleet_vars.renewal_id(profile_uuid)}
+    codes = []
+    for ca in cas:
+        code = new_one_time_code()
+        codes.append((ca.name, code))
+        values[fleet_vars.CUSTOM_SCEP_CHALLENGE + ca.name] = ca.challenge
+        values[fleet_vars.CUSTOM_SCEP_PROXY_URL + ca.name] = fleet_vars.proxy_url(
+            proxy_public_url, host_uuid, profile_uuid, ca.name, code)
+    return Rendered(template.render(values), codes)

@@ -1,0 +1,129 @@
+"""What hosts and CAs answered: command results move deliveries between statuses
+(CONTRACT.md §2). Every handler is idempotent: a result for a command that is no longer the
+delivery's current one, or for a delivery already past that state, changes nothing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mdmscep_common import mdm_commands
+from mdmscep_common.bus import PoisonMessage
+
+from .commander_client import CommanderClient
+from .delivery import queue_profile_lists
+from .store import MAX_ATTEMPTS, DeliveryStore
+
+log = logging.getLogger(__name__)
+
+FAILURE_STATUSES = {"Error", "CommandFormatError"}
+
+
+def error_text(event: dict[str, Any]) -> str:
+    """The device's own words: each ErrorChain entry's description (and code)."""
+    parts = []
+    for entry in event.get("error_chain") or []:
+        if not isinstance(entry, dict):
+            continue
+        text = entry.get("USEnglishDescription") or entry.get("LocalizedDescription") or ""
+        code = entry.get("ErrorCode")
+        domain = entry.get("ErrorDomain")
+        label = f"{domain} {code}" if domain and code is not None else ""
+        parts.append(f"{text} ({label})" if label else str(text))
+    if not parts:
+        return f"The host answered {event.get('status', 'Error')} without details"
+    return "; ".join(p for p in parts if p)[:2000]
+
+
+class ResultHandler:
+    def __init__(self, db, store: DeliveryStore, commander: CommanderClient, retry_backoff: float):
+        self._db = db
+        self._store = store
+        self._commander = commander
+        self._retry_backoff = retry_backoff
+
+    def command_result(self, event: dict[str, Any]) -> None:
+        try:
+            host_uuid, command_uuid = event["host_uuid"], event["command_uuid"]
+            status, request_type = event["status"], event.get("request_type", "")
+        except KeyError as exc:
+            raise PoisonMessage(f"command.result without {exc}") from None
+        if status == "NotNow":
+            return  # the host will run it later
+        if request_type == mdm_commands.PROFILE_LIST:
+            self._profile_list(host_uuid, command_uuid, status, event)
+        elif request_type in (mdm_commands.INSTALL_PROFILE, mdm_commands.REMOVE_PROFILE):
+            self._delivery_result(command_uuid, status, event)
+
+    def _delivery_result(self, command_uuid: str, status: str, event: dict[str, Any]) -> None:
+        with self._db.transaction() as conn:
+            row = self._store.delivery_for_command(conn, command_uuid)
+            if row is None or row["status"] != "pending":
+                return  # superseded or already handled
+            host, profile = row["host_uuid"], row["profile_uuid"]
+            if status == "Acknowledged":
+                if row["operation_type"] == "remove":
+                    self._store.delete(conn, host, profile)
+                    return
+                self._store.update(conn, host, profile, status="verifying", detail="")
+                queue_profile_lists(conn, self._store, self._commander, [host])
+            elif status in FAILURE_STATUSES:
+                text = error_text(event)
+                if row["attempts"] >= MAX_ATTEMPTS:
+                    self._store.update(conn, host, profile, status="failed", detail=text)
+                    log.info("delivery failed", extra={"host_uuid": host, "profile_uuid": profile})
+                else:
+                    delay = self._retry_backoff * 2 ** (row["attempts"] - 1)
+                    self._store.update(
+                        conn, host, profile, detail=f"Attempt {row['attempts']} of {MAX_ATTEMPTS} "
+                        f"failed, retrying: {text}",
+                        next_attempt_at=_seconds_from_now(conn, delay))
+
+    def _profile_list(self, host_uuid: str, command_uuid: str, status: str,
+                      event: dict[str, Any]) -> None:
+        if status != "Acknowledged":
+            return  # the reconcile pass asks again later
+        listed = {p.get("identifier") for p in event.get("profile_list") or [] if isinstance(p, dict)}
+        with self._db.transaction() as conn:
+            for row in self._store.being_verified(conn, host_uuid, command_uuid):
+                if row["identifier"] in listed:
+                    self._store.update(conn, host_uuid, row["profile_uuid"], status="verified",
+                                       detail="", verified_at=_now(conn))
+                elif row["status"] == "verified":
+                    self._store.update(conn, host_uuid, row["profile_uuid"], status="pending",
+                                       attempts=0, next_attempt_at=_now(conn),
+                                       detail="Missing from the host's profile list; re-sent")
+                else:
+                    self._store.update(conn, host_uuid, row["profile_uuid"], status="pending",
+                                       next_attempt_at=_now(conn),
+                                       detail="Acknowledged but not in the host's profile list; "
+                                              "re-sent")
+
+    def host_checked_out(self, event: dict[str, Any]) -> None:
+        host_uuid = event.get("host_uuid")
+        if not isinstance(host_uuid, str):
+            raise PoisonMessage("host.checked_out without host_uuid")
+        with self._db.transaction() as conn:
+            self._store.drop_host(conn, host_uuid)
+
+    def scep_result(self, event: dict[str, Any]) -> None:
+        """The CA's answer to a host's PKIOperation. A refusal is kept in the detail so the admin
+        sees the CA's words even before the host reports its error."""
+        host, profile = event.get("host_uuid"), event.get("profile_uuid")
+        if not isinstance(host, str) or not isinstance(profile, str):
+            raise PoisonMessage("scep.result without host_uuid/profile_uuid")
+        if event.get("outcome") == "issued":
+            return
+        detail = (f"The certificate authority {event.get('ca_name', '')} answered: "
+                  f"{event.get('outcome', '')} {event.get('fail_info', '')} "
+                  f"{event.get('detail', '')}").strip()
+        with self._db.transaction() as conn:
+            self._store.note_pending_detail(conn, host, profile, detail[:2000])
+
+
+def _now(conn):
+    return conn.execute("SELECT now() AS t").fetchone()["t"]
+
+
+def _seconds_from_now(conn, seconds: float):
+    return conn.execute("SELECT now() + make_interval(secs => %s) AS t", (seconds,)).fetchone()["t"]

@@ -1,0 +1,198 @@
+"""profile-processor's SQL: host_profiles and scep_codes (owned), and reads of the tables other
+services own (profiles and CAs of admin-config, hosts of mdm-endpoint). One query per batch."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+MAX_ATTEMPTS = 3
+
+# The revision of what a host should have: the profile's bytes and the edit time of its CAs.
+_DESIRED = """
+    SELECT p.uuid AS profile_uuid, p.identifier, p.name,
+           encode(p.checksum, 'hex') || ':' ||
+           COALESCE(string_agg(extract(epoch FROM ca.updated_at)::text, ',' ORDER BY ca.id), '')
+               AS revision
+    FROM profiles p
+    LEFT JOIN profile_certificate_authorities pc ON pc.profile_uuid = p.uuid
+    LEFT JOIN certificate_authorities ca ON ca.id = pc.ca_id
+    GROUP BY p.uuid
+"""
+
+
+class DeliveryStore:
+    # -- reconcile: desired state ------------------------------------------------------------
+
+    def add_missing_deliveries(self, conn: psycopg.Connection) -> int:
+        """Every enrolled host should have every profile: add the rows that are missing."""
+        return conn.execute(
+            """INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, profile_name)
+               SELECT h.uuid, p.uuid, p.identifier, p.name FROM hosts h CROSS JOIN profiles p
+               WHERE h.enrolled
+               ON CONFLICT (host_uuid, profile_uuid) DO NOTHING""").rowcount
+
+    def resend_changed(self, conn: psycopg.Connection) -> int:
+        """A profile or one of its CAs changed since it was sent: deliver again, fresh budget."""
+        return conn.execute(
+            f"""UPDATE host_profiles hp SET status = 'pending', attempts = 0, detail = '',
+                       next_attempt_at = now(), updated_at = now()
+                FROM ({_DESIRED}) d
+                WHERE hp.profile_uuid = d.profile_uuid AND hp.operation_type = 'install'
+                  AND hp.revision IS NOT NULL AND hp.revision <> d.revision""").rowcount
+
+    def remove_deleted(self, conn: psycopg.Connection) -> int:
+        """Profiles that no longer exist: never sent → forget; sent → RemoveProfile."""
+        forgotten = conn.execute(
+            """DELETE FROM host_profiles hp WHERE hp.operation_type = 'install'
+               AND hp.command_uuid IS NULL
+               AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
+        removing = conn.execute(
+            """UPDATE host_profiles hp SET operation_type = 'remove', status = 'pending',
+                      attempts = 0, detail = '', revision = NULL, next_attempt_at = now(),
+                      updated_at = now()
+               WHERE hp.operation_type = 'install'
+                 AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
+        return forgotten + removing
+
+    def drop_unenrolled(self, conn: psycopg.Connection) -> int:
+        conn.execute("DELETE FROM scep_codes c WHERE NOT EXISTS (SELECT 1 FROM hosts h "
+                     "WHERE h.uuid = c.host_uuid AND h.enrolled)")
+        return conn.execute("DELETE FROM host_profiles hp WHERE NOT EXISTS (SELECT 1 FROM hosts h "
+                            "WHERE h.uuid = hp.host_uuid AND h.enrolled)").rowcount
+
+    def drop_host(self, conn: psycopg.Connection, host_uuid: str) -> None:
+        conn.execute("DELETE FROM host_profiles WHERE host_uuid = %s", (host_uuid,))
+        conn.execute("DELETE FROM scep_codes WHERE host_uuid = %s", (host_uuid,))
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def claim_due(self, conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
+        """Pending deliveries whose time has come, locked for this transaction; rows another
+        replica holds are skipped, so no delivery is sent twice."""
+        return conn.execute(
+            """SELECT host_uuid, profile_uuid, operation_type, identifier, attempts, command_uuid,
+                      detail
+               FROM host_profiles WHERE status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED""", (limit,)).fetchall()
+
+    def desired(self, conn: psycopg.Connection, profile_uuids: list[str]) -> dict[str, dict[str, Any]]:
+        rows = conn.execute(
+            f"""SELECT d.*, p.raw FROM ({_DESIRED}) d JOIN profiles p ON p.uuid = d.profile_uuid
+                WHERE d.profile_uuid = ANY(%s)""", (profile_uuids,)).fetchall()
+        return {r["profile_uuid"]: {**r, "raw": bytes(r["raw"])} for r in rows}
+
+    def certificate_authorities_of(self, conn: psycopg.Connection,
+                                   profile_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        rows = conn.execute(
+            """SELECT pc.profile_uuid, ca.id, ca.name, ca.url, ca.challenge_encrypted
+               FROM profile_certificate_authorities pc
+               JOIN certificate_authorities ca ON ca.id = pc.ca_id
+               WHERE pc.profile_uuid = ANY(%s)""", (profile_uuids,)).fetchall()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r["profile_uuid"], []).append(
+                {**r, "challenge_encrypted": bytes(r["challenge_encrypted"])})
+        return out
+
+    def mark_failed(self, conn: psycopg.Connection, keys: list[tuple[str, str]], details: list[str]) -> None:
+        if keys:
+            conn.execute(
+                """UPDATE host_profiles hp SET status = 'failed', detail = f.detail, updated_at = now()
+                   FROM unnest(%s::text[], %s::text[], %s::text[]) AS f(host_uuid, profile_uuid, detail)
+                   WHERE hp.host_uuid = f.host_uuid AND hp.profile_uuid = f.profile_uuid""",
+                ([k[0] for k in keys], [k[1] for k in keys], details))
+
+    def mark_sent(self, conn: psycopg.Connection, sent: list[dict[str, Any]], redeliver_after: float) -> None:
+        """Record the command each delivery was sent with, its revision and when to re-send if
+        the host stays silent (its one-time code expires then)."""
+        if sent:
+            conn.execute(
+                """UPDATE host_profiles hp SET command_uuid = s.command_uuid, revision = s.revision,
+                          attempts = hp.attempts + 1, sent_at = now(), updated_at = now(),
+                          next_attempt_at = now() + make_interval(secs => %s)
+                   FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+                        AS s(host_uuid, profile_uuid, command_uuid, revision)
+                   WHERE hp.host_uuid = s.host_uuid AND hp.profile_uuid = s.profile_uuid""",
+                (redeliver_after, [s["host_uuid"] for s in sent], [s["profile_uuid"] for s in sent],
+                 [s["command_uuid"] for s in sent], [s["revision"] for s in sent]))
+
+    def add_codes(self, conn: psycopg.Connection, codes: list[tuple[bytes, str, str, str, str]],
+                  expires_at: datetime) -> None:
+        if codes:
+            conn.execute(
+                """INSERT INTO scep_codes (code_sha256, host_uuid, profile_uuid, ca_name,
+                                           command_uuid, expires_at)
+                   SELECT c.sha, c.host_uuid, c.profile_uuid, c.ca_name, c.command_uuid, %s
+                   FROM unnest(%s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[])
+                        AS c(sha, host_uuid, profile_uuid, ca_name, command_uuid)""",
+                (expires_at, [c[0] for c in codes], [c[1] for c in codes], [c[2] for c in codes],
+                 [c[3] for c in codes], [c[4] for c in codes]))
+
+    def next_due_at(self, conn: psycopg.Connection) -> datetime | None:
+        row = conn.execute("SELECT min(next_attempt_at) AS at FROM host_profiles "
+                           "WHERE status = 'pending'").fetchone()
+        return row["at"]
+
+    def purge_expired_codes(self, conn: psycopg.Connection, older_than_seconds: float) -> int:
+        return conn.execute("DELETE FROM scep_codes WHERE expires_at < now() - make_interval(secs => %s)",
+                            (older_than_seconds,)).rowcount
+
+    # -- verification --------------------------------------------------------------------------
+
+    def hosts_to_verify(self, conn: psycopg.Connection, verify_interval: float,
+                        lost_after: float, limit: int) -> list[str]:
+        rows = conn.execute(
+            """SELECT DISTINCT host_uuid FROM host_profiles
+               WHERE operation_type = 'install' AND (
+                   (status = 'verified' AND verified_at < now() - make_interval(secs => %(v)s)
+                    AND (verify_requested_at IS NULL
+                         OR verify_requested_at < now() - make_interval(secs => %(v)s)))
+                OR (status = 'verifying'
+                    AND COALESCE(verify_requested_at, updated_at)
+                        < now() - make_interval(secs => %(lost)s)))
+               LIMIT %(limit)s""", {"v": verify_interval, "lost": lost_after, "limit": limit}).fetchall()
+        return [r["host_uuid"] for r in rows]
+
+    def verification_requested(self, conn: psycopg.Connection, host_commands: dict[str, str]) -> None:
+        if host_commands:
+            conn.execute(
+                """UPDATE host_profiles hp SET verify_command_uuid = v.command_uuid,
+                          verify_requested_at = now()
+                   FROM unnest(%s::text[], %s::text[]) AS v(host_uuid, command_uuid)
+                   WHERE hp.host_uuid = v.host_uuid AND hp.operation_type = 'install'
+                     AND hp.status IN ('verifying', 'verified')""",
+                (list(host_commands), list(host_commands.values())))
+
+    # -- results -------------------------------------------------------------------------------
+
+    def delivery_for_command(self, conn: psycopg.Connection, command_uuid: str) -> dict[str, Any] | None:
+        return conn.execute(
+            """SELECT host_uuid, profile_uuid, operation_type, status, attempts, identifier
+               FROM host_profiles WHERE command_uuid = %s FOR UPDATE""", (command_uuid,)).fetchone()
+
+    def update(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str, **fields: Any) -> None:
+        columns = ", ".join(f"{name} = %({name})s" for name in fields)
+        conn.execute(f"UPDATE host_profiles SET {columns}, updated_at = now() "
+                     "WHERE host_uuid = %(h)s AND profile_uuid = %(p)s",
+                     {**fields, "h": host_uuid, "p": profile_uuid})
+
+    def note_pending_detail(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str,
+                            detail: str) -> None:
+        conn.execute("UPDATE host_profiles SET detail = %s, updated_at = now() "
+                     "WHERE host_uuid = %s AND profile_uuid = %s AND status = 'pending'",
+                     (detail, host_uuid, profile_uuid))
+
+    def delete(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str) -> None:
+        conn.execute("DELETE FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s",
+                     (host_uuid, profile_uuid))
+
+    def being_verified(self, conn: psycopg.Connection, host_uuid: str,
+                       command_uuid: str) -> list[dict[str, Any]]:
+        return conn.execute(
+            """SELECT profile_uuid, identifier, status, attempts FROM host_profiles
+               WHERE host_uuid = %s AND verify_command_uuid = %s AND operation_type = 'install'
+                 AND status IN ('verifying', 'verified') FOR UPDATE""",
+            (host_uuid, command_uuid)).fetchall()

@@ -1,0 +1,68 @@
+"""ProfileAuthority.AuthorizeScep refuses each wrong case and uses a code up exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from profile_processor.authority import ScepAuthority
+from profile_processor.rendering import code_hash
+
+HOST, PROFILE, CA, CODE, COMMAND = "HOST-1", "profile-1", "Test_SCEP", "code-abc", "CMD-1"
+
+
+@pytest.fixture
+def authority(db, db_conn):
+    db_conn.execute("INSERT INTO hosts (uuid, enrolled) VALUES (%s, true), ('HOST-2', false)", (HOST,))
+    ca_id = db_conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted) "
+                            "VALUES (%s, 'http://ca.test/scep', '\\x00') RETURNING id",
+                            (CA,)).fetchone()["id"]
+    db_conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted) "
+                    "VALUES ('Other_CA', 'http://other.test/scep', '\\x00')")
+    db_conn.execute("INSERT INTO profiles (uuid, name, identifier, payload_uuid, raw, checksum) "
+                    "VALUES (%s, 'p', 'com.p', 'u', '', '')", (PROFILE,))
+    db_conn.execute("INSERT INTO profile_certificate_authorities VALUES (%s, %s)", (PROFILE, ca_id))
+    db_conn.execute("INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, command_uuid) "
+                    "VALUES (%s, %s, 'com.p', %s)", (HOST, PROFILE, COMMAND))
+    db_conn.execute("INSERT INTO scep_codes (code_sha256, host_uuid, profile_uuid, ca_name, "
+                    "command_uuid, expires_at) VALUES (%s, %s, %s, %s, %s, now() + interval '1 hour'),"
+                    " (%s, %s, %s, %s, %s, now() - interval '1 second'),"
+                    " (%s, %s, %s, %s, 'CMD-OLD', now() + interval '1 hour')",
+                    (code_hash(CODE), HOST, PROFILE, CA, COMMAND,
+                     code_hash("expired"), HOST, PROFILE, CA, COMMAND,
+                     code_hash("old"), HOST, PROFILE, CA))
+    return ScepAuthority(db)
+
+
+def test_cheap_operations_do_not_use_the_code_and_pkioperation_uses_it_once(authority):
+    for operation in ("GetCACaps", "GetCACert", "GetCACaps"):
+        decision = authority.authorize(HOST, PROFILE, CA, CODE, operation)
+        assert decision.allowed and decision.upstream_url == "http://ca.test/scep"
+    assert authority.authorize(HOST, PROFILE, CA, CODE, "PKIOperation").allowed
+    again = authority.authorize(HOST, PROFILE, CA, CODE, "PKIOperation")
+    assert (again.allowed, again.http_status, again.reason) == (False, 403, "one-time code already used")
+    assert not authority.authorize(HOST, PROFILE, CA, CODE, "GetCACert").allowed
+
+
+@pytest.mark.parametrize("host, profile, ca, code, operation, status, reason", [
+    ("NOPE", PROFILE, CA, CODE, "GetCACert", 404, "unknown host"),
+    ("HOST-2", PROFILE, CA, CODE, "GetCACert", 404, "unknown host"),  # not enrolled
+    (HOST, "nope", CA, CODE, "GetCACert", 404, "unknown profile"),
+    (HOST, PROFILE, "Nope", CODE, "GetCACert", 404, "unknown certificate authority"),
+    (HOST, PROFILE, "Other_CA", CODE, "GetCACert", 404, "unknown certificate authority"),
+    (HOST, PROFILE, CA, "wrong", "PKIOperation", 403, "unknown one-time code"),
+    (HOST, PROFILE, CA, "expired", "PKIOperation", 403, "one-time code expired"),
+    (HOST, PROFILE, CA, "old", "PKIOperation", 403, "superseded"),
+    (HOST, PROFILE, CA, CODE, "GetNextCACert", 400, "unknown SCEP operation"),
+])
+def test_refusals(authority, host, profile, ca, code, operation, status, reason):
+    decision = authority.authorize(host, profile, ca, code, operation)
+    assert not decision.allowed
+    assert decision.http_status == status and reason in decision.reason
+    assert authority.authorize(HOST, PROFILE, CA, CODE, "GetCACert").allowed  # code still usable
+
+
+@pytest.mark.parametrize("status", ["verifying", "verified", "failed"])
+def test_delivery_not_pending_is_409(authority, db_conn, status):
+    db_conn.execute("UPDATE host_profiles SET status = %s", (status,))
+    decision = authority.authorize(HOST, PROFILE, CA, CODE, "PKIOperation")
+    assert (decision.allowed, decision.http_status) == (False, 409)
