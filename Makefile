@@ -11,7 +11,7 @@ EDITABLE := $(foreach s,$(SERVICES),services/$(s)) tests/hostsim
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
 
-.PHONY: help venv scep proto proto-check migrate run demo test lint bench clean
+.PHONY: help venv scep proto proto-check migrate run demo test lint bench clean deploy-tools lint-deploy
 
 help:
 	@echo "make demo        run the stack, a real scepserver and the admin flow end to end"
@@ -21,6 +21,7 @@ help:
 	@echo "make proto       regenerate gRPC stubs from proto/"
 	@echo "make lint        ruff, and a drift check of the generated stubs"
 	@echo "make bench       run the benchmarks and print their figures"
+	@echo "make lint-deploy hadolint, compose/nginx/kustomize and Kubernetes schema checks"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt $(foreach p,$(EDITABLE),$(p)/pyproject.toml)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -45,8 +46,20 @@ proto-check: proto
 	@git diff --exit-code -- $(PROTO_OUT)/mdmscep && test -z "$$(git status --porcelain -- $(PROTO_OUT)/mdmscep)" \
 	  || { echo "generated gRPC stubs differ from proto/: run 'make proto' and commit"; exit 1; }
 
-lint: $(STAMP) proto-check
+lint: $(STAMP) proto-check lint-deploy
 	$(BIN)/ruff check services tests deploy bench
+
+# Debian's nginx (nginx -t) and docker-compose (compose config without an engine).
+# RUNLEVEL=1 keeps the nginx package from starting a server on port 80.
+deploy-tools:
+	@command -v nginx >/dev/null && command -v docker-compose >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env RUNLEVEL=1 apt-get install -y -q nginx-light docker-compose >/dev/null 2>&1 || { \
+	    $$SUDO apt-get update -q >/dev/null && $$SUDO env RUNLEVEL=1 apt-get install -y -q nginx-light docker-compose; }; }
+
+# hadolint, yamllint, shellcheck, compose schema + config, nginx -t, kustomize + k8s schemas.
+lint-deploy: $(STAMP) deploy-tools
+	DEPLOY_LINT_STRICT=$${CI:+1} deploy/lint.sh
 
 migrate: $(STAMP)
 	$(BIN)/mdmscep-migrate

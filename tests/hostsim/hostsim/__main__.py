@@ -30,6 +30,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     pki = sub.add_parser("pki", help="make a push certificate and fake-APNs TLS files")
     pki.add_argument("directory", type=Path)
+    pki.add_argument("--server-name", action="append", default=[],
+                     help="extra DNS name of the fake APNs server certificate (e.g. a container)")
     run = sub.add_parser("run", help="enroll hosts and answer their MDM until Ctrl-C")
     run.add_argument("--mdm-url", required=True)
     run.add_argument("--enroll-secret", required=True)
@@ -43,7 +45,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hostsim %(message)s")
 
     if args.command == "pki":
-        made = make_apns_pki(args.directory)
+        made = make_apns_pki(args.directory, server_names=tuple(args.server_name))
         (args.directory / "topic").write_text(made.topic)
         print(f"APNS_CERT={made.push_cert}\nAPNS_KEY={made.push_key}\n"
               f"APNS_CA_CERTS={made.server_ca}\ntopic: {made.topic}")

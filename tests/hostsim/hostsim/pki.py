@@ -50,7 +50,8 @@ class ApnsPki:
     server_ca: Path      # APNS_CA_CERTS
 
 
-def make_apns_pki(directory: Path, topic: str | None = None) -> ApnsPki:
+def make_apns_pki(directory: Path, topic: str | None = None,
+                  server_names: tuple[str, ...] = ()) -> ApnsPki:
     directory.mkdir(parents=True, exist_ok=True)
     topic = topic or f"com.apple.mgmt.External.{uuid.uuid4()}"
     push_ca_key = _key()
@@ -69,7 +70,8 @@ def make_apns_pki(directory: Path, topic: str | None = None) -> ApnsPki:
     server = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]),
                    server_ca_name, server_key.public_key(), server_ca_key, ca=False,
                    extensions=[x509.SubjectAlternativeName([
-                       x509.DNSName("localhost"), x509.IPAddress(ip_address("127.0.0.1"))]),
+                       x509.DNSName("localhost"), *(x509.DNSName(n) for n in server_names),
+                       x509.IPAddress(ip_address("127.0.0.1"))]),
                        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])])
     pem = serialization.Encoding.PEM
     paths = ApnsPki(topic, directory / "push.pem", directory / "push.key",
