@@ -244,7 +244,7 @@ def clean_state(mdm_db):
 
 
 @pytest.fixture
-def live_admin(mdm_db, scep_gateway, amqp_url, database_url, clean_state):
+def live_admin_app(mdm_db, scep_gateway, amqp_url, database_url, clean_state):
     """The admin API over the real connection pool and bus, so other components see its commits."""
     from mdmscep_common.bus import Publisher
 
@@ -252,9 +252,13 @@ def live_admin(mdm_db, scep_gateway, amqp_url, database_url, clean_state):
                               "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url})
     publisher = Publisher(amqp_url)
     services = build_services(settings, mdm_db, ScepGatewayClient(scep_gateway, 2.0), publisher)
-    app = create_app(services, HealthChecks({}))
-    yield AdminClient(app.test_client())
+    yield create_app(services, HealthChecks({}))
     publisher.close()
+
+
+@pytest.fixture
+def live_admin(live_admin_app):
+    return AdminClient(live_admin_app.test_client())
 
 
 PROXY_PUBLIC_URL = "http://scep-proxy.test:8082"
