@@ -1,16 +1,112 @@
-"""scep-proxy HTTP app (composition root). The proxy routes arrive with the SCEP proxy issue."""
+"""scep-proxy HTTP composition root: wires settings, the authority client, the upstream pool,
+caches, limits, events and metrics into the Flask app. One call per gunicorn worker process."""
 
 from __future__ import annotations
 
-from flask import Flask
+import atexit
+import logging
+from dataclasses import dataclass, field
 
-from mdmscep_common.db import Database
-from mdmscep_common.health import dependency_checks
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz
 from mdmscep_common.settings import Settings
 
+from .authority import Authority, CachingAuthority, ProfileAuthorityClient
+from .cache import TtlCache
+from .limits import CaLimiter
+from .metrics import ProxyMetrics
+from .outcomes import Publisher
+from .proxy import TEXT_PLAIN, ScepProxy
+from .upstream import Upstream, upstream_client
+from .views import scep_routes
 
-def create_app(settings: Settings, db: Database) -> Flask:
+log = logging.getLogger(__name__)
+
+MAX_CACHED_ANSWERS = 1024
+
+
+@dataclass
+class ProxyParts:
+    """What build_proxy made, so the caller can close it."""
+
+    proxy: ScepProxy
+    closers: list = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.exception("error while closing")
+
+
+def build_proxy(settings: Settings, publisher: Publisher, authority: Authority | None = None,
+                metrics: ProxyMetrics | None = None) -> ProxyParts:
+    closers = []
+    if authority is None:
+        client = ProfileAuthorityClient(settings.processor_grpc_addr)
+        closers.append(client.close)
+        authority = client
+    http_client = upstream_client(settings.scep_upstream_timeout,
+                                  max_connections=max(20, settings.http_threads * 4))
+    closers.append(http_client.close)
+    proxy = ScepProxy(
+        authority=CachingAuthority(authority),
+        upstream=Upstream(http_client, settings.scep_upstream_timeout),
+        answers=TtlCache(settings.scep_proxy_cache_ttl, MAX_CACHED_ANSWERS),
+        limiter=CaLimiter(settings.scep_proxy_ca_concurrency, settings.scep_proxy_queue_timeout),
+        publisher=publisher,
+        metrics=metrics or ProxyMetrics())
+    return ProxyParts(proxy, closers)
+
+
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(message.rstrip("\n") + "\n", status=status, headers=headers,
+                    content_type=TEXT_PLAIN)
+
+
+def create_app(proxy: ScepProxy, health: HealthChecks) -> Flask:
     app = Flask("scep_proxy")
-    register_healthz(app, dependency_checks(db, settings.amqp_url))
+    app.extensions["scep_proxy"] = proxy
+    app.register_blueprint(scep_routes)
+    register_healthz(app, health)
+
+    @app.get("/metrics")
+    def metrics():
+        body, content_type = proxy.metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        allowed = getattr(exc, "valid_methods", None)
+        return _text(exc.code or 400, f"SCEP proxy: {exc.description or exc.name}",
+                     {"Allow": ", ".join(allowed)} if allowed else None)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return _text(500, "SCEP proxy: internal error")
+
     return app
+
+
+def create_production_app(settings: Settings) -> Flask:
+    """The app of one gunicorn worker: its own pools, caches and config.changed listener."""
+    from mdmscep_common.bus import Publisher as BusPublisher
+    from mdmscep_common.db import Database
+    from mdmscep_common.health import dependency_checks
+
+    from .config_events import ConfigListener
+    from .outcomes import BackgroundPublisher
+
+    db = Database(settings.database_url, max_size=2, name="scep-proxy").open()
+    publisher = BackgroundPublisher(BusPublisher(settings.amqp_url))
+    parts = build_proxy(settings, publisher)
+    listener = ConfigListener(settings.amqp_url, parts.proxy.forget_ca).start()
+    # A gunicorn worker leaves through sys.exit after draining: flush queued scep.result events.
+    parts.closers = [db.close, publisher.close, listener.stop, *parts.closers]
+    atexit.register(parts.close)
+    return create_app(parts.proxy, dependency_checks(db, settings.amqp_url))

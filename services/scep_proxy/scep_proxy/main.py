@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import httpx
 
@@ -14,10 +15,14 @@ from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.settings import load_settings_or_exit
 
-from .app import create_app
+from .app import create_production_app
 from .gateway import ScepGatewayServicer
+from .metrics import reset_multiprocess_dir
 
 SERVICE = "scep-proxy"
+# gunicorn's largest bounded request line: a GET PKIOperation carries the whole base64 message
+# in its URL (about 3.5 KB for an RSA-2048 request, over gunicorn's default of 4094 with a long id).
+MAX_REQUEST_LINE = 8190
 
 
 def upstream_client() -> httpx.Client:
@@ -43,11 +48,21 @@ def run_grpc(settings) -> None:
     run_until_signal(stop)
 
 
+def gunicorn_options(settings) -> dict:
+    """A proxy spends its time waiting on CAs: gthread workers × threads (HTTP_WORKERS ×
+    HTTP_THREADS), and on SIGTERM requests in flight may finish their upstream wait, since a
+    PKIOperation cut short has already used its one-time code up."""
+    upstream = math.ceil(settings.scep_upstream_timeout)
+    return {"timeout": max(60, upstream + 30),
+            "graceful_timeout": max(20, upstream + 10),
+            "limit_request_line": MAX_REQUEST_LINE}
+
+
 def run_http(settings) -> None:
-    def factory():
-        return create_app(settings, Database(settings.database_url, name=SERVICE).open())
-    serve_http(factory, settings.scep_proxy_http_port, settings.http_workers,
-               settings.http_threads, f"{SERVICE}-http", settings.secret_values())
+    reset_multiprocess_dir()
+    serve_http(lambda: create_production_app(settings), settings.scep_proxy_http_port,
+               settings.http_workers, settings.http_threads, f"{SERVICE}-http",
+               settings.secret_values(), gunicorn_options=gunicorn_options(settings))
 
 
 def main() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from asn1crypto import cms
@@ -69,3 +73,160 @@ def parse_ca_certificates(body: bytes, content_type: str) -> list[x509.Certifica
         except (ValueError, TypeError, KeyError):
             continue
     raise NoCertificates(f"GetCACert answer ({media or 'no content type'}) holds no certificate")
+
+
+# --- The proxy's side: proxy ids, PKIOperation messages and CertRep answers. ---
+
+GET_CA_CAPS = "GetCACaps"
+GET_CA_CERT = "GetCACert"
+PKI_OPERATION = "PKIOperation"
+OPERATIONS = (GET_CA_CAPS, GET_CA_CERT, PKI_OPERATION)
+
+PKI_MESSAGE_TYPE = "application/x-pki-message"
+MAX_MESSAGE_BYTES = 2 << 20  # CONTRACT.md §5: a body over 2 MiB gets 413
+# Base64 of MAX_MESSAGE_BYTES, plus slack for line breaks some clients put in.
+MAX_GET_MESSAGE_CHARS = (MAX_MESSAGE_BYTES + 2) // 3 * 4 + 4096
+
+# SCEP authenticated attributes (RFC 8894 §3.2.1.2).
+OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
+OID_PKI_STATUS = "2.16.840.1.113733.1.9.3"
+OID_FAIL_INFO = "2.16.840.1.113733.1.9.4"
+CERT_REP = "3"
+REQUEST_MESSAGE_TYPES = {"17": "RenewalReq", "19": "PKCSReq", "20": "CertPoll",
+                         "21": "GetCert", "22": "GetCRL"}
+PKI_STATUSES = {"0": "SUCCESS", "2": "FAILURE", "3": "PENDING"}
+FAIL_INFOS = {"0": "badAlg", "1": "badMessageCheck", "2": "badRequest", "3": "badTime",
+              "4": "badCertId"}
+
+_HOST_UUID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_PROFILE_UUID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_CA_NAME = re.compile(r"[A-Za-z0-9_]{1,255}")
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+class MalformedId(ValueError):
+    """The proxy URL's id is not `<host_uuid>,<profile_uuid>,<ca_name>,<one_time_code>`."""
+
+
+class MalformedMessage(ValueError):
+    """A PKIOperation message or CertRep is not a well-formed SCEP message."""
+
+
+class MessageTooLarge(ValueError):
+    """A PKIOperation message is over MAX_MESSAGE_BYTES."""
+
+
+@dataclass(frozen=True)
+class ProxyId:
+    """The identity a proxy URL carries (CONTRACT.md §3). The code is a secret: not in repr."""
+
+    host_uuid: str
+    profile_uuid: str
+    ca_name: str
+    one_time_code: str = field(repr=False)
+
+
+def parse_proxy_id(raw: str) -> ProxyId:
+    """Parse the path-decoded id. Reasons never quote the input: it carries the one-time code."""
+    parts = raw.split(",")
+    if len(parts) != 4 or not all(parts):
+        raise MalformedId("the proxy URL must end in host,profile,CA,code")
+    host_uuid, profile_uuid, ca_name, code = parts
+    for value, pattern, what in ((host_uuid, _HOST_UUID, "host UUID"),
+                                 (profile_uuid, _PROFILE_UUID, "profile UUID"),
+                                 (ca_name, _CA_NAME, "CA name"),
+                                 (code, _CODE, "one-time code")):
+        if not pattern.fullmatch(value):
+            raise MalformedId(f"the {what} in the proxy URL is malformed")
+    return ProxyId(host_uuid, profile_uuid, ca_name, code)
+
+
+def ca_name_hint(raw: str) -> str | None:
+    """The CA name of a proxy id if that part is well-formed, to name the CA in a refusal."""
+    parts = raw.split(",")
+    if len(parts) == 4 and _CA_NAME.fullmatch(parts[2]):
+        return parts[2]
+    return None
+
+
+def decode_get_message(value: str) -> bytes:
+    """The `message` parameter of a GET PKIOperation: standard base64, already percent-decoded.
+
+    A `+` the client forgot to escape arrives as a space, and some clients wrap lines or drop
+    the padding; all three are repaired rather than refused."""
+    if len(value) > MAX_GET_MESSAGE_CHARS:
+        raise MessageTooLarge("the PKIOperation message is over 2 MiB")
+    text = "".join(value.replace(" ", "+").split())
+    text += "=" * (-len(text) % 4)
+    try:
+        message = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedMessage("the PKIOperation message is not base64") from None
+    if len(message) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge("the PKIOperation message is over 2 MiB")
+    return message
+
+
+def encode_get_message(message: bytes) -> str:
+    return base64.b64encode(message).decode("ascii")
+
+
+def _signed_attribute(body: bytes, oids: tuple[str, ...]) -> dict[str, str]:
+    """Printable-string values of the first signer's authenticated attributes `oids`.
+
+    Only the structure is read; the signature is the CA's business (it has the keys)."""
+    if not body:
+        raise MalformedMessage("the message is empty")
+    try:
+        info = cms.ContentInfo.load(body, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise MalformedMessage("the message is not CMS SignedData")
+        signers = info["content"]["signer_infos"]
+        if len(signers) == 0:
+            raise MalformedMessage("the SignedData has no signer")
+        found: dict[str, str] = {}
+        for attribute in signers[0]["signed_attrs"]:
+            oid = attribute["type"].dotted
+            if oid in oids and oid not in found and len(attribute["values"]) > 0:
+                value = attribute["values"][0].native
+                if isinstance(value, bytes):
+                    value = value.decode("ascii")
+                if isinstance(value, str):
+                    found[oid] = value
+        return found
+    except MalformedMessage:
+        raise
+    except Exception:  # noqa: BLE001 - asn1crypto parses lazily and raises many types on garbage
+        raise MalformedMessage("the message is not a well-formed CMS SignedData") from None
+
+
+def scep_request_type(body: bytes) -> str:
+    """Check that `body` is a SCEP request (CMS SignedData whose signer carries a request
+    messageType) and return that type's name, e.g. `PKCSReq`."""
+    message_type = _signed_attribute(body, (OID_MESSAGE_TYPE,)).get(OID_MESSAGE_TYPE)
+    if message_type is None:
+        raise MalformedMessage("the SignedData carries no SCEP messageType")
+    name = REQUEST_MESSAGE_TYPES.get(message_type.strip())
+    if name is None:
+        raise MalformedMessage("the SCEP messageType is not a request")
+    return name
+
+
+@dataclass(frozen=True)
+class CertRepStatus:
+    pki_status: str  # SUCCESS, FAILURE or PENDING
+    fail_info: str  # badAlg … badCertId when FAILURE, else ""
+
+
+def read_cert_rep(body: bytes) -> CertRepStatus:
+    """pkiStatus and failInfo of a CA's CertRep (RFC 8894 §3.3.2)."""
+    values = _signed_attribute(body, (OID_MESSAGE_TYPE, OID_PKI_STATUS, OID_FAIL_INFO))
+    if values.get(OID_MESSAGE_TYPE, "").strip() != CERT_REP:
+        raise MalformedMessage("the answer is not a CertRep")
+    status = PKI_STATUSES.get(values.get(OID_PKI_STATUS, "").strip())
+    if status is None:
+        raise MalformedMessage("the CertRep has no known pkiStatus")
+    fail_info = ""
+    if status == "FAILURE":
+        fail_info = FAIL_INFOS.get(values.get(OID_FAIL_INFO, "").strip(), "")
+    return CertRepStatus(status, fail_info)

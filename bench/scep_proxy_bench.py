@@ -1,0 +1,283 @@
+"""Benchmark of the SCEP proxy (not a test: it prints figures).
+
+    .venv/bin/python bench/scep_proxy_bench.py [--seconds 3] [--workers 2] [--threads 8]
+
+It starts a real scepserver, a fake ProfileAuthority (gRPC, in this process, every code valid) and
+the proxy as production runs it (gunicorn, gthread workers × threads, in its own process), then
+prints:
+- certificates per second for 1 and 4 concurrent clients, straight to the scepserver and through
+  the proxy, and their ratio (goal ≥ 0.95). A client is the real `scepclient` (GetCACert,
+  GetCACaps, PKIOperation) in a fresh directory per certificate, with a pre-generated RSA key so
+  key generation is not what is measured; the per-CA limit is at least the client count. Direct
+  and proxied alternate in short slices so that other load on the machine hits both alike;
+- proxied GetCACaps and GetCACert requests per second (4 keep-alive clients) and the latency the
+  proxy adds at p50/p99 (one sequential client alternating direct and proxied requests, proxied
+  minus direct). These are the steady state: the authorization and the CA's answer come from the
+  proxy's caches.
+Each figure is bounded by --seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+CHALLENGE = "bench-challenge"
+CA = "Bench_CA"
+HOST, PROFILE, CODE = "BENCH-HOST-0001", "bench-profile", "bench-code"
+CLIENT_COUNTS = (1, 4)
+ROUNDS = 4  # direct and proxied alternate in this many slices per figure
+
+
+def _serve_proxy(port: int) -> None:
+    """Child process: the proxy app under gunicorn, without database or broker (the benchmark
+    measures forwarding; scep.result events go nowhere)."""
+    from mdmscep_common.health import HealthChecks
+    from mdmscep_common.http import serve_http
+    from mdmscep_common.settings import load_settings
+    from scep_proxy.app import build_proxy, create_app
+    from scep_proxy.main import gunicorn_options
+
+    class NoBus:
+        def publish(self, routing_key, body, message_id=None):
+            pass
+
+    settings = load_settings()
+
+    def factory():
+        return create_app(build_proxy(settings, NoBus()).proxy, HealthChecks({}))
+
+    serve_http(factory, port, settings.http_workers, settings.http_threads, "bench-proxy", [],
+               gunicorn_options=gunicorn_options(settings))
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path):
+        self.args = args
+        self.workdir = workdir
+        self.keys: list[Path] = []
+        self._serial = 0
+        self._lock = threading.Lock()
+
+    # --- set-up --------------------------------------------------------------------------
+    def start(self) -> None:
+        from tests.support.fake_profile_authority import FakeAuthorityServer
+        from tests.support.ports import free_port, wait_for_port
+        from tests.support.scepserver import start_scepserver
+
+        self.ca = start_scepserver(challenge=CHALLENGE, workdir=self.workdir / "ca")
+        self.authority = FakeAuthorityServer(max_workers=32)
+        self.authority.fake.add_ca(CA, self.ca.url)
+        self.authority.fake.add_delivery(HOST, PROFILE, CA, any_code=True)
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT),
+               "SERVER_PRIVATE_KEY": "bench-server-private-key-0123456789abcdef",
+               "PROCESSOR_GRPC_ADDR": self.authority.address,
+               "HTTP_WORKERS": str(self.args.workers), "HTTP_THREADS": str(self.args.threads),
+               "SCEP_PROXY_CA_CONCURRENCY": str(max(CLIENT_COUNTS) * 2),
+               "SCEP_PROXY_CACHE_TTL": "60", "SCEP_UPSTREAM_TIMEOUT": "30"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proxy_log = (self.workdir / "proxy.log").open("wb")
+        self.proxy = subprocess.Popen(
+            [sys.executable, __file__, "--serve-proxy", str(port)], env=env,
+            stdout=self.proxy_log, stderr=subprocess.STDOUT)
+        wait_for_port(port, timeout=20)
+        self.proxy_base = f"http://127.0.0.1:{port}"
+        self.proxy_url = (self.proxy_base + "/mdm/scep/proxy/"
+                          + quote(f"{HOST},{PROFILE},{CA},{CODE}", safe=""))
+        self.keys = [self._new_key(i) for i in range(max(CLIENT_COUNTS))]
+
+    def _new_key(self, index: int) -> Path:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path = self.workdir / f"key-{index}.pem"
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+        return path
+
+    def stop(self) -> None:
+        for stop in (self._stop_proxy, self.authority.stop, self.ca.stop):
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - clean up as much as possible
+                print(f"cleanup: {exc}", file=sys.stderr)
+
+    def _stop_proxy(self) -> None:
+        self.proxy.terminate()
+        try:
+            self.proxy.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proxy.kill()
+            self.proxy.wait()
+        self.proxy_log.close()
+
+    # --- certificates per second ---------------------------------------------------------
+    def _one_certificate(self, url: str, key: Path) -> bool:
+        with self._lock:
+            self._serial += 1
+            serial = self._serial
+        attempt = Path(tempfile.mkdtemp(prefix=f"c{serial}-", dir=self.workdir))
+        try:
+            shutil.copy(key, attempt / "key.pem")
+            result = subprocess.run(
+                ["scepclient", "-server-url", url, "-challenge", CHALLENGE, "-cn", f"bench-{serial}",
+                 "-private-key", str(attempt / "key.pem"),
+                 "-certificate", str(attempt / "cert.pem")],
+                capture_output=True, timeout=60, cwd=attempt)
+            return result.returncode == 0 and (attempt / "cert.pem").exists()
+        finally:
+            shutil.rmtree(attempt, ignore_errors=True)
+
+    def _certificates_for(self, url: str, clients: int, seconds: float) -> tuple[int, int, float]:
+        done, failed = [0], [0]
+        deadline = time.monotonic() + seconds
+
+        def client(key: Path) -> None:
+            while time.monotonic() < deadline:
+                ok = self._one_certificate(url, key)
+                with self._lock:
+                    (done if ok else failed)[0] += 1
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=client, args=(self.keys[i],)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return done[0], failed[0], time.monotonic() - started
+
+    def certificates_per_second(self, urls: dict[str, str], clients: int
+                                ) -> dict[str, tuple[float, int]]:
+        """Certificates per second against each url, measured in alternating slices so that
+        load drift on the machine hits every url alike."""
+        totals = {name: [0, 0, 0.0] for name in urls}
+        names = list(urls)
+        for round_ in range(ROUNDS):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                done, failed, elapsed = self._certificates_for(urls[name], clients,
+                                                               self.args.seconds / ROUNDS)
+                total = totals[name]
+                total[0], total[1], total[2] = total[0] + done, total[1] + failed, total[2] + elapsed
+        return {name: (done / elapsed, failed) for name, (done, failed, elapsed) in totals.items()}
+
+    # --- GetCACaps / GetCACert ------------------------------------------------------------
+    def requests_per_second(self, url: str, operation: str, clients: int = 4) -> tuple[float, int]:
+        import httpx
+
+        count, errors = [0], [0]
+        deadline = time.monotonic() + self.args.seconds
+
+        def client() -> None:
+            with httpx.Client(timeout=10) as http:
+                while time.monotonic() < deadline:
+                    ok = http.get(url, params={"operation": operation}).status_code == 200
+                    with self._lock:
+                        (count if ok else errors)[0] += 1
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return count[0] / (time.monotonic() - started), errors[0]
+
+    def latencies(self, urls: list[str], operation: str) -> list[list[float]]:
+        """Sequential request latencies per url, the urls taking turns request by request."""
+        import httpx
+
+        samples: list[list[float]] = [[] for _ in urls]
+        deadline = time.monotonic() + self.args.seconds / 2
+        with httpx.Client(timeout=10) as http:
+            for url in urls:
+                http.get(url, params={"operation": operation})  # connections and caches warm
+            while time.monotonic() < deadline or len(samples[0]) < 100:
+                for url, times in zip(urls, samples, strict=True):
+                    started = time.perf_counter()
+                    http.get(url, params={"operation": operation})
+                    times.append(time.perf_counter() - started)
+        return samples
+
+
+def run(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="scep-proxy-bench-"))
+    bench = Bench(args, workdir)
+    try:
+        bench.start()
+        print(f"proxy: gunicorn {args.workers} worker(s) × {args.threads} threads; "
+              f"{os.cpu_count()} CPUs; {args.seconds:g} s per figure")
+        for url in (bench.ca.url, bench.proxy_url):  # warm-up: processes, pools, caches
+            if not bench._one_certificate(url, bench.keys[0]):
+                raise SystemExit(f"warm-up: scepclient got no certificate from {url}")
+
+        print("\ncertificates per second (scepclient, fresh directory each)")
+        print(f"{'clients':>8} {'direct':>10} {'proxied':>10} {'ratio':>8} {'added ms/cert':>14}")
+        any_failed = False
+        for clients in CLIENT_COUNTS:
+            rates = bench.certificates_per_second({"direct": bench.ca.url,
+                                                   "proxied": bench.proxy_url}, clients)
+            (direct, direct_failed), (proxied, proxied_failed) = rates["direct"], rates["proxied"]
+            any_failed = any_failed or bool(direct_failed or proxied_failed)
+            note = f"  (failed: {direct_failed} direct, {proxied_failed} proxied)" \
+                if direct_failed or proxied_failed else ""
+            # Time each client spends per certificate, proxied minus direct.
+            added = clients * 1000 * (1 / proxied - 1 / direct)
+            print(f"{clients:>8} {direct:>10.1f} {proxied:>10.1f} {proxied / direct:>8.2f} "
+                  f"{added:>14.1f}{note}")
+
+        if any_failed:
+            print("(failed: scepclient runs that got no certificate; scepserver's file depot "
+                  "races on its serial number under concurrent issuance, direct or not)")
+        print("\nproxied GetCACaps / GetCACert (cached answers; latency: 1 sequential client)")
+        print(f"{'operation':>10} {'req/s':>8} {'p50 direct':>11} {'p50 proxy':>10} "
+              f"{'added p50':>10} {'added p99':>10}")
+        for operation in ("GetCACaps", "GetCACert"):
+            rate, errors = bench.requests_per_second(bench.proxy_url, operation)
+            direct, proxied = bench.latencies([bench.ca.url, bench.proxy_url], operation)
+            ms = 1000
+            added50 = (_percentile(proxied, 0.5) - _percentile(direct, 0.5)) * ms
+            added99 = (_percentile(proxied, 0.99) - _percentile(direct, 0.99)) * ms
+            note = f"  ({errors} non-200)" if errors else ""
+            print(f"{operation:>10} {rate:>8.0f} {statistics.median(direct) * ms:>9.2f}ms "
+                  f"{statistics.median(proxied) * ms:>8.2f}ms {added50:>8.2f}ms "
+                  f"{added99:>8.2f}ms{note}")
+    finally:
+        bench.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each figure")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker")
+    parser.add_argument("--serve-proxy", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    if args.serve_proxy:
+        _serve_proxy(args.serve_proxy)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

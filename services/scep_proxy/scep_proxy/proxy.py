@@ -1,0 +1,203 @@
+"""The SCEP proxy as a chain of small steps (micromdm/scep style):
+
+    parse id → check operation → [PKIOperation: check message → take CA slot] → authorize
+    → [GetCACaps/GetCACert: cached answer?] → forward → map the CA's answer
+
+Nothing here knows HTTP requests or Flask: views hand in a ScepRequest and get an Answer back or
+a ProxyError (errors.py) carrying the status. Policies follow CONTRACT.md §5.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from . import scep_protocol as scep
+from .authority import Authority, Authorization
+from .cache import TtlCache
+from .errors import BadGateway, BadRequest, GatewayTimeout, NotAllowed, PayloadTooLarge, ProxyError
+from .limits import CaLimiter
+from .metrics import ProxyMetrics
+from .outcomes import Publisher, ScepOutcome, outcome_of_answer, outcome_of_failure, publish_outcome
+from .upstream import CaAnswer, Upstream, UpstreamFailure, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+# GetCACert's message names the CA for multi-CA servers; longer ones are answered, not cached.
+MAX_CACHED_MESSAGE_CHARS = 255
+
+AnswerKey = tuple[str, str, str, str | None]  # CA name, upstream url, operation, message
+
+
+@dataclass(frozen=True)
+class ScepRequest:
+    """A host's SCEP request, as the HTTP layer saw it."""
+
+    raw_id: str = field(repr=False)  # path-decoded; carries the one-time code
+    operation: str | None
+    method: str  # GET, HEAD or POST
+    message: str | None = field(default=None, repr=False)  # the `message` query parameter
+    body: bytes | None = field(default=None, repr=False)  # POST body, read up to the limit + 1
+    body_length: int | None = None  # declared or read length of the POST body
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+    ca_label: str = ""  # the CA name once authorized (safe as a metric label), else ""
+    retry_after: int | None = None
+
+    @classmethod
+    def from_ca(cls, answer: CaAnswer, ca_name: str) -> Answer:
+        return cls(answer.status, answer.content_type, answer.body, ca_name)
+
+    @classmethod
+    def from_error(cls, error: ProxyError) -> Answer:
+        return cls(error.status, TEXT_PLAIN, error.text().encode("utf-8"),
+                   error.ca_name if error.verified_ca and error.ca_name else "", error.retry_after)
+
+
+def check_operation(operation: str | None, method: str, ca_name: str) -> str:
+    if not operation:
+        raise BadRequest("the operation parameter is missing", ca_name)
+    if operation not in scep.OPERATIONS:
+        raise BadRequest("unknown SCEP operation; expected GetCACaps, GetCACert or PKIOperation",
+                         ca_name)
+    if method == "POST" and operation != scep.PKI_OPERATION:
+        raise NotAllowed(f"{operation} takes GET", ca_name)
+    if method not in ("GET", "POST") and operation == scep.PKI_OPERATION:
+        # HEAD would use the code up without the host seeing the answer.
+        raise NotAllowed("PKIOperation takes GET or POST", ca_name)
+    return operation
+
+
+def pki_message(request: ScepRequest, ca_name: str) -> bytes:
+    """The PKIOperation message (POST body or GET `message`), checked to be a SCEP request.
+
+    Runs before authorization, so garbage never uses the one-time code up."""
+    try:
+        if request.method == "POST":
+            if (request.body_length or 0) > scep.MAX_MESSAGE_BYTES:
+                raise scep.MessageTooLarge("the PKIOperation message is over 2 MiB")
+            message = request.body or b""
+        else:
+            if request.message is None:
+                raise BadRequest("PKIOperation by GET needs a message parameter", ca_name)
+            message = scep.decode_get_message(request.message)
+        scep.scep_request_type(message)
+    except scep.MessageTooLarge as exc:
+        raise PayloadTooLarge(str(exc), ca_name) from None
+    except scep.MalformedMessage as exc:
+        raise BadRequest(f"not a SCEP message: {exc}", ca_name) from None
+    return message
+
+
+def map_ca_answer(answer: CaAnswer, ca_name: str) -> Answer:
+    """The CA's 2xx and 4xx reach the host unchanged; anything else is the CA's failure (502)."""
+    if 200 <= answer.status <= 299 or 400 <= answer.status <= 499:
+        return Answer.from_ca(answer, ca_name)
+    raise UpstreamFailure(f"the CA answered HTTP {answer.status}", "http_status")
+
+
+def map_failure(failure: UpstreamFailure, ca_name: str) -> ProxyError:
+    if isinstance(failure, UpstreamTimeout):
+        return GatewayTimeout(failure.detail, ca_name, verified_ca=True)
+    return BadGateway(failure.detail, ca_name, verified_ca=True)
+
+
+class ScepProxy:
+    def __init__(self, authority: Authority, upstream: Upstream, answers: TtlCache[AnswerKey, Answer],
+                 limiter: CaLimiter, publisher: Publisher, metrics: ProxyMetrics):
+        self._authority = authority
+        self._upstream = upstream
+        self._answers = answers
+        self._limiter = limiter
+        self._publisher = publisher
+        self.metrics = metrics
+
+    def handle(self, request: ScepRequest) -> Answer:
+        try:
+            scep_id = scep.parse_proxy_id(request.raw_id)
+        except scep.MalformedId as exc:
+            raise BadRequest(str(exc), scep.ca_name_hint(request.raw_id)) from None
+        operation = check_operation(request.operation, request.method, scep_id.ca_name)
+        if operation == scep.PKI_OPERATION:
+            return self._pki_operation(scep_id, request)
+        return self._ca_information(scep_id, operation, request.message)
+
+    def forget_ca(self, ca_name: str | None) -> None:
+        """Drop cached answers (of one CA, or all): its configuration changed."""
+        if ca_name is None:
+            self._answers.clear()
+        else:
+            self._answers.drop(lambda key: key[0] == ca_name)
+        forget = getattr(self._authority, "forget", None)
+        if forget is not None:
+            forget(ca_name)
+
+    def _ca_information(self, scep_id: scep.ProxyId, operation: str, message: str | None) -> Answer:
+        """GetCACaps / GetCACert: authorized (cached briefly), answered from the per-CA cache."""
+        if message is not None and len(message) > scep.MAX_GET_MESSAGE_CHARS:
+            raise PayloadTooLarge("the message parameter is over 2 MiB", scep_id.ca_name)
+        authorization = self._authority.authorize(scep_id, operation)
+        key: AnswerKey = (authorization.ca_name, authorization.upstream_url, operation, message)
+        cacheable = message is None or len(message) <= MAX_CACHED_MESSAGE_CHARS
+        cached = self._answers.get(key) if cacheable else None
+        self.metrics.cache_lookup(operation, hit=cached is not None)
+        if cached is not None:
+            return cached
+        params = {} if message is None else {"message": message}
+        url = scep.operation_url(authorization.upstream_url, operation, **params)
+        answer = self._forward(authorization, operation, lambda: self._upstream.get(url))
+        if answer.status == 200 and cacheable:
+            self._answers.put(key, answer)
+        return answer
+
+    def _pki_operation(self, scep_id: scep.ProxyId, request: ScepRequest) -> Answer:
+        message = pki_message(request, scep_id.ca_name)
+        # The slot is taken before AuthorizeScep: a request refused for lack of one keeps its code.
+        with self._limiter.slot(scep_id.ca_name):
+            authorization = self._authority.authorize(scep_id, scep.PKI_OPERATION)
+            try:
+                answer = self._forward(authorization, scep.PKI_OPERATION,
+                                       lambda: self._send_pki(authorization, request.method, message))
+            except ProxyError as exc:
+                failure = exc
+            else:
+                failure = None
+        if failure is not None:
+            self._report(outcome_of_failure(scep_id, failure.status, failure.reason,
+                                            timed_out=isinstance(failure, GatewayTimeout)))
+            raise failure
+        self._report(outcome_of_answer(scep_id, CaAnswer(answer.status, answer.content_type,
+                                                         answer.body)))
+        return answer
+
+    def _send_pki(self, authorization: Authorization, method: str, message: bytes) -> CaAnswer:
+        if method == "POST":
+            url = scep.operation_url(authorization.upstream_url, scep.PKI_OPERATION)
+            return self._upstream.post_pki_message(url, message)
+        # A host that uses GET does so because the CA lacks POSTPKIOperation: keep to GET.
+        url = scep.operation_url(authorization.upstream_url, scep.PKI_OPERATION,
+                                 message=scep.encode_get_message(message))
+        return self._upstream.get(url)
+
+    def _forward(self, authorization: Authorization, operation: str, send) -> Answer:
+        ca_name = authorization.ca_name
+        try:
+            return map_ca_answer(send(), ca_name)
+        except UpstreamFailure as failure:
+            self.metrics.upstream_error(ca_name, operation, failure.kind)
+            log.warning("CA gave no usable answer",
+                        extra={"ca": ca_name, "operation": operation, "error": failure.detail})
+            raise map_failure(failure, ca_name) from None
+
+    def _report(self, outcome: ScepOutcome) -> None:
+        log.info("PKIOperation done",
+                 extra={"ca": outcome.ca_name, "host_uuid": outcome.host_uuid,
+                        "outcome": outcome.outcome, "fail_info": outcome.fail_info,
+                        "http_status": outcome.http_status})
+        publish_outcome(self._publisher, outcome)

@@ -1,0 +1,100 @@
+"""Forwarding to the CA: one pooled httpx client per worker process, bounded answers and time.
+
+Failures are typed by what the host should be told (CONTRACT.md §5): UpstreamTimeout → 504,
+any other UpstreamFailure → 502. Status codes are the caller's business.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .scep_protocol import MAX_MESSAGE_BYTES, PKI_MESSAGE_TYPE
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+MAX_ANSWER_BYTES = MAX_MESSAGE_BYTES
+USER_AGENT = "mdmscep-scep-proxy"
+
+
+@dataclass(frozen=True)
+class CaAnswer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class UpstreamFailure(Exception):
+    """The CA gave no usable answer. `kind` is a metric label: unreachable, unreadable, …"""
+
+    kind = "unreadable"
+
+    def __init__(self, detail: str, kind: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if kind:
+            self.kind = kind
+
+
+class UpstreamTimeout(UpstreamFailure):
+    kind = "timeout"
+
+
+def upstream_client(read_timeout: float, max_connections: int = 100) -> httpx.Client:
+    """Keep-alive pool to the CAs. Redirects are never followed: the admin's URL is the CA."""
+    return httpx.Client(
+        timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT_SECONDS),
+        limits=httpx.Limits(max_connections=max_connections,
+                            max_keepalive_connections=max_connections, keepalive_expiry=30),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+
+
+class Upstream:
+    def __init__(self, client: httpx.Client, timeout: float):
+        self._client = client
+        self._timeout = timeout
+
+    def get(self, url: str) -> CaAnswer:
+        return self._send("GET", url, None)
+
+    def post_pki_message(self, url: str, message: bytes) -> CaAnswer:
+        return self._send("POST", url, message)
+
+    def _send(self, method: str, url: str, body: bytes | None) -> CaAnswer:
+        headers = {"Content-Type": PKI_MESSAGE_TYPE} if body is not None else None
+        started = time.monotonic()
+        try:
+            with self._client.stream(method, url, content=body, headers=headers) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+                    raise UpstreamFailure("the CA's answer is larger than 2 MiB")
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        raise UpstreamFailure("the CA's answer is larger than 2 MiB")
+                    # httpx's read timeout is per read; this bounds a CA that trickles bytes.
+                    if time.monotonic() - started > self._timeout:
+                        raise UpstreamTimeout(self._timeout_detail())
+                    chunks.append(chunk)
+                return CaAnswer(response.status_code, response.headers.get("content-type", ""),
+                                b"".join(chunks))
+        except httpx.ConnectTimeout:
+            raise UpstreamFailure("the CA did not accept a connection within "
+                                  f"{CONNECT_TIMEOUT_SECONDS:g} s", "unreachable") from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(self._timeout_detail()) from None
+        except (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise UpstreamFailure(f"the CA is unreachable ({_short(exc)})", "unreachable") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(f"the CA's answer could not be read ({_short(exc)})") from None
+
+    def _timeout_detail(self) -> str:
+        return f"the CA did not answer within {self._timeout:g} s"
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return text[:120]

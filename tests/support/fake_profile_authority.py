@@ -1,0 +1,131 @@
+"""An in-process gRPC ProfileAuthority for scep-proxy tests and the benchmark.
+
+It answers AuthorizeScep from a table the test controls (CAs, host deliveries, one-time codes)
+with the statuses of the real processor (proto: 400/403/404/409), uses a code up on PKIOperation,
+and records every call so a test can tell whether a code was asked about or used up.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+
+from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
+
+
+@dataclass(frozen=True)
+class Call:
+    host_uuid: str
+    profile_uuid: str
+    ca_name: str
+    one_time_code: str
+    operation: str
+
+
+@dataclass
+class Delivery:
+    ca_name: str
+    status: str = "pending"
+    codes: dict[str, float] = field(default_factory=dict)  # code -> expiry (time.time())
+    used: set[str] = field(default_factory=set)
+    any_code: bool = False  # benchmark: every code is valid and none is used up
+
+
+class FakeProfileAuthority(profile_authority_pb2_grpc.ProfileAuthorityServicer):
+    def __init__(self) -> None:
+        self.cas: dict[str, tuple[int, str]] = {}
+        self.deliveries: dict[tuple[str, str], Delivery] = {}
+        self.calls: list[Call] = []
+        self.delay = 0.0  # seconds each answer waits (a slow processor)
+        self._lock = threading.Lock()
+
+    # --- the table -------------------------------------------------------------------------
+    def add_ca(self, name: str, url: str) -> None:
+        with self._lock:
+            self.cas[name] = (len(self.cas) + 1, url)
+
+    def add_delivery(self, host_uuid: str, profile_uuid: str, ca_name: str,
+                     status: str = "pending", any_code: bool = False) -> Delivery:
+        with self._lock:
+            delivery = Delivery(ca_name, status, any_code=any_code)
+            self.deliveries[(host_uuid, profile_uuid)] = delivery
+            return delivery
+
+    def new_code(self, host_uuid: str, profile_uuid: str, ttl: float = 3600) -> str:
+        code = secrets.token_urlsafe(16)
+        with self._lock:
+            self.deliveries[(host_uuid, profile_uuid)].codes[code] = time.time() + ttl
+        return code
+
+    def code_used(self, code: str) -> bool:
+        with self._lock:
+            return any(code in d.used for d in self.deliveries.values())
+
+    def calls_for(self, code: str, operation: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.one_time_code == code
+                    and (operation is None or c.operation == operation)]
+
+    # --- the RPC ---------------------------------------------------------------------------
+    def AuthorizeScep(self, request, context):
+        call = Call(request.host_uuid, request.profile_uuid, request.ca_name,
+                    request.one_time_code, request.operation)
+        with self._lock:
+            self.calls.append(call)
+        if self.delay:
+            time.sleep(self.delay)
+        with self._lock:
+            return self._decide(call)
+
+    def _decide(self, call: Call):
+        def refuse(status: int, reason: str):
+            return profile_authority_pb2.AuthorizeScepResponse(
+                allowed=False, reason=reason, http_status=status)
+
+        if call.operation not in ("GetCACaps", "GetCACert", "PKIOperation"):
+            return refuse(400, "unknown operation")
+        if call.ca_name not in self.cas:
+            return refuse(404, "unknown certificate authority")
+        if not any(host == call.host_uuid for host, _ in self.deliveries):
+            return refuse(404, "unknown host")
+        delivery = self.deliveries.get((call.host_uuid, call.profile_uuid))
+        if delivery is None or delivery.ca_name != call.ca_name:
+            return refuse(404, "unknown profile for this host and CA")
+        if delivery.status != "pending":
+            return refuse(409, f"the profile's delivery is {delivery.status}, not pending")
+        if not delivery.any_code:
+            expiry = delivery.codes.get(call.one_time_code)
+            if expiry is None:
+                return refuse(403, "unknown one-time code")
+            if call.one_time_code in delivery.used:
+                return refuse(403, "one-time code already used")
+            if expiry < time.time():
+                return refuse(403, "one-time code expired")
+            if call.operation == "PKIOperation":
+                delivery.used.add(call.one_time_code)
+        ca_id, url = self.cas[call.ca_name]
+        return profile_authority_pb2.AuthorizeScepResponse(allowed=True, upstream_url=url,
+                                                           ca_id=ca_id)
+
+
+class FakeAuthorityServer:
+    """The fake served on a loopback port: pass `address` as PROCESSOR_GRPC_ADDR."""
+
+    def __init__(self, fake: FakeProfileAuthority | None = None, max_workers: int = 16):
+        self.fake = fake or FakeProfileAuthority()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+        profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server(self.fake, self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.stop(grace=0).wait()
