@@ -97,7 +97,10 @@ def start_stack(base_env: dict[str, str], workdir: Path, **overrides: str) -> St
         env[var] = str(free_port())
     for var in ("PROCESSOR_GRPC_ADDR", "MDM_GRPC_ADDR", "SCEP_PROXY_GRPC_ADDR"):
         env.pop(var, None)
+    env["MDM_PUBLIC_URL"] = f"http://127.0.0.1:{env['MDM_HTTP_PORT']}"
+    env["SCEP_PROXY_PUBLIC_URL"] = f"http://127.0.0.1:{env['SCEP_PROXY_HTTP_PORT']}"
     env.update(overrides)
+    workdir.mkdir(parents=True, exist_ok=True)
     run_dir = workdir / "run"
     env["MDMSCEP_RUN_DIR"] = str(run_dir)
     log_path = workdir / "stack.log"

@@ -65,6 +65,11 @@ class FakeApns:
     def stop(self) -> None:
         async def close():
             self._server.close()
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
@@ -98,7 +103,7 @@ class FakeApns:
                         break
                 writer.write(conn.data_to_send())
                 await writer.drain()
-        except (ConnectionError, ssl.SSLError, h2.exceptions.ProtocolError):
+        except (ConnectionError, ssl.SSLError, h2.exceptions.ProtocolError, asyncio.CancelledError):
             pass
         finally:
             writer.close()

@@ -49,6 +49,8 @@ def enroll(url: str, challenge: str, subject: list, key_size: int = 2048,
     """Run scepclient in a fresh directory (it reuses CSR files beside its key)."""
     if shutil.which("scepclient") is None:
         raise ScepEnrollmentFailed("scepclient is not installed (Debian package scep)")
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="scepclient-", dir=workdir))
     try:
         args = ["scepclient", "-server-url", url, "-challenge", challenge,
