@@ -8,6 +8,7 @@ stand in for the services, answering with the request line they received."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import shutil
@@ -87,23 +88,13 @@ class EchoHandler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def entry(tmp_path):
-    """nginx with the compose routing; returns its port and the backends' names."""
-    dns = FakeDockerDns()
-    dns.start()
-    ports = {name: free_port() for name in ADDRESSES}
-    servers = []
-    for name, addresses in ADDRESSES.items():
-        for address in addresses:
-            server = ThreadingHTTPServer((address, ports[name]), EchoHandler)
-            server.name = f"{name}@{address}"
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            servers.append(server)
+@contextlib.contextmanager
+def run_nginx(tmp_path, dns_port: int, ports: dict[str, int]):
+    """Debian's nginx with deploy/nginx/nginx.conf, rewritten only for paths, ports and DNS."""
     listen = free_port()
     conf = NGINX_CONF.read_text()
     replacements = {
-        "resolver 127.0.0.11 ": f"resolver 127.0.0.1:{dns.port} ",
+        "resolver 127.0.0.11 ": f"resolver 127.0.0.1:{dns_port} ",
         "listen 8080;": f"listen 127.0.0.1:{listen};",
         "pid /tmp/nginx.pid;": f"pid {tmp_path}/nginx.pid;",
         "access_log /dev/stdout redacted;": f"access_log {tmp_path}/access.log redacted;",
@@ -121,14 +112,30 @@ def entry(tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_for_port(listen)
-        yield listen, tmp_path
+        yield listen
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def entry(tmp_path, dns):
+    """nginx with the compose routing in front of echo servers; returns its port."""
+    ports = {name: free_port() for name in ADDRESSES}
+    servers = []
+    for name, addresses in ADDRESSES.items():
+        for address in addresses:
+            server = ThreadingHTTPServer((address, ports[name]), EchoHandler)
+            server.name = f"{name}@{address}"
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+    try:
+        with run_nginx(tmp_path, dns.port, ports) as listen:
+            yield listen, tmp_path
+    finally:
         for server in servers:
             server.shutdown()
             server.server_close()
-        dns.stop()
 
 
 def request(port: int, method: str, target: str, body: bytes | None = None):

@@ -15,7 +15,8 @@ from cryptography.x509.oid import NameOID
 
 from hostsim.fleet import Fleet, start_fake_apns
 from hostsim.pki import make_apns_pki
-from tests.conftest import ADMIN_TOKEN
+from mdmscep_common.db import drop_database
+from tests.conftest import ADMIN_TOKEN, AMQP_BASE, PG_BASE, RUN_ID, _rabbitmqctl
 from tests.support.scepserver import start_scepserver
 from tests.support.stack import start_stack
 
@@ -42,6 +43,12 @@ class Admin:
 @pytest.fixture(scope="module")
 def world(base_env, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
+    # A database of its own: the stack commits, and other tests roll back in the shared one.
+    database_url = f"{PG_BASE}/mdmscep_test_{RUN_ID}_e2e"
+    drop_database(database_url)
+    vhost = f"mdmscep_test_{RUN_ID}_e2e"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     custom = start_scepserver(challenge=CUSTOM_CHALLENGE, organization="Admin Custom CA",
                               workdir=root / "custom-ca")
     identity = start_scepserver(challenge="identity-challenge", organization="Identity CA",
@@ -51,7 +58,9 @@ def world(base_env, tmp_path_factory):
     pki = make_apns_pki(root / "apns")
     fleet = Fleet("http://placeholder", 0, root / "hosts", workers=8)
     apns = start_fake_apns(pki, fleet)
-    stack = start_stack(base_env, root / "stack", ENROLL_SECRET=ENROLL_SECRET,
+    stack = start_stack({**base_env, "DATABASE_URL": database_url,
+                         "AMQP_URL": f"{AMQP_BASE}/{vhost}"}, root / "stack",
+                        ENROLL_SECRET=ENROLL_SECRET,
                         IDENTITY_SCEP_URL=identity.url, IDENTITY_SCEP_CHALLENGE="identity-challenge",
                         MDM_IDENTITY_CA_CERTS=str(identity.depot / "ca.pem"),
                         APNS_URL=apns.url, APNS_CERT=str(pki.push_cert), APNS_KEY=str(pki.push_key),
@@ -67,6 +76,8 @@ def world(base_env, tmp_path_factory):
         fleet.close()
         for server in (custom, identity, wrong):
             server.stop()
+        drop_database(database_url)
+        _rabbitmqctl("delete_vhost", vhost)
 
 
 def _enroll(world, count: int):

@@ -15,7 +15,8 @@ def _serve(settings, _args) -> None:
     from .app import create_production_app
 
     serve_http(lambda: create_production_app(settings), settings.admin_http_port,
-               settings.http_workers, settings.http_threads, SERVICE, settings.secret_values())
+               settings.http_workers, settings.http_threads, SERVICE, settings.secret_values(),
+               host=settings.http_bind_address)
 
 
 def _tokens(settings, args) -> None:

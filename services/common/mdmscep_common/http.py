@@ -56,7 +56,7 @@ def gunicorn_logconfig(service: str) -> dict[str, Any]:
 
 def serve_http(app_factory, port: int, workers: int, threads: int, service: str,
                secrets: list[str], timeout: int = 60,
-               gunicorn_options: dict[str, Any] | None = None) -> None:
+               gunicorn_options: dict[str, Any] | None = None, host: str = "0.0.0.0") -> None:
     """Start gunicorn with gthread workers; each worker builds its own app after the fork so
     connection pools are never shared across processes. `gunicorn_options` adds or overrides
     gunicorn settings (e.g. graceful_timeout, limit_request_line) for one service."""
@@ -72,7 +72,7 @@ def serve_http(app_factory, port: int, workers: int, threads: int, service: str,
         return holder["app"](environ, start_response)
 
     options = {
-        "bind": f"0.0.0.0:{port}",
+        "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
         "worker_class": "gthread",

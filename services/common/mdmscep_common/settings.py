@@ -53,6 +53,7 @@ class Settings:
     scep_proxy_queue_timeout: float
     scep_proxy_cache_ttl: float
     http_workers: int
+    http_bind_address: str
     http_threads: int
 
     def secret_values(self) -> list[str]:
@@ -164,6 +165,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         scep_proxy_queue_timeout=_float(env, "SCEP_PROXY_QUEUE_TIMEOUT", 5.0, minimum=0.0),
         scep_proxy_cache_ttl=_float(env, "SCEP_PROXY_CACHE_TTL", 60.0, minimum=0.0),
         http_workers=_int(env, "HTTP_WORKERS", 2, minimum=1),
+        http_bind_address=env.get("HTTP_BIND_ADDRESS") or "0.0.0.0",
         http_threads=_int(env, "HTTP_THREADS", 8, minimum=1),
     )
 

@@ -31,7 +31,7 @@ def run_http(settings) -> None:
         return create_app(settings, db, Publisher(settings.amqp_url),
                           dependency_checks(db, settings.amqp_url))
     serve_http(factory, settings.mdm_http_port, settings.http_workers, settings.http_threads,
-               f"{SERVICE}-http", settings.secret_values())
+               f"{SERVICE}-http", settings.secret_values(), host=settings.http_bind_address)
 
 
 def run_grpc(settings) -> None:

@@ -62,7 +62,8 @@ def run_http(settings) -> None:
     reset_multiprocess_dir()
     serve_http(lambda: create_production_app(settings), settings.scep_proxy_http_port,
                settings.http_workers, settings.http_threads, f"{SERVICE}-http",
-               settings.secret_values(), gunicorn_options=gunicorn_options(settings))
+               settings.secret_values(), gunicorn_options=gunicorn_options(settings),
+               host=settings.http_bind_address)
 
 
 def main() -> None:
