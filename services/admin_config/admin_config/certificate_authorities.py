@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mdmscep_common import bus
-from mdmscep_common.crypto import SecretBox
+from mdmscep_common.crypto import DecryptionError, SecretBox
 from mdmscep_common.logs import register_secret
 
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnprocessableEntity, field_error
@@ -185,7 +185,11 @@ class CertificateAuthorityService:
             if row is None:
                 raise NotFound(f"Certificate authority {ca_id} was not found")
             context = challenge_context(row.name)
-            old_challenge = self._secrets.decrypt(row.challenge_encrypted, context)
+            try:
+                old_challenge = self._secrets.decrypt(row.challenge_encrypted, context)
+            except DecryptionError:
+                # Stored under another SERVER_PRIVATE_KEY: re-entering the challenge repairs it.
+                old_challenge = None
             challenge_changed = new_challenge is not None and new_challenge != old_challenge
             if not url_changed and not challenge_changed:
                 return _public(row)
