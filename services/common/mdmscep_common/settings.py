@@ -47,6 +47,8 @@ class Settings:
     profile_verify_interval: float
     scep_code_ttl: int
     profile_retry_backoff: float
+    profile_renewal_days: float
+    certificate_wait: float
     scep_probe_timeout: float
     scep_upstream_timeout: float
     scep_proxy_ca_concurrency: int
@@ -159,6 +161,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         profile_verify_interval=_float(env, "PROFILE_VERIFY_INTERVAL", 3600.0, minimum=1.0),
         scep_code_ttl=_int(env, "SCEP_CODE_TTL", 3600, minimum=1),
         profile_retry_backoff=_float(env, "PROFILE_RETRY_BACKOFF", 10.0, minimum=0.0),
+        profile_renewal_days=_float(env, "PROFILE_RENEWAL_DAYS", 30.0, minimum=0.0),
+        certificate_wait=_float(env, "PROFILE_CERTIFICATE_WAIT", 3600.0, minimum=1.0),
         scep_probe_timeout=_float(env, "SCEP_PROBE_TIMEOUT", 30.0, minimum=0.1),
         scep_upstream_timeout=_float(env, "SCEP_UPSTREAM_TIMEOUT", 30.0, minimum=0.1),
         scep_proxy_ca_concurrency=_int(env, "SCEP_PROXY_CA_CONCURRENCY", 4, minimum=1),
