@@ -264,6 +264,12 @@ def live_admin(live_admin_app):
 PROXY_PUBLIC_URL = "http://scep-proxy.test:8082"
 
 
+class ProcessorReplica:
+    def __init__(self, authority, reconciler):
+        self.authority = authority
+        self.reconciler = reconciler
+
+
 @pytest.fixture
 def start_processor(mdm_settings, mdm_db, commander):
     """Start processor replicas in this process: reconcile loop + event consumer each."""
@@ -286,7 +292,7 @@ def start_processor(mdm_settings, mdm_db, commander):
             thread.start()
         assert worker.ready.wait(10)
         running.append((loop, worker, client, threads))
-        return authority
+        return ProcessorReplica(authority, loop.reconciler)
 
     yield start
     for loop, worker, client, threads in running:

@@ -1,6 +1,7 @@
 """Profile delivery end to end without the SCEP proxy: admin API → processor → Commander → push →
 simulated hosts, with real PostgreSQL, RabbitMQ and hosts enrolled at a real identity scepserver.
-The hosts acknowledge SCEP profiles without fetching a certificate (the proxy issue covers that)."""
+The hosts enroll their SCEP certificates straight at the real CA (the proxy is covered by its own
+tests and the e2e suite), so verification sees real certificates in CertificateList."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from cryptography import x509
 
 from mdmscep_common import fleet_vars
 from tests.integration.conftest import PROXY_PUBLIC_URL, create_ca
 from tests.integration.test_configuration_profiles import upload
+from tests.support.scepserver import start_scepserver
 
 SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 SPECIAL_CHALLENGE = "a&b<c>\"d'"
@@ -48,26 +51,37 @@ def scep_content(payload: bytes) -> dict:
     return plistlib.loads(payload)["PayloadContent"][0]["PayloadContent"]
 
 
-def new_hosts(mdm, count):
-    hosts = [mdm.new_host() for _ in range(count)]
-    for host in hosts:
-        host.fetch_certificates = False
-    return hosts
+@pytest.fixture(scope="module")
+def special_ca(tmp_path_factory):
+    """A real scepserver whose challenge has XML special characters."""
+    server = start_scepserver(challenge=SPECIAL_CHALLENGE, workdir=tmp_path_factory.mktemp("ca"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def scep_ca(live_admin, custom_ca):
-    response = create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE)
+def new_hosts(mdm, special_ca):
+    def make(count, **kw):
+        hosts = [mdm.new_host(**kw) for _ in range(count)]
+        for host in hosts:
+            host.scep_url_override = special_ca.url  # straight to the CA: no proxy here
+        return hosts
+    return make
+
+
+@pytest.fixture
+def scep_ca(live_admin, special_ca):
+    response = create_ca(live_admin, "Test_SCEP", special_ca.url, SPECIAL_CHALLENGE)
     assert response.status_code == 200
     return response.json["id"]
 
 
 def test_seed_profile_reaches_enrolled_and_later_hosts_each_with_its_own_copy(
-        mdm, live_admin, scep_ca, start_processor):
+        mdm, new_hosts, live_admin, scep_ca, start_processor):
     start_processor()
-    early = new_hosts(mdm, 2)
+    early = new_hosts(2)
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
-    late = new_hosts(mdm, 1)  # enrolls after the upload
+    late = new_hosts(1)  # enrolls after the upload
     codes = set()
     for host in early + late:
         wait_status(live_admin, host, profile_uuid, "verified")
@@ -91,10 +105,10 @@ def test_seed_profile_reaches_enrolled_and_later_hosts_each_with_its_own_copy(
     assert len(codes) == 3
 
 
-def test_device_errors_fail_after_three_attempts_with_the_error_text(mdm, live_admin, scep_ca,
+def test_device_errors_fail_after_three_attempts_with_the_error_text(mdm, new_hosts, live_admin, scep_ca,
                                                                       start_processor):
     start_processor()
-    [host] = new_hosts(mdm, 1)
+    [host] = new_hosts(1)
     host.install_error = "Profile installation failed: the disk is full"
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
     row = wait_status(live_admin, host, profile_uuid, "failed")
@@ -105,10 +119,10 @@ def test_device_errors_fail_after_three_attempts_with_the_error_text(mdm, live_a
     assert len(urls) == 3  # a new one-time code for every attempt
 
 
-def test_an_expired_code_is_replaced_by_a_fresh_command(mdm, mdm_db, live_admin, scep_ca,
+def test_an_expired_code_is_replaced_by_a_fresh_command(mdm, new_hosts, mdm_db, live_admin, scep_ca,
                                                          start_processor):
     start_processor(SCEP_CODE_TTL="2")
-    [host] = new_hosts(mdm, 1)
+    [host] = new_hosts(1)
     mdm.fleet._by_token.pop(host.push_token.hex())  # asleep: ignores pushes
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
 
@@ -127,22 +141,33 @@ def test_an_expired_code_is_replaced_by_a_fresh_command(mdm, mdm_db, live_admin,
              what="acknowledged")
 
 
-def test_editing_the_ca_resends_with_the_new_challenge(mdm, live_admin, scep_ca, start_processor):
+def test_editing_the_ca_resends_with_the_new_challenge(mdm, new_hosts, live_admin, scep_ca,
+                                                       start_processor, tmp_path):
     start_processor()
-    [host] = new_hosts(mdm, 1)
+    [host] = new_hosts(1)
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
     wait_status(live_admin, host, profile_uuid, "verified")
-    response = live_admin.patch(f"/api/v1/fleet/certificate_authorities/{scep_ca}",
-                                json={"custom_scep_proxy": {"challenge": "rotated-challenge"}})
-    assert response.status_code == 200
-    wait_for(lambda: len(installs(host)) == 2, what="re-send after CA edit")
-    assert scep_content(installs(host)[-1]["Command"]["Payload"])["Challenge"] == "rotated-challenge"
-    wait_status(live_admin, host, profile_uuid, "verified")
+    # The admin moves to a new CA with another challenge: every host gets a fresh copy.
+    moved = start_scepserver(challenge="rotated-challenge", workdir=tmp_path / "new-ca")
+    try:
+        host.scep_url_override = moved.url
+        response = live_admin.patch(f"/api/v1/fleet/certificate_authorities/{scep_ca}",
+                                    json={"custom_scep_proxy": {"url": moved.url,
+                                                                "challenge": "rotated-challenge"}})
+        assert response.status_code == 200
+        wait_for(lambda: len(installs(host)) == 2, what="re-send after CA edit")
+        assert scep_content(installs(host)[-1]["Command"]["Payload"])["Challenge"] == \
+            "rotated-challenge"
+        wait_status(live_admin, host, profile_uuid, "verified")
+        [cert] = host.profiles["Fleet.custom.SCEP"].certificates
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(moved.ca_pem))
+    finally:
+        moved.stop()
 
 
-def test_deleting_a_profile_sends_remove_profile(mdm, live_admin, scep_ca, start_processor):
+def test_deleting_a_profile_sends_remove_profile(mdm, new_hosts, live_admin, scep_ca, start_processor):
     start_processor()
-    [host] = new_hosts(mdm, 1)
+    [host] = new_hosts(1)
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
     wait_status(live_admin, host, profile_uuid, "verified")
     assert "Fleet.custom.SCEP" in host.profiles
@@ -153,9 +178,9 @@ def test_deleting_a_profile_sends_remove_profile(mdm, live_admin, scep_ca, start
     assert "Fleet.custom.SCEP" not in host.profiles
 
 
-def test_missing_from_profile_list_is_resent(mdm, live_admin, scep_ca, start_processor):
+def test_missing_from_profile_list_is_resent(mdm, new_hosts, live_admin, scep_ca, start_processor):
     start_processor(PROFILE_VERIFY_INTERVAL="1")
-    [host] = new_hosts(mdm, 1)
+    [host] = new_hosts(1)
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
     wait_status(live_admin, host, profile_uuid, "verified")
     host.profiles.clear()  # the user removed it by hand
@@ -163,9 +188,9 @@ def test_missing_from_profile_list_is_resent(mdm, live_admin, scep_ca, start_pro
     wait_status(live_admin, host, profile_uuid, "verified")
 
 
-def test_check_out_drops_the_hosts_rows(mdm, mdm_db, live_admin, scep_ca, start_processor):
+def test_check_out_drops_the_hosts_rows(mdm, new_hosts, mdm_db, live_admin, scep_ca, start_processor):
     start_processor()
-    [host] = new_hosts(mdm, 1)
+    [host] = new_hosts(1)
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
     wait_status(live_admin, host, profile_uuid, "verified")
     host.check_out()
@@ -177,9 +202,9 @@ def test_check_out_drops_the_hosts_rows(mdm, mdm_db, live_admin, scep_ca, start_
     wait_for(lambda: rows() == 0, what="rows dropped")
 
 
-def test_two_replicas_send_exactly_one_install_per_host(mdm, mdm_db, live_admin, scep_ca,
+def test_two_replicas_send_exactly_one_install_per_host(mdm, new_hosts, mdm_db, live_admin, scep_ca,
                                                          start_processor):
-    hosts = new_hosts(mdm, 6)
+    hosts = new_hosts(6)
     for host in hosts:
         mdm.fleet._by_token.pop(host.push_token.hex())  # keep deliveries pending
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]

@@ -41,7 +41,7 @@ class ScepServer:
 
 
 def start_scepserver(challenge: str | None = None, organization: str = "mdmscep test CA",
-                     workdir: Path | None = None) -> ScepServer:
+                     workdir: Path | None = None, valid_days: int | None = None) -> ScepServer:
     if shutil.which("scepserver") is None:
         raise RuntimeError("scepserver is not installed: run `make scep` (Debian package scep)")
     root = Path(workdir or tempfile.mkdtemp(prefix="scepserver-"))
@@ -53,6 +53,8 @@ def start_scepserver(challenge: str | None = None, organization: str = "mdmscep 
     args = ["scepserver", "-depot", str(depot), "-port", str(port), "-allowrenew", "0", "-debug"]
     if challenge is not None:
         args += ["-challenge", challenge]
+    if valid_days is not None:
+        args += ["-crtvalid", str(valid_days)]
     process = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     wait_for_port(port)
     return ScepServer(port, depot, challenge, process, log_path)

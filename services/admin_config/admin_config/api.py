@@ -109,6 +109,18 @@ def host_configuration_profiles(host_uuid: str):
     return jsonify({"profiles": _services().host_profiles.for_host(host_uuid)})
 
 
+@api.get("/hosts/<host_uuid>/certificates")
+def host_certificates(host_uuid: str):
+    return jsonify({"certificates": _services().certificates.for_host(host_uuid)})
+
+
+@api.get("/certificates")
+def list_certificates():
+    page, per_page = _page_args()
+    return jsonify({"certificates": _services().certificates.expiring(
+        request.args.get("expiring_within_days"), page, per_page)})
+
+
 @api.get("/hosts")
 def list_hosts():
     page, per_page = _page_args()

@@ -17,6 +17,7 @@ from .activities import ActivityService
 from .api import api
 from .auth import Authenticator
 from .certificate_authorities import CertificateAuthorityService
+from .certificates import CertificateDirectory
 from .configuration_profiles import HostProfileDirectory, ProfileService
 from .errors import ApiError
 from .hosts import HostDirectory
@@ -41,6 +42,7 @@ class Services:
     hosts: HostDirectory
     profiles: ProfileService
     host_profiles: HostProfileDirectory
+    certificates: CertificateDirectory
 
 
 def build_services(settings: Settings, db, prober, publisher) -> Services:
@@ -56,6 +58,7 @@ def build_services(settings: Settings, db, prober, publisher) -> Services:
         profiles=ProfileService(db, profile_store, CertificateAuthorityNames(), activity_store,
                                 publisher),
         host_profiles=HostProfileDirectory(db),
+        certificates=CertificateDirectory(db),
     )
 
 

@@ -98,8 +98,17 @@ def run(args, api: AdminApi) -> str:
         if action == "list":
             return table(api.call("GET", "/hosts")["hosts"],
                          ["uuid", "serial_number", "enrolled", "last_seen_at"])
+        if action == "certificates":
+            rows = api.call("GET", f"/hosts/{args.host_uuid}/certificates")["certificates"]
+            return table(rows, ["profile_name", "serial", "subject", "issuer", "not_after"])
         rows = api.call("GET", f"/hosts/{args.host_uuid}/configuration_profiles")["profiles"]
         return table(rows, ["name", "identifier", "operation_type", "status", "detail"])
+    if kind == "certificates":
+        params = {"per_page": args.limit}
+        if args.expiring_within_days is not None:
+            params["expiring_within_days"] = args.expiring_within_days
+        rows = api.call("GET", "/certificates", params=params)["certificates"]
+        return table(rows, ["host_uuid", "profile_name", "serial", "subject", "not_after"])
     activities = api.call("GET", "/activities", params={"per_page": args.limit})["activities"]
     for a in activities:
         a["details"] = json.dumps(a["details"], sort_keys=True)
@@ -138,6 +147,12 @@ def parser() -> argparse.ArgumentParser:
     host = kinds.add_parser("host", help="hosts").add_subparsers(dest="action", required=True)
     host.add_parser("list")
     host.add_parser("profiles", help="a host's profile statuses").add_argument("host_uuid")
+    host.add_parser("certificates", help="certificates a host holds").add_argument("host_uuid")
+
+    certificates = kinds.add_parser("certificates", help="delivered certificates, soonest expiry first")
+    certificates.add_argument("--expiring-within-days", type=float)
+    certificates.add_argument("--limit", type=int, default=100)
+    certificates.set_defaults(action="list")
 
     activity = kinds.add_parser("activity", help="the activity feed")
     activity.add_argument("action", choices=["list"])

@@ -84,6 +84,17 @@ _SCHEMAS: dict[str, Any] = {
                                   "enum": ["pending", "verifying", "verified", "failed"]},
                        "detail": {"type": "string"}},
     },
+    "Certificate": {
+        "type": "object",
+        "required": ["host_uuid", "profile_uuid", "profile_name", "serial", "subject", "issuer",
+                     "not_before", "not_after"],
+        "properties": {"host_uuid": {"type": "string"}, "profile_uuid": {"type": "string"},
+                       "profile_name": {"type": "string"},
+                       "serial": {"type": "string", "description": "hexadecimal"},
+                       "subject": {"type": "string"}, "issuer": {"type": "string"},
+                       "not_before": {"type": "string", "format": "date-time"},
+                       "not_after": {"type": "string", "format": "date-time"}},
+    },
     "Host": {
         "type": "object", "required": ["uuid", "serial_number", "enrolled", "last_seen_at"],
         "properties": {"uuid": {"type": "string", "description": "UDID as the host sent it"},
@@ -97,6 +108,10 @@ _SCHEMAS: dict[str, Any] = {
                        "created_at": {"type": "string", "format": "date-time"}},
     },
 }
+
+
+_CERTIFICATES = {"type": "object", "required": ["certificates"],
+                 "properties": {"certificates": {"type": "array", "items": _ref("Certificate")}}}
 
 
 def document() -> dict[str, Any]:
@@ -181,6 +196,21 @@ def document() -> dict[str, Any]:
                                                         "items": _ref("HostProfile")}}},
                                                    "The host's deliveries"),
                                       **_errors(401, 404)}},
+            },
+            "/api/v1/fleet/hosts/{host_uuid}/certificates": {
+                "parameters": [_HOST_UUID],
+                "get": {"operationId": "listHostCertificates",
+                        "responses": {"200": _json(_CERTIFICATES, "Certificates the host holds for "
+                                                                  "delivered SCEP profiles"),
+                                      **_errors(401, 404)}},
+            },
+            "/api/v1/fleet/certificates": {
+                "get": {"operationId": "listCertificates",
+                        "parameters": [*_PAGE_PARAMS, {
+                            "name": "expiring_within_days", "in": "query", "required": False,
+                            "schema": {"type": "number", "minimum": 0, "maximum": 36500}}],
+                        "responses": {"200": _json(_CERTIFICATES, "Soonest expiry first"),
+                                      **_errors(400, 401)}},
             },
             "/api/v1/fleet/hosts": {
                 "get": {"operationId": "listHosts", "parameters": _PAGE_PARAMS,

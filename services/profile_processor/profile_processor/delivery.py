@@ -7,11 +7,13 @@ FOR UPDATE SKIP LOCKED and moved forward in the same transaction, so each is sen
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from mdmscep_common import fleet_vars, mdm_commands
 from mdmscep_common.crypto import SecretBox
 
+from .certificates import MAX_SPREAD, renewal_due_at
 from .commander_client import CommanderClient, HostCommand
 from .rendering import CertificateAuthorityForProfile, code_hash, render_for_host
 from .store import MAX_ATTEMPTS, DeliveryStore
@@ -19,6 +21,7 @@ from .store import MAX_ATTEMPTS, DeliveryStore
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 500
+RENEWALS_PER_PASS = 2000
 
 
 def challenge_context(name: str) -> bytes:
@@ -28,7 +31,9 @@ def challenge_context(name: str) -> bytes:
 
 class Reconciler:
     def __init__(self, db, store: DeliveryStore, commander: CommanderClient, secrets: SecretBox,
-                 proxy_public_url: str, code_ttl: float, verify_interval: float):
+                 proxy_public_url: str, code_ttl: float, verify_interval: float,
+                 renewal_days: float = 30.0, certificate_wait: float = 3600.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._db = db
         self._store = store
         self._commander = commander
@@ -36,6 +41,9 @@ class Reconciler:
         self._proxy_public_url = proxy_public_url
         self._code_ttl = code_ttl
         self._verify_interval = verify_interval
+        self._renewal_days = renewal_days
+        self._certificate_wait = certificate_wait
+        self.clock = clock  # tests move it to reach renewal dates without waiting
 
     def run_pass(self) -> dict[str, int]:
         """One full pass; returns counts for the log."""
@@ -43,8 +51,11 @@ class Reconciler:
             counts = {"dropped": self._store.drop_unenrolled(conn),
                       "added": self._store.add_missing_deliveries(conn),
                       "changed": self._store.resend_changed(conn),
-                      "removed": self._store.remove_deleted(conn)}
+                      "removed": self._store.remove_deleted(conn),
+                      "no_certificate": self._store.fail_missing_certificates(
+                          conn, self._certificate_wait)}
             self._store.purge_expired_codes(conn, older_than_seconds=86_400)
+        counts["renewals"] = self.start_renewals()
         sent = 0
         while (batch := self.send_due(SEND_BATCH)) > 0:
             sent += batch
@@ -53,6 +64,27 @@ class Reconciler:
         if any(counts.values()):
             log.info("reconcile pass", extra=counts)
         return counts
+
+    def start_renewals(self, limit: int = RENEWALS_PER_PASS) -> int:
+        """Re-send SCEP profiles whose certificate is due for renewal (a new one-time code; the
+        host's new certificate replaces the old one). Bounded per pass; spread per host."""
+        now = self.clock()
+        with self._db.transaction() as conn:
+            candidates = self._store.renewal_candidates(
+                conn, now + timedelta(days=self._renewal_days) + MAX_SPREAD)
+            due = []
+            for c in candidates:
+                at = renewal_due_at(c["not_before"], c["not_after"], self._renewal_days,
+                                    f"{c['host_uuid']},{c['profile_uuid']}")
+                if at is not None and at <= now:
+                    due.append((at, c))
+            due.sort(key=lambda item: item[0])
+            started = self._store.start_renewals(conn, [c for _, c in due[:limit]])
+            if started:
+                self._store.record_activity(conn, "renewed_certificates", {
+                    "hosts": started, "profile_uuids": sorted({c["profile_uuid"]
+                                                              for _, c in due[:limit]})})
+        return started
 
     def seconds_until_due(self, ceiling: float) -> float:
         with self._db.transaction() as conn:
@@ -124,11 +156,17 @@ class Reconciler:
 
 def queue_profile_lists(conn, store: DeliveryStore, commander: CommanderClient,
                         hosts: list[str]) -> int:
-    """One ProfileList per host; the host's answer verifies its installed deliveries."""
+    """One ProfileList per host, and a CertificateList for hosts with SCEP deliveries: their
+    answers verify the installed deliveries (a SCEP profile needs its certificate too)."""
     if not hosts:
         return 0
     by_host = {h: mdm_commands.new_command_uuid() for h in hosts}
-    commander.enqueue([HostCommand(h, c, mdm_commands.PROFILE_LIST, mdm_commands.profile_list(c))
-                       for h, c in by_host.items()])
+    commands = [HostCommand(h, c, mdm_commands.PROFILE_LIST, mdm_commands.profile_list(c))
+                for h, c in by_host.items()]
+    for host in sorted(store.has_scep_deliveries(conn, hosts)):
+        command_uuid = mdm_commands.new_command_uuid()
+        commands.append(HostCommand(host, command_uuid, mdm_commands.CERTIFICATE_LIST,
+                                    mdm_commands.certificate_list(command_uuid)))
+    commander.enqueue(commands)
     store.verification_requested(conn, by_host)
     return len(hosts)

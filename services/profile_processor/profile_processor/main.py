@@ -32,7 +32,7 @@ class ReconcileLoop:
     PROFILE_RECONCILE_INTERVAL seconds. A failed pass is logged and retried on the next tick."""
 
     def __init__(self, reconciler: Reconciler, interval: float):
-        self._reconciler = reconciler
+        self.reconciler = reconciler
         self._interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -45,8 +45,8 @@ class ReconcileLoop:
             self._wake.clear()
             wait = self._interval
             try:
-                self._reconciler.run_pass()
-                wait = self._reconciler.seconds_until_due(self._interval)
+                self.reconciler.run_pass()
+                wait = self.reconciler.seconds_until_due(self._interval)
             except Exception:
                 log.exception("reconcile pass failed")
                 wait = min(self._interval, 5.0)
@@ -62,7 +62,8 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
     commander = CommanderClient(settings.mdm_grpc_addr)
     reconciler = Reconciler(db, store, commander, SecretBox(settings.server_private_key),
                             settings.scep_proxy_public_url, settings.scep_code_ttl,
-                            settings.profile_verify_interval)
+                            settings.profile_verify_interval, settings.profile_renewal_days,
+                            settings.certificate_wait)
     loop = ReconcileLoop(reconciler, settings.profile_reconcile_interval)
     results = ResultHandler(db, store, commander, settings.profile_retry_backoff)
 

@@ -10,6 +10,7 @@ from typing import Any
 from mdmscep_common import mdm_commands
 from mdmscep_common.bus import PoisonMessage
 
+from .certificates import ScepDelivery, load_ca_certificates, match_certificates, uses_renewal_id
 from .commander_client import CommanderClient
 from .delivery import queue_profile_lists
 from .store import MAX_ATTEMPTS, DeliveryStore
@@ -52,6 +53,8 @@ class ResultHandler:
             return  # the host will run it later
         if request_type == mdm_commands.PROFILE_LIST:
             self._profile_list(host_uuid, command_uuid, status, event)
+        elif request_type == mdm_commands.CERTIFICATE_LIST:
+            self._certificate_list(host_uuid, status, event)
         elif request_type in (mdm_commands.INSTALL_PROFILE, mdm_commands.REMOVE_PROFILE):
             self._delivery_result(command_uuid, status, event)
 
@@ -65,7 +68,8 @@ class ResultHandler:
                 if row["operation_type"] == "remove":
                     self._store.delete(conn, host, profile)
                     return
-                self._store.update(conn, host, profile, status="verifying", detail="")
+                self._store.update(conn, host, profile, status="verifying", detail="",
+                                   acknowledged_at=_now(conn))
                 queue_profile_lists(conn, self._store, self._commander, [host])
             elif status in FAILURE_STATUSES:
                 text = error_text(event)
@@ -87,8 +91,10 @@ class ResultHandler:
         with self._db.transaction() as conn:
             for row in self._store.being_verified(conn, host_uuid, command_uuid):
                 if row["identifier"] in listed:
-                    self._store.update(conn, host_uuid, row["profile_uuid"], status="verified",
-                                       detail="", verified_at=_now(conn))
+                    fields = {"listed_at": _now(conn)}
+                    if row["status"] == "verified":
+                        fields["verified_at"] = fields["listed_at"]  # re-checked now
+                    self._store.update(conn, host_uuid, row["profile_uuid"], **fields)
                 elif row["status"] == "verified":
                     self._store.update(conn, host_uuid, row["profile_uuid"], status="pending",
                                        attempts=0, next_attempt_at=_now(conn),
@@ -98,6 +104,27 @@ class ResultHandler:
                                        next_attempt_at=_now(conn),
                                        detail="Acknowledged but not in the host's profile list; "
                                               "re-sent")
+            self._store.promote_verified(conn, host_uuid)
+
+    def _certificate_list(self, host_uuid: str, status: str, event: dict[str, Any]) -> None:
+        """Record which delivered SCEP profiles' certificates the host holds; a verified delivery
+        whose certificate is gone is re-sent."""
+        if status != "Acknowledged":
+            return
+        reported = [c for c in event.get("certificate_list") or [] if isinstance(c, dict)]
+        with self._db.transaction() as conn:
+            deliveries = [ScepDelivery(r["profile_uuid"], load_ca_certificates(r["ca_pem"]),
+                                       uses_renewal_id(bytes(r["raw"])))
+                          for r in self._store.scep_deliveries(conn, host_uuid)]
+            held = match_certificates(reported, deliveries)
+            self._store.replace_inventory(conn, host_uuid, held)
+            holding = {h.profile_uuid for h in held}
+            for row in self._store.verified_scep(conn, host_uuid):
+                if row["profile_uuid"] not in holding:
+                    self._store.update(conn, host_uuid, row["profile_uuid"], status="pending",
+                                       attempts=0, next_attempt_at=_now(conn),
+                                       detail="The certificate is missing from the host; re-sent")
+            self._store.promote_verified(conn, host_uuid)
 
     def host_checked_out(self, event: dict[str, Any]) -> None:
         host_uuid = event.get("host_uuid")

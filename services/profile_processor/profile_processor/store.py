@@ -179,6 +179,108 @@ class DeliveryStore:
                      "WHERE host_uuid = %(h)s AND profile_uuid = %(p)s",
                      {**fields, "h": host_uuid, "p": profile_uuid})
 
+    # -- certificate inventory and renewal -----------------------------------------------------
+
+    def scep_deliveries(self, conn: psycopg.Connection, host_uuid: str) -> list[dict[str, Any]]:
+        """The host's installed SCEP profiles with their raw bytes and CA certificates."""
+        return conn.execute(
+            """SELECT hp.profile_uuid, p.raw,
+                      COALESCE(string_agg(ca.ca_certificates_pem, ''), '') AS ca_pem
+               FROM host_profiles hp
+               JOIN profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
+               LEFT JOIN profile_certificate_authorities pc ON pc.profile_uuid = p.uuid
+               LEFT JOIN certificate_authorities ca ON ca.id = pc.ca_id
+               WHERE hp.host_uuid = %s AND hp.operation_type = 'install'
+               GROUP BY hp.profile_uuid, p.raw""", (host_uuid,)).fetchall()
+
+    def replace_inventory(self, conn: psycopg.Connection, host_uuid: str, held: list) -> None:
+        conn.execute("DELETE FROM host_certificates WHERE host_uuid = %s", (host_uuid,))
+        if held:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    """INSERT INTO host_certificates (host_uuid, profile_uuid, sha256, serial, subject,
+                                                      issuer, not_before, not_after)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                    [(host_uuid, h.profile_uuid, h.sha256, h.serial, h.subject, h.issuer,
+                      h.not_before, h.not_after) for h in held])
+
+    def has_scep_deliveries(self, conn: psycopg.Connection, hosts: list[str]) -> set[str]:
+        rows = conn.execute(
+            """SELECT DISTINCT hp.host_uuid FROM host_profiles hp
+               JOIN profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
+               WHERE hp.host_uuid = ANY(%s) AND hp.operation_type = 'install'""", (hosts,)).fetchall()
+        return {r["host_uuid"] for r in rows}
+
+    def verified_scep(self, conn: psycopg.Connection, host_uuid: str) -> list[dict[str, Any]]:
+        return conn.execute(
+            """SELECT hp.profile_uuid FROM host_profiles hp
+               JOIN profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
+               WHERE hp.host_uuid = %s AND hp.operation_type = 'install'
+                 AND hp.status = 'verified' FOR UPDATE OF hp""", (host_uuid,)).fetchall()
+
+    def promote_verified(self, conn: psycopg.Connection, host_uuid: str) -> int:
+        """Verifying deliveries the host lists — and, for SCEP profiles, whose certificate it
+        holds (not the one being renewed) — become verified."""
+        return conn.execute(
+            """UPDATE host_profiles hp SET status = 'verified', detail = '', verified_at = now(),
+                      replacing_sha256 = NULL, updated_at = now()
+               FROM profiles p
+               WHERE hp.host_uuid = %s AND p.uuid = hp.profile_uuid
+                 AND hp.operation_type = 'install' AND hp.status = 'verifying'
+                 AND hp.listed_at IS NOT NULL AND hp.listed_at >= hp.acknowledged_at
+                 AND (NOT p.has_scep_payload OR EXISTS (
+                      SELECT 1 FROM host_certificates c
+                      WHERE c.host_uuid = hp.host_uuid AND c.profile_uuid = hp.profile_uuid
+                        AND c.not_after > now()
+                        AND c.sha256 IS DISTINCT FROM hp.replacing_sha256))""",
+            (host_uuid,)).rowcount
+
+    def fail_missing_certificates(self, conn: psycopg.Connection, wait_seconds: float) -> int:
+        return conn.execute(
+            """UPDATE host_profiles hp SET status = 'failed', updated_at = now(),
+                      detail = 'The host acknowledged the profile but holds no certificate from '
+                               || 'its certificate authority after ' || %(wait)s::int
+                               || ' s: the SCEP enrollment did not complete on the host'
+               FROM profiles p
+               WHERE p.uuid = hp.profile_uuid AND p.has_scep_payload
+                 AND hp.operation_type = 'install' AND hp.status = 'verifying'
+                 AND hp.acknowledged_at < now() - make_interval(secs => %(wait)s)""",
+            {"wait": wait_seconds}).rowcount
+
+    def renewal_candidates(self, conn: psycopg.Connection, horizon: datetime) -> list[dict[str, Any]]:
+        """Verified SCEP deliveries whose newest certificate expires before `horizon`."""
+        return conn.execute(
+            """SELECT * FROM (
+                   SELECT DISTINCT ON (c.host_uuid, c.profile_uuid) c.host_uuid, c.profile_uuid,
+                          c.sha256, c.not_before, c.not_after
+                   FROM host_certificates c
+                   JOIN host_profiles hp ON hp.host_uuid = c.host_uuid
+                        AND hp.profile_uuid = c.profile_uuid
+                   WHERE hp.status = 'verified' AND hp.operation_type = 'install'
+                   ORDER BY c.host_uuid, c.profile_uuid, c.not_after DESC) newest
+               WHERE newest.not_after < %s""", (horizon,)).fetchall()
+
+    def start_renewals(self, conn: psycopg.Connection, renewals: list[dict[str, Any]]) -> int:
+        if not renewals:
+            return 0
+        return conn.execute(
+            """UPDATE host_profiles hp SET status = 'pending', attempts = 0, next_attempt_at = now(),
+                      replacing_sha256 = r.sha256, updated_at = now(),
+                      detail = 'Renewing the certificate that expires ' || r.expires
+               FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[])
+                    AS r(host_uuid, profile_uuid, sha256, expires)
+               WHERE hp.host_uuid = r.host_uuid AND hp.profile_uuid = r.profile_uuid
+                 AND hp.status = 'verified'""",
+            ([r["host_uuid"] for r in renewals], [r["profile_uuid"] for r in renewals],
+             [r["sha256"] for r in renewals],
+             [r["not_after"].strftime("%Y-%m-%d %H:%M UTC") for r in renewals])).rowcount
+
+    def record_activity(self, conn: psycopg.Connection, type_: str, details: dict[str, Any]) -> None:
+        # The activity log is append-only and shared: the processor appends its own runs.
+        from psycopg.types.json import Jsonb
+        conn.execute("INSERT INTO activities (type, actor, details) VALUES (%s, %s, %s)",
+                     (type_, "profile-processor", Jsonb(details)))
+
     def note_pending_detail(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str,
                             detail: str) -> None:
         conn.execute("UPDATE host_profiles SET detail = %s, updated_at = now() "
