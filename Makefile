@@ -78,6 +78,7 @@ bench: $(STAMP) scep
 	$(BIN)/python bench/delivery_bench.py --hosts 1000 10000
 	$(BIN)/python bench/mdm_endpoint_bench.py --concurrency 10 50 200
 	$(BIN)/python bench/scep_proxy_bench.py
+	$(BIN)/python bench/retention_bench.py
 
 clean:
 	rm -rf $(VENV) .run

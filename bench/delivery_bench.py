@@ -1,8 +1,12 @@
 """Benchmark: one SCEP profile delivered to N enrolled hosts — rendering, one-time codes,
 Commander.Enqueue over gRPC (batched SQL on the MDM side) and push requests on RabbitMQ — and how
-the time grows with N. Real PostgreSQL, RabbitMQ (a throw-away vhost) and gRPC, in one process.
+the time grows with N. Real PostgreSQL, RabbitMQ (a throw-away vhost) and gRPC: the reconcile pass
+runs in this process, the Commander is the real `mdm-endpoint grpc` process, as in production.
 
-`.venv/bin/python bench/delivery_bench.py --hosts 1000 10000`
+The CA's issuance pacing (max_issuance_per_second) is lifted for the benchmark: pacing spreads
+sends over time on purpose, and what is measured here is how fast the processor can send.
+
+`.venv/bin/python bench/delivery_bench.py --hosts 1000 10000 100000 [--json out.json]`
 """
 
 from __future__ import annotations
@@ -12,24 +16,23 @@ import hashlib
 import os
 import platform
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
-from mdm_endpoint.commander import Commander, CommanderServicer
-from mdm_endpoint.store import CommandStore
-from mdmscep.v1 import commander_pb2_grpc
+from benchlib import CpuMeter, Profile, add_common_arguments, free_port, load_average, write_json
+
 from mdmscep_common.bus import Publisher
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import Database, drop_database, ensure_database
-from mdmscep_common.grpc_server import GrpcServer
-from mdmscep_common.health import HealthChecks
 from mdmscep_common.migrate import apply_migrations
 from profile_processor.commander_client import CommanderClient
 from profile_processor.delivery import SEND_BATCH, Reconciler, challenge_context
 from profile_processor.store import DeliveryStore
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 SEED = (ROOT / "tests/integration/testdata/seed_scep_profile.mobileconfig").read_bytes()
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
@@ -43,7 +46,7 @@ def _rabbitmqctl(*args: str) -> None:
 def seed(db: Database, hosts: int) -> None:
     box = SecretBox(KEY)
     with db.transaction() as conn:
-        conn.execute("TRUNCATE hosts, commands, host_profiles, scep_codes, profiles, "
+        conn.execute("TRUNCATE hosts, commands, host_profiles, scep_codes, profiles, ca_pacing, "
                      "profile_certificate_authorities, certificate_authorities CASCADE")
         with conn.cursor().copy("COPY hosts (uuid, serial_number, enrolled, push_token, push_magic, "
                                 "topic, identity_cert_sha256) FROM STDIN") as copy:
@@ -52,18 +55,34 @@ def seed(db: Database, hosts: int) -> None:
                 copy.write_row((udid, f"C02B{i:08d}", True, os.urandom(32), str(uuid.uuid4()),
                                 "com.apple.mgmt.External.bench", hashlib.sha256(udid.encode()).digest()))
         ca_id = conn.execute(
-            "INSERT INTO certificate_authorities (name, url, challenge_encrypted) VALUES "
-            "('Test_SCEP', 'http://ca.bench/scep', %s) RETURNING id",
+            "INSERT INTO certificate_authorities (name, url, challenge_encrypted, "
+            "max_issuance_per_second) VALUES ('Test_SCEP', 'http://ca.bench/scep', %s, 1e9) "
+            "RETURNING id",
             (box.encrypt("bench-challenge", challenge_context("Test_SCEP")),)).fetchone()["id"]
         conn.execute("INSERT INTO profiles (uuid, name, identifier, payload_uuid, raw, checksum, "
                      "has_scep_payload) VALUES ('bench-profile', 'SCEP proxy cert', "
                      "'Fleet.custom.SCEP', 'u', %s, %s, true)", (SEED, hashlib.sha256(SEED).digest()))
         conn.execute("INSERT INTO profile_certificate_authorities VALUES ('bench-profile', %s)", (ca_id,))
+    with db.transaction() as conn:
+        conn.execute("ANALYZE hosts")
+
+
+def _wait_for_grpc(address: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise SystemExit(f"mdm-endpoint grpc did not start (exit {process.poll()})") from None
+    finally:
+        channel.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hosts", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[1000, 10000, 100000])
+    add_common_arguments(parser)
     args = parser.parse_args()
     run_id = uuid.uuid4().hex[:8]
     database_url = f"{PG_BASE}/mdmscep_bench_{run_id}"
@@ -72,39 +91,68 @@ def main() -> None:
     apply_migrations(database_url)
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    amqp_url = f"{AMQP_BASE}/{vhost}"
     db = Database(database_url, max_size=8).open()
-    publisher = Publisher(f"{AMQP_BASE}/{vhost}")
-    server = GrpcServer(0, ["mdmscep.v1.Commander"], HealthChecks({}), host="127.0.0.1")
-    server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
-               CommanderServicer(Commander(db, CommandStore(), publisher)))
-    server.start()
-    client = CommanderClient(f"127.0.0.1:{server.port}")
-    reconciler = Reconciler(db, DeliveryStore(), client, SecretBox(KEY), "https://proxy.bench",
-                            code_ttl=3600, verify_interval=3600)
-    print(f"# delivery: one SCEP profile to N enrolled hosts ({platform.machine()}, "
-          f"{os.cpu_count()} cores; batches of {SEND_BATCH}; rendering, codes, Commander.Enqueue, "
-          "push requests)")
-    print(f"{'hosts':>8} {'seconds':>8} {'host-profiles/s':>16} {'commands':>9} {'ms/host':>8}")
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "AMQP_URL": amqp_url,
+           "SERVER_PRIVATE_KEY": KEY, "MDM_GRPC_PORT": str(port), "MDM_GRPC_METRICS_PORT": "0"}
+    commander = subprocess.Popen([str(BIN / "mdm-endpoint"), "grpc"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = None
+    results = []
+    started_load = load_average()
     try:
+        _wait_for_grpc(f"127.0.0.1:{port}", commander)
+        client = CommanderClient(f"127.0.0.1:{port}")
+        reconciler = Reconciler(db, DeliveryStore(), client, SecretBox(KEY), "https://proxy.bench",
+                                code_ttl=3600, verify_interval=3600)
+        # The exchange exists before the clock starts (a fresh vhost has none).
+        Publisher(amqp_url).close()
+        print(f"# delivery: one SCEP profile to N enrolled hosts ({platform.machine()}, "
+              f"{os.cpu_count()} cores; batches of {SEND_BATCH}; rendering, codes, "
+              "Commander.Enqueue (mdm-endpoint grpc process), push requests; load "
+              f"{started_load[0]})")
+        print(f"{'hosts':>8} {'seconds':>8} {'host-profiles/s':>16} {'commands':>9} {'ms/host':>8}")
         baseline = None
         for n in args.hosts:
             seed(db, n)
-            started = time.perf_counter()
-            reconciler.run_pass()
-            elapsed = time.perf_counter() - started
+            load = load_average()
+            meter = CpuMeter({"processor": [os.getpid()], "commander": [commander.pid]},
+                             database_url)
+            with Profile(args.profile_dir, f"delivery-{n}", [os.getpid(), commander.pid]):
+                meter.start()
+                started = time.perf_counter()
+                counts = reconciler.run_pass()
+                elapsed = time.perf_counter() - started
+                cpu = meter.stop()
             with db.transaction() as conn:
                 commands = conn.execute("SELECT count(*) AS n FROM commands").fetchone()["n"]
+                codes = conn.execute("SELECT count(*) AS n FROM scep_codes").fetchone()["n"]
+            if commands != n or codes != n or counts.get("sent") != n:
+                raise SystemExit(f"{n} hosts: {commands} commands and {codes} codes queued, "
+                                 f"pass counts {counts}")
             baseline = baseline or (elapsed / n)
+            results.append({"hosts": n, "seconds": round(elapsed, 3),
+                            "host_profiles_per_second": round(n / elapsed, 1),
+                            "ms_per_host": round(1000 * elapsed / n, 4), "commands": commands,
+                            "load_average": load, "cpu_seconds": cpu})
             print(f"{n:>8} {elapsed:>8.2f} {n / elapsed:>16.0f} {commands:>9} "
-                  f"{1000 * elapsed / n:>8.3f}  (x{(elapsed / n) / baseline:.2f} per host vs first)",
+                  f"{1000 * elapsed / n:>8.3f}  (x{(elapsed / n) / baseline:.2f} per host vs first; "
+                  f"CPU s: {', '.join(f'{k} {v:.2f}' for k, v in cpu.items())}; load {load[0]})",
                   flush=True)
     finally:
-        client.close()
-        server.stop(grace=0)
-        publisher.close()
+        if client:
+            client.close()
+        commander.terminate()
+        try:
+            commander.wait(30)
+        except subprocess.TimeoutExpired:
+            commander.kill()
         db.close()
         drop_database(database_url)
         _rabbitmqctl("delete_vhost", vhost)
+    write_json(args.json, {"benchmark": "delivery", "send_batch": SEND_BATCH,
+                           "load_average_start": started_load, "results": results})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""Benchmark: signed Idle check-ins per second through the real mdm-endpoint (gunicorn), with
-p50/p99 latency, at several concurrencies. Bodies are signed before the clock starts.
+"""Benchmark: signed MDM requests per second through the real mdm-endpoint (gunicorn), with
+p50/p99 latency, at several concurrencies: `Idle` (the host asks for its next command) and
+`Acknowledged` (the host reports a command's result: stored, published as command.result on a
+throw-away RabbitMQ vhost, then the next command is looked up). Bodies are signed before the
+clock starts; each simulated host has its own RSA-2048 identity certificate.
 
 Run with `make bench` (or `.venv/bin/python bench/mdm_endpoint_bench.py --concurrency 10 50`).
 """
@@ -13,6 +16,8 @@ import hashlib
 import os
 import platform
 import plistlib
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,26 +28,34 @@ import uuid
 from pathlib import Path
 
 import httpx
+from benchlib import (
+    CpuMeter,
+    Profile,
+    add_common_arguments,
+    free_port,
+    load_average,
+    write_json,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
+from mdmscep_common import mdm_commands
 from mdmscep_common.db import Database, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
+AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
+KINDS = ("Idle", "Acknowledged")
+PROFILE_SECONDS = 4
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
 def _identity_ca():
@@ -84,6 +97,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_level(url: str, requests: list[tuple[bytes, str]], concurrency: int, seconds: float):
+    """Python threads as load generator (when wrk is missing): slower, it shares the CPU."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -118,38 +132,106 @@ def run_level(url: str, requests: list[tuple[bytes, str]], concurrency: int, sec
             "mean_ms": statistics.fmean(latencies) * 1000}
 
 
+def _lua_requests(requests: list[tuple[bytes, str]], path: Path) -> None:
+    """A wrk script that sends the pre-signed bodies round-robin."""
+    lines = ["local reqs = {}"]
+    for body, signature in requests:
+        text = body.decode()
+        assert "]==]" not in text
+        lines.append(f'reqs[#reqs + 1] = {{body = [==[{text}]==], sig = "{signature}"}}')
+    lines.append("local n = 0")
+    lines.append("request = function()\n  n = n + 1\n  local r = reqs[(n % #reqs) + 1]\n"
+                 '  return wrk.format("PUT", "/mdm/connect", {["Mdm-Signature"] = r.sig}, r.body)\nend')
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_level_wrk(url: str, script: Path, concurrency: int, seconds: float) -> dict:
+    """wrk (C) as load generator: it leaves the CPU to the server, unlike Python threads."""
+    out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency",
+                          "-s", str(script), url], capture_output=True, text=True,
+                         timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                              out)
+
+    def pct(label: str) -> float:
+        value, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    mean_value, mean_unit = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out).groups()
+    return {"concurrency": concurrency, "requests": total,
+            "errors": (int(errors.group(1)) if errors else 0)
+            + (sum(int(x) for x in socket_errors.groups()) if socket_errors else 0),
+            "rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"),
+            "mean_ms": float(mean_value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[mean_unit]}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--hosts", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--load", choices=["wrk", "python"], default="wrk" if shutil.which("wrk")
+                        else "python", help="load generator (wrk is Debian's package wrk)")
+    add_common_arguments(parser)
     args = parser.parse_args()
 
-    database_url = f"{PG_BASE}/mdmscep_bench_{uuid.uuid4().hex[:8]}"
+    run_id = uuid.uuid4().hex[:8]
+    database_url = f"{PG_BASE}/mdmscep_bench_{run_id}"
+    vhost = f"mdmscep_bench_{run_id}"
     ensure_database(database_url)
     apply_migrations(database_url)
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     workdir = Path(tempfile.mkdtemp(prefix="mdm-bench-"))
     process = None
+    results: list[dict] = []
+    started_load = load_average()
     try:
         ca_cert, ca_key = _identity_ca()
         (workdir / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        hosts, requests = [], []
+        hosts, commands = [], []
+        requests: dict[str, list[tuple[bytes, str]]] = {kind: [] for kind in KINDS}
         for _ in range(args.hosts):
             udid = str(uuid.uuid4()).upper()
             cert, key = _device(ca_cert, ca_key, udid)
             fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
             hosts.append((udid, fingerprint))
-            requests.append(_signed(cert, key, {"Status": "Idle", "UDID": udid}))
+            command_uuid = mdm_commands.new_command_uuid()
+            commands.append((udid, command_uuid, mdm_commands.PROFILE_LIST,
+                             mdm_commands.profile_list(command_uuid)))
+            requests["Idle"].append(_signed(cert, key, {"Status": "Idle", "UDID": udid}))
+            requests["Acknowledged"].append(_signed(cert, key, {
+                "Status": "Acknowledged", "UDID": udid, "CommandUUID": command_uuid}))
         db = Database(database_url).open()
         with db.transaction() as conn, conn.cursor() as cur:
             cur.executemany("INSERT INTO hosts (uuid, identity_cert_sha256, enrolled) "
                             "VALUES (%s, %s, true)", hosts)
+            # Each host's command was delivered: Acknowledged stores its result (again and
+            # again, as the same bodies are replayed) and publishes command.result.
+            cur.executemany("INSERT INTO commands (host_uuid, command_uuid, request_type, payload, "
+                            "status, delivered_at) VALUES (%s, %s, %s, %s, 'acknowledged', now())",
+                            commands)
         db.close()
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "DATABASE_URL": database_url, "MDM_HTTP_PORT": str(port),
-               "SERVER_PRIVATE_KEY": "bench-" + "k" * 40, "MDM_IDENTITY_CA_CERTS": str(workdir / "ca.pem"),
-               "HTTP_WORKERS": str(args.workers), "HTTP_THREADS": "16"}
+               "AMQP_URL": f"{AMQP_BASE}/{vhost}", "HTTP_BIND_ADDRESS": "127.0.0.1",
+               "SERVER_PRIVATE_KEY": "bench-" + "k" * 40,
+               "MDM_IDENTITY_CA_CERTS": str(workdir / "ca.pem"),
+               "HTTP_WORKERS": str(args.workers), "HTTP_THREADS": str(args.threads)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         process = subprocess.Popen([str(BIN / "mdm-endpoint"), "http"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}/mdm/connect"
@@ -160,23 +242,60 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or process.poll() is not None:
                 raise SystemExit("mdm-endpoint did not start")
             time.sleep(0.2)
-        run_level(url, requests, 4, 1.0)  # warm-up
-        print(f"# mdm-endpoint: signed Idle check-ins ({platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, gunicorn {args.workers} workers x 16 threads, "
-              f"{args.hosts} hosts, load generator on the same machine)")
-        print(f"{'concurrency':>11} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
-        for level in args.concurrency:
-            r = run_level(url, requests, level, args.seconds)
-            print(f"{r['concurrency']:>11} {r['requests']:>9} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} "
-                  f"{r['p99_ms']:>8.1f} {r['errors']:>6}", flush=True)
+        scripts = {}
+        for kind in KINDS:
+            scripts[kind] = workdir / f"{kind}.lua"
+            _lua_requests(requests[kind], scripts[kind])
+            # Warm-up: every worker's pools, caches and lazily built parsers.
+            warm = run_level(url, requests[kind], 4, 1.0)
+            if warm["errors"]:
+                raise SystemExit(f"{kind}: {warm['errors']} requests failed in the warm-up")
+
+        def level(kind: str, concurrency: int, seconds: float) -> dict:
+            if args.load == "wrk":
+                return run_level_wrk(url, scripts[kind], concurrency, seconds)
+            return run_level(url, requests[kind], concurrency, seconds)
+
+        workers = _children(process.pid)
+        print(f"# mdm-endpoint: signed requests ({platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, gunicorn {args.workers} workers x {args.threads} threads, "
+              f"{args.hosts} hosts, load generator {args.load} on the same machine; "
+              f"load {started_load[0]})")
+        print(f"{'kind':>12} {'concurrency':>11} {'requests':>9} {'req/s':>8} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'errors':>6}  CPU s")
+        for kind in args.kinds:
+            for concurrency in args.concurrency:
+                load = load_average()
+                meter = CpuMeter({"mdm_endpoint": [process.pid, *workers]}, database_url).start()
+                r = level(kind, concurrency, args.seconds)
+                cpu = meter.stop()
+                r = {"kind": kind, **r, "load_average": load, "cpu_seconds": cpu,
+                     "cpu_seconds_system": meter.system, "seconds": args.seconds}
+                r.update({k: round(v, 2) for k, v in r.items() if isinstance(v, float)})
+                results.append(r)
+                print(f"{kind:>12} {r['concurrency']:>11} {r['requests']:>9} {r['rps']:>8.1f} "
+                      f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6}  "
+                      f"{', '.join(f'{k} {v:.1f} ({meter.system[k]:.1f} sys)' for k, v in cpu.items())}"
+                      f" (load {load[0]})",
+                      flush=True)
+        if args.profile_dir:  # separate, so that sampling does not touch the figures above
+            for kind in args.kinds:
+                with Profile(args.profile_dir, f"mdm-{kind.lower()}", [process.pid],
+                             subprocesses=True, gil=True):
+                    level(kind, 50, PROFILE_SECONDS)
     finally:
         if process:
             process.terminate()
             process.wait(30)
         drop_database(database_url)
+        _rabbitmqctl("delete_vhost", vhost)
+        shutil.rmtree(workdir, ignore_errors=True)
+    write_json(args.json, {"benchmark": "mdm_endpoint", "load_generator": args.load,
+                           "workers": args.workers, "threads": args.threads, "hosts": args.hosts,
+                           "load_average_start": started_load, "results": results})
 
 
 if __name__ == "__main__":

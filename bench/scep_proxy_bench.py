@@ -1,15 +1,17 @@
 """Benchmark of the SCEP proxy (not a test: it prints figures).
 
-    .venv/bin/python bench/scep_proxy_bench.py [--seconds 3] [--workers 2] [--threads 8]
+    .venv/bin/python bench/scep_proxy_bench.py [--seconds 3] [--workers 2] [--threads 8] [--json F]
 
 It starts a real scepserver, a fake ProfileAuthority (gRPC, in this process, every code valid) and
-the proxy as production runs it (gunicorn, gthread workers × threads, in its own process), then
-prints:
+the proxy as production runs it (gunicorn, gthread workers × threads, in its own process) twice:
+with the fleet-wide per-CA protection of production (FleetCaLimiter: a PostgreSQL advisory lock
+per request in flight, the CA's max_concurrent_requests, an outcome row per request) and
+without it (the in-process limit only, no database). It prints:
 - certificates per second for 1 and 4 concurrent clients, straight to the scepserver and through
-  the proxy, and their ratio (goal ≥ 0.95). A client is the real `scepclient` (GetCACert,
+  both proxies, and their ratios (goal ≥ 0.95). A client is the real `scepclient` (GetCACert,
   GetCACaps, PKIOperation) in a fresh directory per certificate, with a pre-generated RSA key so
   key generation is not what is measured; the per-CA limit is at least the client count. Direct
-  and proxied alternate in short slices so that other load on the machine hits both alike;
+  and proxied alternate in short slices so that other load on the machine hits all alike;
 - proxied GetCACaps and GetCACert requests per second (4 keep-alive clients) and the latency the
   proxy adds at p50/p99 (one sequential client alternating direct and proxied requests, proxied
   minus direct). These are the steady state: the authorization and the CA's answer come from the
@@ -28,10 +30,15 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+from benchlib import CpuMeter, Profile, add_common_arguments, load_average, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
+PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 CHALLENGE = "bench-challenge"
 CA = "Bench_CA"
 HOST, PROFILE, CODE = "BENCH-HOST-0001", "bench-profile", "bench-code"
@@ -40,12 +47,14 @@ ROUNDS = 4  # direct and proxied alternate in this many slices per figure
 
 
 def _serve_proxy(port: int) -> None:
-    """Child process: the proxy app under gunicorn, without database or broker (the benchmark
-    measures forwarding; scep.result events go nowhere)."""
+    """Child process: the proxy app under gunicorn, without broker (the benchmark measures
+    forwarding; scep.result events go nowhere). With BENCH_FLEET_LIMITER=1 the per-CA limit is
+    production's FleetCaLimiter on DATABASE_URL; otherwise the in-process limit, no database."""
     from mdmscep_common.health import HealthChecks
     from mdmscep_common.http import serve_http
     from mdmscep_common.settings import load_settings
     from scep_proxy.app import build_proxy, create_app
+    from scep_proxy.limits import FleetCaLimiter
     from scep_proxy.main import gunicorn_options
 
     class NoBus:
@@ -55,7 +64,11 @@ def _serve_proxy(port: int) -> None:
     settings = load_settings()
 
     def factory():
-        return create_app(build_proxy(settings, NoBus()).proxy, HealthChecks({}))
+        limiter = None
+        if os.environ.get("BENCH_FLEET_LIMITER"):
+            limiter = FleetCaLimiter(settings.database_url, settings.scep_proxy_ca_concurrency,
+                                     settings.scep_proxy_queue_timeout, settings.http_threads)
+        return create_app(build_proxy(settings, NoBus(), limiter=limiter).proxy, HealthChecks({}))
 
     serve_http(factory, port, settings.http_workers, settings.http_threads, "bench-proxy", [],
                gunicorn_options=gunicorn_options(settings))
@@ -80,26 +93,47 @@ class Bench:
         from tests.support.ports import free_port, wait_for_port
         from tests.support.scepserver import start_scepserver
 
+        from mdmscep_common.db import ensure_database
+        from mdmscep_common.migrate import apply_migrations
+
         self.ca = start_scepserver(challenge=CHALLENGE, workdir=self.workdir / "ca")
         self.authority = FakeAuthorityServer(max_workers=32)
         self.authority.fake.add_ca(CA, self.ca.url)
         self.authority.fake.add_delivery(HOST, PROFILE, CA, any_code=True)
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT),
-               "SERVER_PRIVATE_KEY": "bench-server-private-key-0123456789abcdef",
-               "PROCESSOR_GRPC_ADDR": self.authority.address,
-               "HTTP_WORKERS": str(self.args.workers), "HTTP_THREADS": str(self.args.threads),
-               "SCEP_PROXY_CA_CONCURRENCY": str(max(CLIENT_COUNTS) * 2),
-               "SCEP_PROXY_CACHE_TTL": "60", "SCEP_UPSTREAM_TIMEOUT": "30"}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.proxy_log = (self.workdir / "proxy.log").open("wb")
-        self.proxy = subprocess.Popen(
-            [sys.executable, __file__, "--serve-proxy", str(port)], env=env,
-            stdout=self.proxy_log, stderr=subprocess.STDOUT)
-        wait_for_port(port, timeout=20)
-        self.proxy_base = f"http://127.0.0.1:{port}"
-        self.proxy_url = (self.proxy_base + "/mdm/scep/proxy/"
-                          + quote(f"{HOST},{PROFILE},{CA},{CODE}", safe=""))
+        limit = max(CLIENT_COUNTS) * 2
+        self.database_url = f"{PG_BASE}/mdmscep_bench_{uuid.uuid4().hex[:8]}"
+        ensure_database(self.database_url)
+        apply_migrations(self.database_url)
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted, "
+                         "max_concurrent_requests) VALUES (%s, %s, %s, %s)",
+                         (CA, self.ca.url, b"unused", limit))
+        self.proxies: dict[str, subprocess.Popen] = {}
+        self.urls: dict[str, str] = {"direct": self.ca.url}
+        self.bases: dict[str, str] = {}
+        self._logs = []
+        for name, fleet in (("proxied", False), ("protected", True)):
+            port = free_port()
+            env = {**os.environ, "PYTHONPATH": str(ROOT),
+                   "SERVER_PRIVATE_KEY": "bench-server-private-key-0123456789abcdef",
+                   "PROCESSOR_GRPC_ADDR": self.authority.address,
+                   "DATABASE_URL": self.database_url,
+                   "HTTP_WORKERS": str(self.args.workers), "HTTP_THREADS": str(self.args.threads),
+                   "SCEP_PROXY_CA_CONCURRENCY": str(limit),
+                   "SCEP_PROXY_CACHE_TTL": "60", "SCEP_UPSTREAM_TIMEOUT": "30"}
+            if fleet:
+                env["BENCH_FLEET_LIMITER"] = "1"
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            log = (self.workdir / f"{name}.log").open("wb")
+            self._logs.append(log)
+            self.proxies[name] = subprocess.Popen(
+                [sys.executable, __file__, "--serve-proxy", str(port)], env=env,
+                stdout=log, stderr=subprocess.STDOUT)
+            wait_for_port(port, timeout=20)
+            self.bases[name] = f"http://127.0.0.1:{port}"
+            self.urls[name] = (self.bases[name] + "/mdm/scep/proxy/"
+                               + quote(f"{HOST},{PROFILE},{CA},{CODE}", safe=""))
+        self.proxy_url = self.urls["proxied"]
         self.keys = [self._new_key(i) for i in range(max(CLIENT_COUNTS))]
 
     def _new_key(self, index: int) -> Path:
@@ -114,20 +148,31 @@ class Bench:
         return path
 
     def stop(self) -> None:
-        for stop in (self._stop_proxy, self.authority.stop, self.ca.stop):
+        for stop in (self._stop_proxies, getattr(self, "authority", None) and self.authority.stop,
+                     getattr(self, "ca", None) and self.ca.stop, self._drop_database):
+            if not stop:
+                continue
             try:
                 stop()
             except Exception as exc:  # noqa: BLE001 - clean up as much as possible
                 print(f"cleanup: {exc}", file=sys.stderr)
 
-    def _stop_proxy(self) -> None:
-        self.proxy.terminate()
-        try:
-            self.proxy.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proxy.kill()
-            self.proxy.wait()
-        self.proxy_log.close()
+    def _stop_proxies(self) -> None:
+        for proxy in getattr(self, "proxies", {}).values():
+            proxy.terminate()
+            try:
+                proxy.wait(30)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait()
+        for log in getattr(self, "_logs", []):
+            log.close()
+
+    def _drop_database(self) -> None:
+        from mdmscep_common.db import drop_database
+
+        if getattr(self, "database_url", None):
+            drop_database(self.database_url)
 
     # --- certificates per second ---------------------------------------------------------
     def _one_certificate(self, url: str, key: Path) -> bool:
@@ -220,28 +265,48 @@ class Bench:
 def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="scep-proxy-bench-"))
     bench = Bench(args, workdir)
+    started_load = load_average()
+    figures: dict = {"benchmark": "scep_proxy", "workers": args.workers, "threads": args.threads,
+                     "seconds": args.seconds, "load_average_start": started_load,
+                     "certificates": [], "ca_information": []}
     try:
         bench.start()
         print(f"proxy: gunicorn {args.workers} worker(s) × {args.threads} threads; "
-              f"{os.cpu_count()} CPUs; {args.seconds:g} s per figure")
-        for url in (bench.ca.url, bench.proxy_url):  # warm-up: processes, pools, caches
+              f"{os.cpu_count()} CPUs; {args.seconds:g} s per figure; load {started_load[0]}")
+        for url in bench.urls.values():  # warm-up: processes, pools, caches
             if not bench._one_certificate(url, bench.keys[0]):
                 raise SystemExit(f"warm-up: scepclient got no certificate from {url}")
 
-        print("\ncertificates per second (scepclient, fresh directory each)")
-        print(f"{'clients':>8} {'direct':>10} {'proxied':>10} {'ratio':>8} {'added ms/cert':>14}")
+        print("\ncertificates per second (scepclient, fresh directory each); proxied: in-process "
+              "limit only; protected: fleet-wide per-CA limit (production)")
+        print(f"{'clients':>8} {'direct':>8} {'proxied':>8} {'ratio':>6} {'protected':>10} "
+              f"{'ratio':>6} {'added ms/cert':>14}")
         any_failed = False
         for clients in CLIENT_COUNTS:
-            rates = bench.certificates_per_second({"direct": bench.ca.url,
-                                                   "proxied": bench.proxy_url}, clients)
-            (direct, direct_failed), (proxied, proxied_failed) = rates["direct"], rates["proxied"]
-            any_failed = any_failed or bool(direct_failed or proxied_failed)
-            note = f"  (failed: {direct_failed} direct, {proxied_failed} proxied)" \
-                if direct_failed or proxied_failed else ""
-            # Time each client spends per certificate, proxied minus direct.
-            added = clients * 1000 * (1 / proxied - 1 / direct)
-            print(f"{clients:>8} {direct:>10.1f} {proxied:>10.1f} {proxied / direct:>8.2f} "
-                  f"{added:>14.1f}{note}")
+            load = load_average()
+            meter = CpuMeter({name: [p.pid, *_children(p.pid)]
+                              for name, p in bench.proxies.items()}, bench.database_url).start()
+            with Profile(args.profile_dir if clients == 1 else None, "scep-proxy-pki",
+                         [bench.proxies["protected"].pid], subprocesses=True, idle=True):
+                rates = bench.certificates_per_second(bench.urls, clients)
+            cpu = meter.stop()
+            direct, direct_failed = rates["direct"]
+            row = {"clients": clients, "direct": round(direct, 1), "load_average": load,
+                   "cpu_seconds": cpu, "failed": {name: f for name, (_, f) in rates.items()}}
+            for name in ("proxied", "protected"):
+                rate = rates[name][0]
+                row[name] = round(rate, 1)
+                row[f"{name}_ratio"] = round(rate / direct, 3) if direct else None
+                # Time each client spends per certificate, proxied minus direct.
+                row[f"{name}_added_ms"] = round(clients * 1000 * (1 / rate - 1 / direct), 1) \
+                    if rate and direct else None
+            figures["certificates"].append(row)
+            failed = {name: f for name, (_, f) in rates.items() if f}
+            any_failed = any_failed or bool(failed)
+            note = f"  (failed: {failed})" if failed else ""
+            print(f"{clients:>8} {direct:>8.1f} {row['proxied']:>8.1f} {row['proxied_ratio']:>6.2f} "
+                  f"{row['protected']:>10.1f} {row['protected_ratio']:>6.2f} "
+                  f"{row['proxied_added_ms']:>6.1f} / {row['protected_added_ms']:<6.1f}{note}")
 
         if any_failed:
             print("(failed: scepclient runs that got no certificate; scepserver's file depot "
@@ -250,11 +315,19 @@ def run(args: argparse.Namespace) -> None:
         print(f"{'operation':>10} {'req/s':>8} {'p50 direct':>11} {'p50 proxy':>10} "
               f"{'added p50':>10} {'added p99':>10}")
         for operation in ("GetCACaps", "GetCACert"):
-            rate, errors = bench.requests_per_second(bench.proxy_url, operation)
-            direct, proxied = bench.latencies([bench.ca.url, bench.proxy_url], operation)
+            with Profile(args.profile_dir, f"scep-proxy-{operation}",
+                         [bench.proxies["protected"].pid], subprocesses=True, gil=True):
+                rate, errors = bench.requests_per_second(bench.urls["protected"], operation)
+            direct, proxied = bench.latencies([bench.ca.url, bench.urls["protected"]], operation)
             ms = 1000
             added50 = (_percentile(proxied, 0.5) - _percentile(direct, 0.5)) * ms
             added99 = (_percentile(proxied, 0.99) - _percentile(direct, 0.99)) * ms
+            figures["ca_information"].append({
+                "operation": operation, "rps": round(rate, 1), "errors": errors,
+                "p50_direct_ms": round(statistics.median(direct) * ms, 3),
+                "p50_proxied_ms": round(statistics.median(proxied) * ms, 3),
+                "added_p50_ms": round(added50, 3), "added_p99_ms": round(added99, 3),
+                "load_average": load_average()})
             note = f"  ({errors} non-200)" if errors else ""
             print(f"{operation:>10} {rate:>8.0f} {statistics.median(direct) * ms:>9.2f}ms "
                   f"{statistics.median(proxied) * ms:>8.2f}ms {added50:>8.2f}ms "
@@ -262,6 +335,15 @@ def run(args: argparse.Namespace) -> None:
     finally:
         bench.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    write_json(args.json, figures)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
 
 
 def main() -> None:
@@ -270,6 +352,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker")
     parser.add_argument("--serve-proxy", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    add_common_arguments(parser)
     args = parser.parse_args()
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

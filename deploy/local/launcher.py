@@ -3,6 +3,10 @@
 Loads `.env` (the environment wins), checks the configuration, creates the database if missing,
 applies migrations, then hands over to supervisord, which restarts a process that dies (with
 backoff when it keeps dying at start) and logs each restart. Ctrl-C stops everything.
+
+Metrics: each HTTP service gets a PROMETHEUS_MULTIPROC_DIR of its own under the run directory, so
+its `/metrics` sums its gunicorn workers; the other processes serve `/metrics` on their
+*_METRICS_PORT (README "Configuration"), which do not collide: each process has its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,16 @@ PROGRAMS = [
     ("mdm-endpoint-push", "mdm-endpoint push"),
     ("profile-processor", "profile-processor"),
 ]
+# gunicorn services: one multiprocess metrics directory each (a shared one would mix services).
+HTTP_PROGRAMS = ("admin-config", "scep-proxy-http", "mdm-endpoint-http")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def program_environment(name: str, run_dir: Path) -> str:
+    """supervisord `environment=` line of a program ("" when it needs nothing of its own)."""
+    if name in HTTP_PROGRAMS:
+        return f'environment={MULTIPROC_ENV}="{run_dir / "metrics" / name}"\n'
+    return ""
 
 
 def supervisord_conf(run_dir: Path) -> str:
@@ -50,7 +64,7 @@ serverurl=unix://{run_dir}/supervisor.sock
         sections.append(f"""[program:{name}]
 command={BIN / program} {' '.join(args)}
 directory={ROOT}
-autostart=true
+{program_environment(name, run_dir)}autostart=true
 autorestart=true
 startsecs=3
 startretries=100
@@ -83,6 +97,11 @@ def main() -> None:
 
     run_dir = Path(os.environ.get("MDMSCEP_RUN_DIR") or tempfile.mkdtemp(prefix="mdmscep-run-"))
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Only the HTTP programs use multiprocess metrics, each in its own directory (set above);
+    # a directory inherited by every process would mix their metrics.
+    os.environ.pop(MULTIPROC_ENV, None)
+    for name in HTTP_PROGRAMS:
+        (run_dir / "metrics" / name).mkdir(parents=True, exist_ok=True)
     conf = run_dir / "supervisord.conf"
     conf.write_text(supervisord_conf(run_dir))
     print(f"launcher: supervisord config {conf} "

@@ -26,6 +26,9 @@ class AdminClient:
     def post(self, path, headers=None, **kw):
         return self._client.post(path, headers=self._headers(headers), **kw)
 
+    def put(self, path, headers=None, **kw):
+        return self._client.put(path, headers=self._headers(headers), **kw)
+
     def patch(self, path, headers=None, **kw):
         return self._client.patch(path, headers=self._headers(headers), **kw)
 
@@ -145,15 +148,19 @@ def mdm_server(mdm_settings, mdm_db):
 def commander(mdm_settings, mdm_db):
     """The Commander gRPC server; yields its address."""
     from mdm_endpoint.commander import Commander, CommanderServicer
+    from mdm_endpoint.host_registry import HostRegistry, HostRegistryServicer
     from mdm_endpoint.store import CommandStore
-    from mdmscep.v1 import commander_pb2_grpc
+    from mdmscep.v1 import commander_pb2_grpc, host_registry_pb2_grpc
     from mdmscep_common.bus import Publisher
     from mdmscep_common.grpc_server import GrpcServer
 
     server = GrpcServer(mdm_settings.mdm_grpc_port, ["mdmscep.v1.Commander"], HealthChecks({}),
                         host="127.0.0.1")
+    publisher = Publisher(mdm_settings.amqp_url)
     server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
-               CommanderServicer(Commander(mdm_db, CommandStore(), Publisher(mdm_settings.amqp_url))))
+               CommanderServicer(Commander(mdm_db, CommandStore(), publisher)))
+    server.add(host_registry_pb2_grpc.add_HostRegistryServicer_to_server,
+               HostRegistryServicer(HostRegistry(mdm_db, publisher)))
     server.start()
     yield f"127.0.0.1:{server.port}"
     server.stop(grace=0)
@@ -232,7 +239,8 @@ class MdmHarness:
 def _truncate_all(db):
     with db.transaction() as conn:
         conn.execute("TRUNCATE hosts, commands, host_profiles, scep_codes, profiles, "
-                     "profile_certificate_authorities, certificate_authorities, activities CASCADE")
+                     "profile_certificate_authorities, certificate_authorities, activities, api_tokens, "
+                     "host_certificates, ca_pacing, ca_requests CASCADE")
 
 
 @pytest.fixture
@@ -244,12 +252,13 @@ def clean_state(mdm_db):
 
 
 @pytest.fixture
-def live_admin_app(mdm_db, scep_gateway, amqp_url, database_url, clean_state):
+def live_admin_app(mdm_db, scep_gateway, amqp_url, database_url, commander, clean_state):
     """The admin API over the real connection pool and bus, so other components see its commits."""
     from mdmscep_common.bus import Publisher
 
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
-                              "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url})
+                              "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url,
+                              "MDM_GRPC_ADDR": commander})
     publisher = Publisher(amqp_url)
     services = build_services(settings, mdm_db, ScepGatewayClient(scep_gateway, 2.0), publisher)
     yield create_app(services, HealthChecks({}))

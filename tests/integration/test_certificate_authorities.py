@@ -55,7 +55,8 @@ def test_get_and_list_never_show_the_challenge(admin, custom_ca):
     detail = admin.get(f"{CAS}/{ca_id}")
     assert detail.status_code == 200
     assert detail.json == {"id": ca_id, "name": "Masked", "type": "custom_scep_proxy",
-                           "url": custom_ca.url, "challenge": "********"}
+                           "url": custom_ca.url, "challenge": "********",
+                           "max_concurrent_requests": 4, "max_issuance_per_second": None}
     listing = admin.get(CAS)
     assert {"id": ca_id, "name": "Masked", "type": "custom_scep_proxy"} in \
         listing.json["certificate_authorities"]
@@ -292,3 +293,27 @@ def test_challenge_is_in_no_log_line(admin, custom_ca, caplog, capsys):
     captured = capsys.readouterr()
     assert secret not in caplog.text
     assert secret not in captured.out + captured.err
+
+
+def test_limits_are_validated_and_do_not_resend(admin, custom_ca, db_conn, publisher):
+    bad = admin.post(CAS, json={"custom_scep_proxy": {"name": "Limited", "url": custom_ca.url,
+                                                      "challenge": "c", "max_concurrent_requests": 0}})
+    assert bad.status_code == 422 and bad.json["errors"][0]["name"] == "max_concurrent_requests"
+    created = admin.post(CAS, json={"custom_scep_proxy": {
+        "name": "Limited", "url": custom_ca.url, "challenge": "c", "max_concurrent_requests": 2,
+        "max_issuance_per_second": 1.5}})
+    assert created.status_code == 200
+    ca_id = created.json["id"]
+    before = _ca_row(db_conn, "Limited")["updated_at"]
+    edited = admin.patch(f"{CAS}/{ca_id}", json={"custom_scep_proxy": {"max_concurrent_requests": 1}})
+    assert edited.status_code == 200
+    assert (edited.json["max_concurrent_requests"], edited.json["max_issuance_per_second"]) == (1, 1.5)
+    # Limits are not a change of the CA's identity: no profile is re-sent.
+    assert _ca_row(db_conn, "Limited")["updated_at"] == before
+    assert all(m[1]["action"] != "edited" for m in publisher.messages)
+    for value in ("x", -1, 10_001, True):
+        response = admin.patch(f"{CAS}/{ca_id}",
+                               json={"custom_scep_proxy": {"max_issuance_per_second": value}})
+        assert response.status_code == 422
+    stats = admin.get(f"{CAS}/{ca_id}/stats").json
+    assert stats["issued"] == 0 and stats["in_flight"] == 0 and stats["max_concurrent_requests"] == 1

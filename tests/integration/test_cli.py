@@ -56,3 +56,22 @@ def test_cli_errors_are_readable(cli):
     assert "mdmscep: 422: " in str(code) and "Only letters, numbers and underscores" in str(code)
     code, _ = cli("host", "profiles", "no-such-host")
     assert "404" in str(code)
+
+
+def test_tokens_json_and_filters(cli, custom_ca):
+    import json
+
+    code, out = cli("token", "create", "automation")
+    assert code == 0 and "shown once" in out and "mdmscep_" in out
+    code, out = cli("--json", "token", "list")
+    assert [t["name"] for t in json.loads(out)["api_tokens"]] == ["automation"]
+    cli("ca", "add", "Test_SCEP", "--url", custom_ca.url, "--challenge-stdin",
+        stdin="custom-ca-challenge\n")
+    code, out = cli("--json", "ca", "list")
+    assert json.loads(out)["meta"]["total"] == 1
+    code, out = cli("activity", "list", "--type", "created_api_token")
+    assert "automation" in out and "added_custom_scep_proxy" not in out
+    code, out = cli("host", "list", "--query", "nothing-matches")
+    assert code == 0 and "(none)" in out
+    code, out = cli("token", "revoke", "automation")
+    assert code == 0 and "revoked automation" in out

@@ -14,8 +14,10 @@ class ActivityService:
         self._db = db
         self._store = store
 
-    def list(self, page: int, per_page: int) -> list[dict[str, Any]]:
+    def list(self, page: int, per_page: int, type_: str | None = None,
+             actor: str | None = None) -> tuple[list[dict[str, Any]], int]:
         with self._db.transaction() as conn:
-            rows = self._store.list(conn, per_page, page * per_page)
+            rows = self._store.list(conn, per_page, page * per_page, type_, actor)
+            total = self._store.count(conn, type_, actor)
         return [{"id": r["id"], "type": r["type"], "actor": r["actor"], "details": r["details"],
-                 "created_at": rfc3339(r["created_at"])} for r in rows]
+                 "created_at": rfc3339(r["created_at"])} for r in rows], total

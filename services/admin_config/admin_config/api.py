@@ -39,6 +39,15 @@ def _page_args() -> tuple[int, int]:
     return number("page", 0, 0), number("per_page", 100, 1, MAX_PER_PAGE)
 
 
+def _listing(key: str, items: list, total: int, page: int, per_page: int):
+    return jsonify({key: items, "meta": {"total": total, "page": page, "per_page": per_page}})
+
+
+def _text_arg(name: str) -> str | None:
+    value = request.args.get(name)
+    return value if value not in (None, "") else None
+
+
 def _json_object(key: str) -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
@@ -56,8 +65,8 @@ def create_certificate_authority():
 @api.get("/certificate_authorities")
 def list_certificate_authorities():
     page, per_page = _page_args()
-    cas = _services().certificate_authorities.list(page, per_page)
-    return jsonify({"certificate_authorities": [ca.summary() for ca in cas]})
+    cas, total = _services().certificate_authorities.list(page, per_page)
+    return _listing("certificate_authorities", [ca.summary() for ca in cas], total, page, per_page)
 
 
 @api.get("/certificate_authorities/<int:ca_id>")
@@ -71,6 +80,11 @@ def edit_certificate_authority(ca_id: int):
     return jsonify(ca.detail())
 
 
+@api.get("/certificate_authorities/<int:ca_id>/stats")
+def certificate_authority_stats(ca_id: int):
+    return jsonify(_services().certificate_authorities.stats(ca_id))
+
+
 @api.delete("/certificate_authorities/<int:ca_id>")
 def delete_certificate_authority(ca_id: int):
     _services().certificate_authorities.delete(ca_id, g.actor)
@@ -80,22 +94,56 @@ def delete_certificate_authority(ca_id: int):
 @api.get("/activities")
 def list_activities():
     page, per_page = _page_args()
-    return jsonify({"activities": _services().activities.list(page, per_page)})
+    items, total = _services().activities.list(page, per_page, _text_arg("type"), _text_arg("actor"))
+    return _listing("activities", items, total, page, per_page)
 
 
-@api.post("/configuration_profiles")
-def upload_configuration_profile():
+def _uploaded_profile() -> bytes:
     upload = request.files.get("profile")
     if upload is None:
         raise BadRequest("Send the profile as the multipart form field 'profile'",
                          [{"name": "profile", "reason": "missing"}])
-    return jsonify({"profile_uuid": _services().profiles.upload(upload.read(), g.actor)})
+    return upload.read()
+
+
+@api.post("/configuration_profiles")
+def upload_configuration_profile():
+    return jsonify({"profile_uuid": _services().profiles.upload(_uploaded_profile(), g.actor)})
+
+
+@api.put("/configuration_profiles/<profile_uuid>")
+def replace_configuration_profile(profile_uuid: str):
+    return jsonify(_services().profiles.replace(profile_uuid, _uploaded_profile(), g.actor))
 
 
 @api.get("/configuration_profiles")
 def list_configuration_profiles():
     page, per_page = _page_args()
-    return jsonify({"profiles": _services().profiles.list(page, per_page)})
+    items, total = _services().profiles.list(page, per_page)
+    return _listing("profiles", items, total, page, per_page)
+
+
+@api.get("/configuration_profiles/<profile_uuid>/summary")
+def configuration_profile_summary(profile_uuid: str):
+    return jsonify(_services().profiles.summary(profile_uuid))
+
+
+@api.get("/configuration_profiles/<profile_uuid>/hosts")
+def configuration_profile_hosts(profile_uuid: str):
+    page, per_page = _page_args()
+    items, total = _services().profiles.hosts(profile_uuid, _text_arg("status"), page, per_page)
+    return _listing("hosts", items, total, page, per_page)
+
+
+@api.post("/configuration_profiles/<profile_uuid>/retry_failed")
+def retry_failed_hosts(profile_uuid: str):
+    return jsonify({"hosts": _services().profiles.retry_failed(profile_uuid, g.actor)}), 202
+
+
+@api.post("/hosts/<host_uuid>/configuration_profiles/<profile_uuid>/resend")
+def resend_configuration_profile(host_uuid: str, profile_uuid: str):
+    _services().profiles.resend(host_uuid, profile_uuid, g.actor)
+    return jsonify({}), 202
 
 
 @api.delete("/configuration_profiles/<profile_uuid>")
@@ -117,14 +165,46 @@ def host_certificates(host_uuid: str):
 @api.get("/certificates")
 def list_certificates():
     page, per_page = _page_args()
-    return jsonify({"certificates": _services().certificates.expiring(
-        request.args.get("expiring_within_days"), page, per_page)})
+    items, total = _services().certificates.expiring(request.args.get("expiring_within_days"),
+                                                     page, per_page)
+    return _listing("certificates", items, total, page, per_page)
 
 
 @api.get("/hosts")
 def list_hosts():
     page, per_page = _page_args()
-    return jsonify({"hosts": _services().hosts.list(page, per_page)})
+    items, total = _services().hosts.list(page, per_page, _text_arg("status"),
+                                          _text_arg("profile_uuid"), _text_arg("query"))
+    return _listing("hosts", items, total, page, per_page)
+
+
+@api.get("/hosts/<host_uuid>")
+def host_detail(host_uuid: str):
+    return jsonify(_services().hosts.detail(host_uuid))
+
+
+@api.delete("/hosts/<host_uuid>")
+def delete_host(host_uuid: str):
+    _services().hosts.delete(host_uuid, g.actor)
+    return "", 204
+
+
+@api.post("/api_tokens")
+def create_api_token():
+    body = request.get_json(silent=True)
+    name = body.get("name") if isinstance(body, dict) else None
+    return jsonify(_services().tokens.create(name, g.actor))
+
+
+@api.get("/api_tokens")
+def list_api_tokens():
+    return jsonify({"api_tokens": _services().tokens.list()})
+
+
+@api.delete("/api_tokens/<name>")
+def revoke_api_token(name: str):
+    _services().tokens.revoke(name, g.actor)
+    return "", 204
 
 
 @api.get("/openapi.json")

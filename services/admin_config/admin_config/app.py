@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import dependency_checks
-from mdmscep_common.http import register_healthz
+from mdmscep_common.http import Warnings, register_healthz, register_metrics
 from mdmscep_common.settings import Settings
 
 from .activities import ActivityService
@@ -20,7 +20,7 @@ from .certificate_authorities import CertificateAuthorityService
 from .certificates import CertificateDirectory
 from .configuration_profiles import HostProfileDirectory, ProfileService
 from .errors import ApiError
-from .hosts import HostDirectory
+from .hosts import HostDirectory, HostRegistryClient
 from .store import (
     ActivityStore,
     ApiTokenStore,
@@ -28,6 +28,7 @@ from .store import (
     CertificateAuthorityStore,
     ProfileStore,
 )
+from .tokens import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +44,36 @@ class Services:
     profiles: ProfileService
     host_profiles: HostProfileDirectory
     certificates: CertificateDirectory
+    tokens: TokenService
 
 
-def build_services(settings: Settings, db, prober, publisher) -> Services:
+def build_services(settings: Settings, db, prober, publisher, host_registry=None) -> Services:
     activity_store = ActivityStore()
     profile_store = ProfileStore()
     return Services(
         auth=Authenticator(db, ApiTokenStore(), settings.admin_api_token),
         certificate_authorities=CertificateAuthorityService(
-            db, CertificateAuthorityStore(), activity_store, SecretBox(settings.server_private_key),
+            db, CertificateAuthorityStore(), activity_store, SecretBox.from_settings(settings),
             prober, publisher, profile_store),
         activities=ActivityService(db, activity_store),
-        hosts=HostDirectory(db),
+        hosts=HostDirectory(db, host_registry or HostRegistryClient(settings.mdm_grpc_addr),
+                            activity_store),
         profiles=ProfileService(db, profile_store, CertificateAuthorityNames(), activity_store,
                                 publisher),
         host_profiles=HostProfileDirectory(db),
         certificates=CertificateDirectory(db),
+        tokens=TokenService(db, ApiTokenStore(), activity_store),
     )
 
 
-def create_app(services: Services, health) -> Flask:
+def create_app(services: Services, health, warnings: Warnings | None = None) -> Flask:
     app = Flask("admin_config")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     app.extensions["admin_config"] = services
     app.register_blueprint(api)
-    register_healthz(app, health)
+    register_healthz(app, health, warnings)
+    register_metrics(app)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -87,9 +92,12 @@ def create_app(services: Services, health) -> Flask:
 
 
 def create_production_app(settings: Settings) -> Flask:
+    import atexit
+
     from mdmscep_common.bus import Publisher
     from mdmscep_common.db import Database
 
+    from .operations import background
     from .scep_gateway import ScepGatewayClient
 
     db = Database(settings.database_url, name="admin-config").open()
@@ -97,4 +105,8 @@ def create_production_app(settings: Settings) -> Flask:
                               ScepGatewayClient(settings.scep_proxy_grpc_addr,
                                                 settings.scep_probe_timeout),
                               Publisher(settings.amqp_url))
-    return create_app(services, dependency_checks(db, settings.amqp_url))
+    # Custom-CA expiry checks, activity retention, credential.expiring events (operations.py).
+    duties = background(settings, db).start()
+    atexit.register(duties.stop)
+    return create_app(services, dependency_checks(db, settings.amqp_url),
+                      warnings=duties.credentials.warnings)

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mdmscep_common import bus
+from mdmscep_common.ca_keys import challenge_context, slot_lock_class
 from mdmscep_common.crypto import DecryptionError, SecretBox
 from mdmscep_common.logs import register_secret
 
@@ -26,6 +27,7 @@ from .store import ActivityStore, CertificateAuthorityRow, CertificateAuthorityS
 log = logging.getLogger(__name__)
 
 CA_TYPE = "custom_scep_proxy"
+DEFAULT_MAX_CONCURRENT = 4
 MASKED_CHALLENGE = "********"
 NAME_MAX_CHARS = 255
 URL_MAX_CHARS = 2048
@@ -53,17 +55,33 @@ class CertificateAuthority:
     name: str
     type: str
     url: str
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT
+    max_issuance_per_second: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "type": self.type}
 
     def detail(self) -> dict[str, Any]:
-        return {**self.summary(), "url": self.url, "challenge": MASKED_CHALLENGE}
+        return {**self.summary(), "url": self.url, "challenge": MASKED_CHALLENGE,
+                "max_concurrent_requests": self.max_concurrent_requests,
+                "max_issuance_per_second": self.max_issuance_per_second}
 
 
-def challenge_context(name: str) -> bytes:
-    """Associated data of a CA's encrypted challenge: it opens only for that CA's name."""
-    return b"certificate_authorities.challenge:" + name.encode("utf-8")
+def validate_limits(body: dict[str, Any], current: CertificateAuthority | None
+                    ) -> tuple[int, float | None]:
+    """How hard the proxy and the processor may drive this CA (its admin knows what it takes)."""
+    concurrent = body.get("max_concurrent_requests",
+                          current.max_concurrent_requests if current else DEFAULT_MAX_CONCURRENT)
+    if isinstance(concurrent, bool) or not isinstance(concurrent, int) or not 1 <= concurrent <= 1000:
+        raise field_error(UnprocessableEntity, "max_concurrent_requests",
+                          "max_concurrent_requests must be an integer from 1 to 1000")
+    rate = body.get("max_issuance_per_second",
+                    current.max_issuance_per_second if current else None)
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                             or not 0.01 <= rate <= 10_000):
+        raise field_error(UnprocessableEntity, "max_issuance_per_second",
+                          "max_issuance_per_second must be a number from 0.01 to 10000, or null")
+    return concurrent, float(rate) if rate is not None else None
 
 
 def validate_name(name: Any) -> str:
@@ -140,6 +158,7 @@ class CertificateAuthorityService:
         url = validate_url(body.get("url"))
         challenge = validate_challenge(body.get("challenge"))
         register_secret(challenge)
+        limits = validate_limits(body, None)
         with self._db.transaction() as conn:
             if self._store.name_exists(conn, name):
                 raise self._name_taken(name)
@@ -148,6 +167,8 @@ class CertificateAuthorityService:
         try:
             with self._db.transaction() as conn:
                 row = self._store.insert(conn, name, url, encrypted, ca_pem)
+                if limits != (DEFAULT_MAX_CONCURRENT, None):
+                    row = self._store.set_limits(conn, row.id, *limits)
                 self._activities.record(conn, "added_custom_scep_proxy", actor, {"name": name})
         except NameTaken:
             raise self._name_taken(name) from None
@@ -161,9 +182,10 @@ class CertificateAuthorityService:
             raise NotFound(f"Certificate authority {ca_id} was not found")
         return _public(row)
 
-    def list(self, page: int, per_page: int) -> list[CertificateAuthority]:
+    def list(self, page: int, per_page: int) -> tuple[list[CertificateAuthority], int]:
         with self._db.transaction() as conn:
-            return [_public(r) for r in self._store.list(conn, per_page, page * per_page)]
+            return ([_public(r) for r in self._store.list(conn, per_page, page * per_page)],
+                    self._store.count(conn))
 
     def edit(self, ca_id: int, body: dict[str, Any], actor: str) -> CertificateAuthority:
         current = self.get(ca_id)
@@ -178,6 +200,8 @@ class CertificateAuthorityService:
         new_challenge = validate_challenge(body["challenge"]) if has_challenge else None
         if new_challenge:
             register_secret(new_challenge)
+        limits = validate_limits(body, current)
+        limits_changed = limits != (current.max_concurrent_requests, current.max_issuance_per_second)
         url_changed = new_url is not None and new_url != current.url
         ca_pem = self._probe(new_url) if url_changed else None
         with self._db.transaction() as conn:
@@ -191,7 +215,12 @@ class CertificateAuthorityService:
                 # Stored under another SERVER_PRIVATE_KEY: re-entering the challenge repairs it.
                 old_challenge = None
             challenge_changed = new_challenge is not None and new_challenge != old_challenge
+            if limits_changed:
+                row = self._store.set_limits(conn, ca_id, *limits)
             if not url_changed and not challenge_changed:
+                if limits_changed:
+                    self._activities.record(conn, "edited_custom_scep_proxy", actor,
+                                            {"name": row.name, "limits": True})
                 return _public(row)
             encrypted = (self._secrets.encrypt(new_challenge, context) if challenge_changed
                          else row.challenge_encrypted)
@@ -200,6 +229,36 @@ class CertificateAuthorityService:
             self._activities.record(conn, "edited_custom_scep_proxy", actor, {"name": row.name})
         self._changed("edited", row, resend=True)
         return _public(row)
+
+    def stats(self, ca_id: int) -> dict[str, Any]:
+        """What this CA went through over the last hour: PKIOperations issued or failed (by the
+        proxy's records), requests in flight now (slots held by proxy replicas), deliveries
+        waiting for their issuance turn, average latency."""
+        ca = self.get(ca_id)
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT outcome, count(*) AS n, avg(latency_ms) AS latency FROM ca_requests "
+                "WHERE ca_name = %s AND created_at > now() - interval '1 hour' GROUP BY outcome",
+                (ca.name,)).fetchall()
+            in_flight = conn.execute(
+                "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND objsubid = 2 AND classid = %s::bigint::oid", (slot_lock_class(ca.name) & 0xFFFFFFFF,)
+            ).fetchone()["n"]
+            waiting = conn.execute(
+                "SELECT count(*) AS n FROM host_profiles hp JOIN profile_certificate_authorities pc "
+                "ON pc.profile_uuid = hp.profile_uuid WHERE pc.ca_id = %s AND hp.status = 'pending' "
+                "AND hp.paced_until > now()", (ca_id,)).fetchone()["n"]
+        by_outcome = {r["outcome"]: r for r in rows}
+        answered = [r for r in rows if r["outcome"] != "busy"]
+        total = sum(r["n"] for r in answered)
+        latency = (sum(r["latency"] * r["n"] for r in answered) / total) if total else None
+        return {"id": ca.id, "name": ca.name, "window_seconds": 3600,
+                "issued": by_outcome.get("issued", {}).get("n", 0),
+                "failed": sum(r["n"] for r in answered if r["outcome"] != "issued"),
+                "refused_busy": by_outcome.get("busy", {}).get("n", 0),
+                "in_flight": in_flight, "waiting": waiting,
+                "average_latency_ms": round(latency, 1) if latency is not None else None,
+                "max_concurrent_requests": ca.max_concurrent_requests}
 
     def delete(self, ca_id: int, actor: str) -> None:
         with self._db.transaction() as conn:
@@ -233,4 +292,5 @@ class CertificateAuthorityService:
 
 
 def _public(row: CertificateAuthorityRow) -> CertificateAuthority:
-    return CertificateAuthority(row.id, row.name, row.type, row.url)
+    return CertificateAuthority(row.id, row.name, row.type, row.url, row.max_concurrent_requests,
+                                row.max_issuance_per_second)

@@ -34,7 +34,8 @@ class CertificateDirectory:
                 (host_uuid,)).fetchall()
         return [_public(r) for r in rows]
 
-    def expiring(self, within_days: str | None, page: int, per_page: int) -> list[dict[str, Any]]:
+    def expiring(self, within_days: str | None, page: int,
+                 per_page: int) -> tuple[list[dict[str, Any]], int]:
         days = None
         if within_days not in (None, ""):
             try:
@@ -54,4 +55,6 @@ class CertificateDirectory:
                 f"ON p.uuid = c.profile_uuid {where} "
                 "ORDER BY c.not_after, c.host_uuid, c.serial LIMIT %s OFFSET %s",
                 (*params, per_page, page * per_page)).fetchall()
-        return [_public(r) for r in rows]
+            total = conn.execute(f"SELECT count(*) AS n FROM host_certificates c {where}",
+                                 params).fetchone()["n"]
+        return [_public(r) for r in rows], total

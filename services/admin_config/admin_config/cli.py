@@ -37,6 +37,7 @@ class AdminApi:
     def __init__(self, server: str, token: str, timeout: float = 60.0):
         self._client = httpx.Client(base_url=server.rstrip("/") + API, timeout=timeout,
                                     headers={"Authorization": f"Bearer {token}"})
+        self.last: Any = {}
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -51,7 +52,17 @@ class AdminApi:
             except ValueError:
                 message = response.text.strip()[:300]
             raise CliError(f"{response.status_code}: {message}")
-        return response.json() if response.content else None
+        self.last = response.json() if response.content else {}
+        return self.last or None
+
+
+def _limits(args) -> dict[str, Any]:
+    limits = {}
+    if getattr(args, "max_concurrent_requests", None) is not None:
+        limits["max_concurrent_requests"] = args.max_concurrent_requests
+    if getattr(args, "max_issuance_per_second", None) is not None:
+        limits["max_issuance_per_second"] = args.max_issuance_per_second
+    return limits
 
 
 def _challenge(args) -> str:
@@ -61,20 +72,104 @@ def _challenge(args) -> str:
 
 
 def run(args, api: AdminApi) -> str:
+    result = dispatch(args, api)
+    if args.json:
+        return json.dumps(result.data, indent=2, sort_keys=True)
+    return result.text
+
+
+class Result:
+    """What a command answered: the API's data (for --json) and a readable rendering."""
+
+    def __init__(self, data: Any, text: str):
+        self.data = data
+        self.text = text
+
+
+def _table(data: Any, key: str, columns: list[str]) -> Result:
+    rows = data[key]
+    text = table(rows, columns)
+    meta = data.get("meta")
+    if meta and meta["total"] > len(rows):
+        text += f"\n({len(rows)} of {meta['total']}; --page/--per-page for more)"
+    return Result(data, text)
+
+
+def dispatch(args, api: AdminApi) -> Result:
+    kind, action = args.kind, args.action
+    paging = {"page": args.page, "per_page": args.per_page}
+    if kind == "token":
+        if action == "create":
+            data = api.call("POST", "/api_tokens", json={"name": args.name})
+            return Result(data, f"token for {data['name']} (shown once):\n{data['token']}")
+        if action == "list":
+            return _table(api.call("GET", "/api_tokens"), "api_tokens",
+                          ["name", "created_at", "last_used_at", "revoked_at"])
+        api.call("DELETE", f"/api_tokens/{args.name}")
+        return Result({}, f"revoked {args.name}")
+    if kind == "host" and action in ("show", "delete", "resend"):
+        if action == "show":
+            data = api.call("GET", f"/hosts/{args.host_uuid}")
+            return Result(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+        if action == "delete":
+            api.call("DELETE", f"/hosts/{args.host_uuid}")
+            return Result({}, f"deleted host {args.host_uuid}; it can enroll again")
+        api.call("POST", f"/hosts/{args.host_uuid}/configuration_profiles/{args.profile_uuid}/resend")
+        return Result({}, f"re-sending {args.profile_uuid} to {args.host_uuid}")
+    if kind == "host" and action == "list":
+        params = {**paging, **{k: v for k, v in (("status", args.status),
+                                                  ("profile_uuid", args.profile_uuid),
+                                                  ("query", args.query)) if v}}
+        return _table(api.call("GET", "/hosts", params=params), "hosts",
+                      ["uuid", "serial_number", "enrolled", "last_seen_at"])
+    if kind == "profile" and action in ("replace", "summary", "hosts", "retry-failed"):
+        if action == "replace":
+            path = Path(args.file)
+            with path.open("rb") as f:
+                data = api.call("PUT", f"/configuration_profiles/{args.profile_uuid}",
+                                files={"profile": (path.name, f)})
+            return Result(data, f"replaced {args.profile_uuid} with {path.name}; hosts get the new "
+                                "content without a removal")
+        if action == "summary":
+            data = api.call("GET", f"/configuration_profiles/{args.profile_uuid}/summary")
+            return Result(data, "  ".join(f"{s}: {data[s]}" for s in
+                                          ("pending", "verifying", "verified", "failed", "total")))
+        if action == "hosts":
+            params = {**paging, **({"status": args.status} if args.status else {})}
+            return _table(api.call("GET", f"/configuration_profiles/{args.profile_uuid}/hosts",
+                                   params=params), "hosts",
+                          ["host_uuid", "serial_number", "status", "detail"])
+        data = api.call("POST", f"/configuration_profiles/{args.profile_uuid}/retry_failed")
+        return Result(data, f"retrying {data['hosts']} failed host(s)")
+    if kind == "activity":
+        params = {**paging, **{k: v for k, v in (("type", args.type), ("actor", args.actor)) if v}}
+        data = api.call("GET", "/activities", params=params)
+        rows = [{**a, "details": json.dumps(a["details"], sort_keys=True)} for a in data["activities"]]
+        return _table({**data, "activities": rows}, "activities",
+                      ["created_at", "type", "actor", "details"])
+    text = legacy(args, api)
+    return Result(api.last, text)  # the last answer is the command's data
+
+
+def legacy(args, api: AdminApi) -> str:
     kind, action = args.kind, args.action
     if kind == "ca":
         if action == "list":
             return table(api.call("GET", "/certificate_authorities")["certificate_authorities"],
                          ["id", "name", "type"])
+        if action == "stats":
+            data = api.call("GET", f"/certificate_authorities/{args.id}/stats")
+            return "\n".join(f"{k}: {v}" for k, v in data.items())
         if action == "add":
-            body = {"name": args.name, "url": args.url, "challenge": _challenge(args)}
+            body = {"name": args.name, "url": args.url, "challenge": _challenge(args),
+                    **_limits(args)}
             ca = api.call("POST", "/certificate_authorities", json={"custom_scep_proxy": body})
             return f"added certificate authority {ca['name']} (id {ca['id']})"
         if action == "show":
             ca = api.call("GET", f"/certificate_authorities/{args.id}")
             return "\n".join(f"{k}: {v}" for k, v in ca.items())
         if action == "edit":
-            body: dict[str, str] = {}
+            body: dict[str, Any] = _limits(args)
             if args.url:
                 body["url"] = args.url
             if args.url or args.new_challenge:
@@ -109,10 +204,7 @@ def run(args, api: AdminApi) -> str:
             params["expiring_within_days"] = args.expiring_within_days
         rows = api.call("GET", "/certificates", params=params)["certificates"]
         return table(rows, ["host_uuid", "profile_name", "serial", "subject", "not_after"])
-    activities = api.call("GET", "/activities", params={"per_page": args.limit})["activities"]
-    for a in activities:
-        a["details"] = json.dumps(a["details"], sort_keys=True)
-    return table(activities, ["created_at", "type", "actor", "details"])
+    raise CliError(f"unknown command {kind} {action}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,6 +213,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default=os.environ.get("MDMSCEP_SERVER", "http://127.0.0.1:8080"))
     p.add_argument("--token", default=os.environ.get("MDMSCEP_TOKEN")
                    or os.environ.get("ADMIN_API_TOKEN"))
+    p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    p.add_argument("--page", type=int, default=0)
+    p.add_argument("--per-page", type=int, default=100)
     kinds = p.add_subparsers(dest="kind", required=True)
 
     ca = kinds.add_parser("ca", help="custom SCEP certificate authorities").add_subparsers(
@@ -130,12 +225,17 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--url", required=True)
     add.add_argument("--challenge-stdin", action="store_true", help="read the challenge from stdin")
+    add.add_argument("--max-concurrent-requests", type=int)
+    add.add_argument("--max-issuance-per-second", type=float)
+    ca.add_parser("stats", help="the last hour at this CA").add_argument("id", type=int)
     ca.add_parser("show").add_argument("id", type=int)
     edit = ca.add_parser("edit", help="change the URL and/or challenge")
     edit.add_argument("id", type=int)
     edit.add_argument("--url")
     edit.add_argument("--new-challenge", action="store_true", help="set a new challenge")
     edit.add_argument("--challenge-stdin", action="store_true")
+    edit.add_argument("--max-concurrent-requests", type=int)
+    edit.add_argument("--max-issuance-per-second", type=float)
     ca.add_parser("delete").add_argument("id", type=int)
 
     profile = kinds.add_parser("profile", help="configuration profiles").add_subparsers(
@@ -143,9 +243,26 @@ def parser() -> argparse.ArgumentParser:
     profile.add_parser("list")
     profile.add_parser("upload").add_argument("file")
     profile.add_parser("delete").add_argument("profile_uuid")
+    replace = profile.add_parser("replace", help="new content, same PayloadIdentifier, no removal")
+    replace.add_argument("profile_uuid")
+    replace.add_argument("file")
+    profile.add_parser("summary", help="hosts per status").add_argument("profile_uuid")
+    profile_hosts = profile.add_parser("hosts", help="the profile's hosts with details")
+    profile_hosts.add_argument("profile_uuid")
+    profile_hosts.add_argument("--status", choices=["pending", "verifying", "verified", "failed"])
+    profile.add_parser("retry-failed", help="fresh delivery to every failed host").add_argument(
+        "profile_uuid")
 
     host = kinds.add_parser("host", help="hosts").add_subparsers(dest="action", required=True)
-    host.add_parser("list")
+    host_list = host.add_parser("list")
+    host_list.add_argument("--status", choices=["pending", "verifying", "verified", "failed"])
+    host_list.add_argument("--profile-uuid")
+    host_list.add_argument("--query", help="part of the serial number or UUID")
+    host.add_parser("show").add_argument("host_uuid")
+    host.add_parser("delete", help="forget a host (it can enroll again)").add_argument("host_uuid")
+    resend = host.add_parser("resend", help="fresh delivery of one profile to one host")
+    resend.add_argument("host_uuid")
+    resend.add_argument("profile_uuid")
     host.add_parser("profiles", help="a host's profile statuses").add_argument("host_uuid")
     host.add_parser("certificates", help="certificates a host holds").add_argument("host_uuid")
 
@@ -156,7 +273,14 @@ def parser() -> argparse.ArgumentParser:
 
     activity = kinds.add_parser("activity", help="the activity feed")
     activity.add_argument("action", choices=["list"])
-    activity.add_argument("--limit", type=int, default=50)
+    activity.add_argument("--type")
+    activity.add_argument("--actor")
+
+    token = kinds.add_parser("token", help="admin API tokens").add_subparsers(dest="action",
+                                                                              required=True)
+    token.add_parser("create", help="create a token (printed once)").add_argument("name")
+    token.add_parser("list")
+    token.add_parser("revoke").add_argument("name")
     return p
 
 

@@ -49,6 +49,52 @@ def _tokens(settings, args) -> None:
         db.close()
 
 
+def _rotate_key(settings, args) -> None:
+    from mdmscep_common.db import Database
+    from mdmscep_common.logs import configure_logging
+
+    from .key_rotation import UnreadableSecrets, rotate_key
+
+    configure_logging(f"{SERVICE}-cli", settings.secret_values())
+    if not settings.server_private_key_previous:
+        sys.exit("rotate-key needs the old key in SERVER_PRIVATE_KEY_PREVIOUS and the new one in "
+                 "SERVER_PRIVATE_KEY (docs/operations.md)")
+    db = Database(settings.database_url, name=f"{SERVICE}-cli").open()
+    try:
+        report = rotate_key(db, settings.server_private_key, settings.server_private_key_previous,
+                            dry_run=args.dry_run)
+    except UnreadableSecrets as exc:
+        for name in exc.report.unreadable:
+            print(f"opens with neither key: {name}", file=sys.stderr)
+        sys.exit("nothing was changed; re-enter those challenges (mdmscep ca edit ID "
+                 "--new-challenge) or fix the keys, then run rotate-key again")
+    finally:
+        db.close()
+    verb = "would re-encrypt" if args.dry_run else "re-encrypted"
+    for name in report.reencrypted:
+        print(f"{verb}: {name}")
+    print(f"{verb} {len(report.reencrypted)} secret(s) under SERVER_PRIVATE_KEY; "
+          f"{len(report.already_current)} already used it")
+
+
+def _prune(settings, _args) -> None:
+    from mdmscep_common.db import Database
+    from mdmscep_common.logs import configure_logging
+    from mdmscep_common.retention import Pruner
+
+    from .operations import activity_rules
+
+    configure_logging(f"{SERVICE}-cli", settings.secret_values())
+    db = Database(settings.database_url, name=f"{SERVICE}-cli").open()
+    try:
+        deleted = Pruner(db, batch_size=settings.prune_batch_size).prune_all(
+            activity_rules(settings.activity_retention_days))
+    finally:
+        db.close()
+    for table, count in deleted.items():
+        print(f"{table}: {count} row(s) past retention deleted")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog=SERVICE, description="mdmscep admin API service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +106,12 @@ def main() -> None:
     revoke = tokens_sub.add_parser("revoke", help="revoke a token")
     revoke.add_argument("name")
     tokens_sub.add_parser("list", help="list tokens (never their values)")
+    rotate = sub.add_parser("rotate-key", help="re-encrypt stored secrets from "
+                            "SERVER_PRIVATE_KEY_PREVIOUS to SERVER_PRIVATE_KEY (one transaction)")
+    rotate.add_argument("--dry-run", action="store_true", help="check every secret, change nothing")
+    sub.add_parser("prune", help="delete activities past ACTIVITY_RETENTION_DAYS now (the service "
+                   "also does it every PRUNE_INTERVAL)")
     args = parser.parse_args()
     settings = load_settings_or_exit()
-    {"serve": _serve, "tokens": _tokens}[args.command](settings, args)
+    {"serve": _serve, "tokens": _tokens, "rotate-key": _rotate_key,
+     "prune": _prune}[args.command](settings, args)

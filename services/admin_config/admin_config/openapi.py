@@ -13,8 +13,13 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [key, "meta"],
+            "properties": {key: {"type": "array", "items": item}, "meta": _ref("ListMeta")}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
-    texts = {400: "Bad input", 401: "Missing or invalid bearer token", 404: "Not found",
+    texts = {202: "Accepted", 400: "Bad input", 401: "Missing or invalid bearer token", 404: "Not found",
              409: "Conflict", 413: "Body too large", 422: "Invalid field",
              503: "A dependency is unavailable"}
     return {str(c): _json(_ref("Error"), texts[c]) for c in codes}
@@ -29,6 +34,15 @@ _PAGE_PARAMS = [
 _PROFILE_UUID = {"name": "profile_uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 _HOST_UUID = {"name": "host_uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 _CA_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+_LIMITS = {
+    "max_concurrent_requests": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 4,
+                                "description": "PKIOperations in flight at this CA, fleet-wide"},
+    "max_issuance_per_second": {"type": "number", "minimum": 0.01, "maximum": 10000,
+                                "nullable": True,
+                                "description": "pace of deliveries to this CA (default: 5 per "
+                                               "allowed concurrent request)"},
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -51,7 +65,19 @@ _SCHEMAS: dict[str, Any] = {
                        "type": {"type": "string", "enum": ["custom_scep_proxy"]},
                        "url": {"type": "string"},
                        "challenge": {"type": "string", "enum": ["********"],
-                                     "description": "always masked"}},
+                                     "description": "always masked"},
+                       **_LIMITS},
+    },
+    "CertificateAuthorityStats": {
+        "type": "object",
+        "required": ["id", "name", "window_seconds", "issued", "failed", "refused_busy",
+                     "in_flight", "waiting", "average_latency_ms", "max_concurrent_requests"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                       "window_seconds": {"type": "integer"}, "issued": {"type": "integer"},
+                       "failed": {"type": "integer"}, "refused_busy": {"type": "integer"},
+                       "in_flight": {"type": "integer"}, "waiting": {"type": "integer"},
+                       "average_latency_ms": {"type": "number", "nullable": True},
+                       "max_concurrent_requests": {"type": "integer"}},
     },
     "CustomScepProxyCreate": {
         "type": "object", "required": ["custom_scep_proxy"],
@@ -60,13 +86,14 @@ _SCHEMAS: dict[str, Any] = {
             "properties": {
                 "name": {"type": "string", "maxLength": 255, "pattern": "^[A-Za-z0-9_]+$"},
                 "url": {"type": "string", "description": "http(s) SCEP URL; GetCACert must answer"},
-                "challenge": {"type": "string", "minLength": 1}}}},
+                "challenge": {"type": "string", "minLength": 1}, **_LIMITS}}},
     },
     "CustomScepProxyEdit": {
         "type": "object", "required": ["custom_scep_proxy"],
         "properties": {"custom_scep_proxy": {
             "type": "object",
-            "properties": {"url": {"type": "string"}, "challenge": {"type": "string"}}}},
+            "properties": {"url": {"type": "string"}, "challenge": {"type": "string"},
+                           **_LIMITS}}},
     },
     "Profile": {
         "type": "object", "required": ["profile_uuid", "name", "identifier", "created_at"],
@@ -95,6 +122,47 @@ _SCHEMAS: dict[str, Any] = {
                        "not_before": {"type": "string", "format": "date-time"},
                        "not_after": {"type": "string", "format": "date-time"}},
     },
+    "ListMeta": {
+        "type": "object", "required": ["total", "page", "per_page"],
+        "properties": {"total": {"type": "integer"}, "page": {"type": "integer"},
+                       "per_page": {"type": "integer"}},
+    },
+    "ProfileSummary": {
+        "type": "object",
+        "required": ["profile_uuid", "pending", "verifying", "verified", "failed", "total"],
+        "properties": {"profile_uuid": {"type": "string"}, "pending": {"type": "integer"},
+                       "verifying": {"type": "integer"}, "verified": {"type": "integer"},
+                       "failed": {"type": "integer"}, "total": {"type": "integer"}},
+    },
+    "ProfileHost": {
+        "type": "object",
+        "required": ["host_uuid", "serial_number", "operation_type", "status", "detail",
+                     "updated_at"],
+        "properties": {"host_uuid": {"type": "string"}, "serial_number": {"type": "string"},
+                       "operation_type": {"type": "string", "enum": ["install", "remove"]},
+                       "status": {"type": "string"}, "detail": {"type": "string"},
+                       "updated_at": {"type": "string", "format": "date-time"}},
+    },
+    "HostDetail": {
+        "type": "object",
+        "required": ["uuid", "serial_number", "enrolled", "last_seen_at", "device_name", "model",
+                     "os_version", "enrolled_at", "push_token_invalid", "profiles"],
+        "properties": {"uuid": {"type": "string"}, "serial_number": {"type": "string"},
+                       "enrolled": {"type": "boolean"},
+                       "last_seen_at": {"type": "string", "format": "date-time", "nullable": True},
+                       "device_name": {"type": "string"}, "model": {"type": "string"},
+                       "os_version": {"type": "string"},
+                       "enrolled_at": {"type": "string", "format": "date-time", "nullable": True},
+                       "push_token_invalid": {"type": "boolean"},
+                       "profiles": {"type": "object", "description": "deliveries per status"}},
+    },
+    "ApiToken": {
+        "type": "object", "required": ["name", "created_at", "last_used_at", "revoked_at"],
+        "properties": {"name": {"type": "string"},
+                       "created_at": {"type": "string", "format": "date-time"},
+                       "last_used_at": {"type": "string", "format": "date-time", "nullable": True},
+                       "revoked_at": {"type": "string", "format": "date-time", "nullable": True}},
+    },
     "Host": {
         "type": "object", "required": ["uuid", "serial_number", "enrolled", "last_seen_at"],
         "properties": {"uuid": {"type": "string", "description": "UDID as the host sent it"},
@@ -111,7 +179,18 @@ _SCHEMAS: dict[str, Any] = {
 
 
 _CERTIFICATES = {"type": "object", "required": ["certificates"],
-                 "properties": {"certificates": {"type": "array", "items": _ref("Certificate")}}}
+                 "properties": {"certificates": {"type": "array", "items": _ref("Certificate")},
+                                "meta": _ref("ListMeta")}}
+_MULTIPART_PROFILE = {"required": True, "content": {"multipart/form-data": {
+    "schema": {"type": "object", "required": ["profile"],
+               "properties": {"profile": {"type": "string", "format": "binary"}}}}}}
+_STATUS = {"name": "status", "in": "query", "required": False,
+           "schema": {"type": "string", "enum": ["pending", "verifying", "verified", "failed"]}}
+
+
+def _query(name: str, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string"}}
 
 
 def document() -> dict[str, Any]:
@@ -128,11 +207,8 @@ def document() -> dict[str, Any]:
         "paths": {
             "/api/v1/fleet/certificate_authorities": {
                 "get": {"operationId": "listCertificateAuthorities", "parameters": _PAGE_PARAMS,
-                        "responses": {"200": _json({"type": "object",
-                                                    "required": ["certificate_authorities"],
-                                                    "properties": {"certificate_authorities": {
-                                                        "type": "array",
-                                                        "items": _ref("CertificateAuthoritySummary")}}},
+                        "responses": {"200": _json(_list("certificate_authorities",
+                                                         _ref("CertificateAuthoritySummary")),
                                                    "Certificate authorities"),
                                       **_errors(400, 401)}},
                 "post": {"operationId": "createCertificateAuthority",
@@ -155,27 +231,27 @@ def document() -> dict[str, Any]:
                            "responses": {"204": {"description": "Deleted"},
                                          **_errors(401, 404, 409)}},
             },
+            "/api/v1/fleet/certificate_authorities/{id}/stats": {
+                "parameters": [_CA_ID],
+                "get": {"operationId": "certificateAuthorityStats",
+                        "responses": {"200": _json(_ref("CertificateAuthorityStats"),
+                                                   "The last hour at this CA"),
+                                      **_errors(401, 404)}},
+            },
             "/api/v1/fleet/activities": {
-                "get": {"operationId": "listActivities", "parameters": _PAGE_PARAMS,
-                        "responses": {"200": _json({"type": "object", "required": ["activities"],
-                                                    "properties": {"activities": {
-                                                        "type": "array",
-                                                        "items": _ref("Activity")}}},
+                "get": {"operationId": "listActivities",
+                        "parameters": [*_PAGE_PARAMS, _query("type"), _query("actor")],
+                        "responses": {"200": _json(_list("activities", _ref("Activity")),
                                                    "Newest first"),
                                       **_errors(400, 401)}},
             },
             "/api/v1/fleet/configuration_profiles": {
                 "get": {"operationId": "listConfigurationProfiles", "parameters": _PAGE_PARAMS,
-                        "responses": {"200": _json({"type": "object", "required": ["profiles"],
-                                                    "properties": {"profiles": {
-                                                        "type": "array", "items": _ref("Profile")}}},
+                        "responses": {"200": _json(_list("profiles", _ref("Profile")),
                                                    "Profiles in upload order"),
                                       **_errors(400, 401)}},
                 "post": {"operationId": "uploadConfigurationProfile",
-                         "requestBody": {"required": True, "content": {"multipart/form-data": {
-                             "schema": {"type": "object", "required": ["profile"],
-                                        "properties": {"profile": {"type": "string",
-                                                                   "format": "binary"}}}}}},
+                         "requestBody": _MULTIPART_PROFILE,
                          "responses": {"200": _json({"type": "object", "required": ["profile_uuid"],
                                                      "properties": {"profile_uuid": {"type": "string"}}},
                                                     "Stored; delivered to every enrolled host"),
@@ -183,9 +259,78 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/fleet/configuration_profiles/{profile_uuid}": {
                 "parameters": [_PROFILE_UUID],
+                "put": {"operationId": "replaceConfigurationProfile",
+                        "description": "New content with the same PayloadIdentifier; hosts get it "
+                                       "as InstallProfile without a RemoveProfile first",
+                        "requestBody": _MULTIPART_PROFILE,
+                        "responses": {"200": _json(_ref("Profile"), "Replaced"),
+                                      **_errors(400, 401, 404, 413)}},
                 "delete": {"operationId": "deleteConfigurationProfile",
                            "responses": {"204": {"description": "Deleted; hosts get RemoveProfile"},
                                          **_errors(401, 404)}},
+            },
+            "/api/v1/fleet/configuration_profiles/{profile_uuid}/summary": {
+                "parameters": [_PROFILE_UUID],
+                "get": {"operationId": "configurationProfileSummary",
+                        "responses": {"200": _json(_ref("ProfileSummary"), "Hosts per status"),
+                                      **_errors(401, 404)}},
+            },
+            "/api/v1/fleet/configuration_profiles/{profile_uuid}/hosts": {
+                "parameters": [_PROFILE_UUID],
+                "get": {"operationId": "configurationProfileHosts",
+                        "parameters": [*_PAGE_PARAMS, _STATUS],
+                        "responses": {"200": _json(_list("hosts", _ref("ProfileHost")),
+                                                   "The profile's deliveries with their details"),
+                                      **_errors(400, 401, 404)}},
+            },
+            "/api/v1/fleet/configuration_profiles/{profile_uuid}/retry_failed": {
+                "parameters": [_PROFILE_UUID],
+                "post": {"operationId": "retryFailedHosts",
+                         "responses": {"202": _json({"type": "object", "required": ["hosts"],
+                                                     "properties": {"hosts": {"type": "integer"}}},
+                                                    "Every failed host gets a fresh delivery"),
+                                       **_errors(401, 404)}},
+            },
+            "/api/v1/fleet/hosts/{host_uuid}/configuration_profiles/{profile_uuid}/resend": {
+                "parameters": [_HOST_UUID, _PROFILE_UUID],
+                "post": {"operationId": "resendConfigurationProfile",
+                         "responses": {"202": _json({"type": "object"}, "A fresh delivery"),
+                                       **_errors(401, 404, 409)}},
+            },
+            "/api/v1/fleet/hosts/{host_uuid}": {
+                "parameters": [_HOST_UUID],
+                "get": {"operationId": "getHost",
+                        "responses": {"200": _json(_ref("HostDetail"), "The host"),
+                                      **_errors(401, 404)}},
+                "delete": {"operationId": "deleteHost",
+                           "description": "Forget the host (nothing is sent to it); it can enroll "
+                                          "again",
+                           "responses": {"204": {"description": "Deleted"},
+                                         **_errors(401, 404, 503)}},
+            },
+            "/api/v1/fleet/api_tokens": {
+                "get": {"operationId": "listApiTokens",
+                        "responses": {"200": _json({"type": "object", "required": ["api_tokens"],
+                                                    "properties": {"api_tokens": {
+                                                        "type": "array", "items": _ref("ApiToken")}}},
+                                                   "Tokens (never their values)"),
+                                      **_errors(401)}},
+                "post": {"operationId": "createApiToken",
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"type": "object", "required": ["name"],
+                                        "properties": {"name": {"type": "string",
+                                                                "pattern": "^[A-Za-z0-9_.@-]{1,100}$"}}}}}},
+                         "responses": {"200": _json({"type": "object", "required": ["name", "token"],
+                                                     "properties": {"name": {"type": "string"},
+                                                                    "token": {"type": "string"}}},
+                                                    "The token, shown this once"),
+                                       **_errors(401, 409, 413, 422)}},
+            },
+            "/api/v1/fleet/api_tokens/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "delete": {"operationId": "revokeApiToken",
+                           "responses": {"204": {"description": "Revoked"}, **_errors(401, 404)}},
             },
             "/api/v1/fleet/hosts/{host_uuid}/configuration_profiles": {
                 "parameters": [_HOST_UUID],
@@ -213,10 +358,10 @@ def document() -> dict[str, Any]:
                                       **_errors(400, 401)}},
             },
             "/api/v1/fleet/hosts": {
-                "get": {"operationId": "listHosts", "parameters": _PAGE_PARAMS,
-                        "responses": {"200": _json({"type": "object", "required": ["hosts"],
-                                                    "properties": {"hosts": {
-                                                        "type": "array", "items": _ref("Host")}}},
+                "get": {"operationId": "listHosts",
+                        "parameters": [*_PAGE_PARAMS, _STATUS, _query("profile_uuid"),
+                                       _query("query", "part of the serial number or UUID")],
+                        "responses": {"200": _json(_list("hosts", _ref("Host")),
                                                    "Hosts in enrollment order"),
                                       **_errors(400, 401)}},
             },

@@ -20,10 +20,12 @@ class CertificateAuthorityRow:
     ca_certificates_pem: str
     created_at: datetime
     updated_at: datetime
+    max_concurrent_requests: int = 4
+    max_issuance_per_second: float | None = None
 
 
 _CA_COLUMNS = ("id, name, type, url, challenge_encrypted, ca_certificates_pem, created_at, "
-               "updated_at")
+               "updated_at, max_concurrent_requests, max_issuance_per_second")
 
 
 class NameTaken(Exception):
@@ -70,6 +72,15 @@ class CertificateAuthorityStore:
             (url, challenge_encrypted, ca_certificates_pem, ca_id)).fetchone()
         return _ca(row)
 
+    def set_limits(self, conn: psycopg.Connection, ca_id: int, max_concurrent_requests: int,
+                   max_issuance_per_second: float | None) -> CertificateAuthorityRow:
+        # updated_at is left alone on purpose: it is the revision that re-sends profiles.
+        row = conn.execute(
+            f"UPDATE certificate_authorities SET max_concurrent_requests = %s, "
+            f"max_issuance_per_second = %s WHERE id = %s RETURNING {_CA_COLUMNS}",
+            (max_concurrent_requests, max_issuance_per_second, ca_id)).fetchone()
+        return _ca(row)
+
     def delete(self, conn: psycopg.Connection, ca_id: int) -> bool:
         return conn.execute("DELETE FROM certificate_authorities WHERE id = %s",
                             (ca_id,)).rowcount == 1
@@ -86,13 +97,19 @@ class ActivityStore:
         conn.execute("INSERT INTO activities (type, actor, details) VALUES (%s, %s, %s)",
                      (type_, actor, Jsonb(details)))
 
-    def list(self, conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
-        return conn.execute(
-            "SELECT id, type, actor, details, created_at FROM activities "
-            "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s", (limit, offset)).fetchall()
+    _FILTER = ("WHERE (%(type)s::text IS NULL OR type = %(type)s) "
+               "AND (%(actor)s::text IS NULL OR actor = %(actor)s)")
 
-    def count(self, conn: psycopg.Connection) -> int:
-        return conn.execute("SELECT count(*) AS n FROM activities").fetchone()["n"]
+    def list(self, conn: psycopg.Connection, limit: int, offset: int, type_: str | None = None,
+             actor: str | None = None) -> list[dict[str, Any]]:
+        return conn.execute(
+            f"SELECT id, type, actor, details, created_at FROM activities {self._FILTER} "
+            "ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
+            {"type": type_, "actor": actor, "limit": limit, "offset": offset}).fetchall()
+
+    def count(self, conn: psycopg.Connection, type_: str | None = None, actor: str | None = None) -> int:
+        return conn.execute(f"SELECT count(*) AS n FROM activities {self._FILTER}",
+                            {"type": type_, "actor": actor}).fetchone()["n"]
 
 
 class ApiTokenStore:
@@ -147,9 +164,25 @@ class ProfileStore:
         return conn.execute("SELECT uuid, name, identifier, created_at FROM profiles "
                             "ORDER BY created_at, uuid LIMIT %s OFFSET %s", (limit, offset)).fetchall()
 
-    def get(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
-        return conn.execute("SELECT uuid, name, identifier, created_at FROM profiles WHERE uuid = %s",
-                            (profile_uuid,)).fetchone()
+    def get(self, conn: psycopg.Connection, profile_uuid: str,
+            for_update: bool = False) -> dict[str, Any] | None:
+        lock = " FOR UPDATE" if for_update else ""
+        return conn.execute("SELECT uuid, name, identifier, created_at FROM profiles WHERE uuid = %s"
+                            + lock, (profile_uuid,)).fetchone()
+
+    def count(self, conn: psycopg.Connection) -> int:
+        return conn.execute("SELECT count(*) AS n FROM profiles").fetchone()["n"]
+
+    def replace(self, conn: psycopg.Connection, profile_uuid: str, name: str, payload_uuid: str,
+                raw: bytes, checksum: bytes, has_scep_payload: bool, ca_ids: list[int]) -> None:
+        conn.execute("UPDATE profiles SET name = %s, payload_uuid = %s, raw = %s, checksum = %s, "
+                     "has_scep_payload = %s, updated_at = now() WHERE uuid = %s",
+                     (name, payload_uuid, raw, checksum, has_scep_payload, profile_uuid))
+        conn.execute("DELETE FROM profile_certificate_authorities WHERE profile_uuid = %s",
+                     (profile_uuid,))
+        if ca_ids:
+            conn.execute("INSERT INTO profile_certificate_authorities (profile_uuid, ca_id) "
+                         "SELECT %s, unnest(%s::bigint[])", (profile_uuid, ca_ids))
 
     def delete(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
         return conn.execute("DELETE FROM profiles WHERE uuid = %s RETURNING uuid, name, identifier",

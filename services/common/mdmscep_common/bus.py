@@ -21,6 +21,9 @@ from kombu.mixins import ConsumerMixin
 from kombu.pools import producers
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from . import metrics
+from .queue_depths import QueueDepths
+
 log = logging.getLogger(__name__)
 
 EXCHANGE_NAME = "mdmscep"
@@ -34,9 +37,18 @@ DEAD_LETTER_EXCHANGE = Exchange(DEAD_LETTER_EXCHANGE_NAME, type="topic", durable
 CONFIG_CHANGED = "config.changed"
 HOST_ENROLLED = "host.enrolled"
 HOST_CHECKED_OUT = "host.checked_out"
+HOST_DELETED = "host.deleted"
+DELIVERY_RESEND = "delivery.resend"
 COMMAND_RESULT = "command.result"
 PUSH_REQUESTED = "push.requested"
 SCEP_RESULT = "scep.result"
+CREDENTIAL_EXPIRING = "credential.expiring"
+
+# A replayed dead letter goes straight to its queue (default exchange) and carries the routing
+# key it was first published with in this header, which consumers use instead (mdmscep-dlq).
+ORIGINAL_ROUTING_KEY_HEADER = "x-mdmscep-routing-key"
+# How often consumers measure the depth of their queues and dead-letter queues.
+QUEUE_DEPTH_INTERVAL = 15.0
 
 PUBLISH_RETRY_POLICY = {"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5,
                         "interval_max": 3}
@@ -92,6 +104,15 @@ def declare_queue(conn: Connection, queue: Queue) -> None:
         queue(channel).declare()
 
 
+# admin-config's queue for credential.expiring. Its publishers (mdm-endpoint) declare it too, so
+# an event sent before admin-config first started waits for it instead of being unroutable.
+ADMIN_CONFIG_EVENTS_QUEUE = "admin_config.events"
+
+
+def admin_config_events_queue() -> Queue:
+    return durable_queue(ADMIN_CONFIG_EVENTS_QUEUE, [CREDENTIAL_EXPIRING])
+
+
 class Publisher:
     """Thread-safe publisher: a pool of producers over one connection, retried on broker loss."""
 
@@ -104,6 +125,7 @@ class Publisher:
                 body, exchange=EXCHANGE, routing_key=routing_key, serializer="json",
                 delivery_mode=2, message_id=message_id or str(uuid.uuid4()),
                 declare=[EXCHANGE], retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        metrics.BUS_PUBLISHED.labels(routing_key).inc()
 
     def close(self) -> None:
         self._connection.release()
@@ -132,6 +154,25 @@ class Delivery:
 Handler = Callable[[dict[str, Any], Delivery], None]
 
 
+def routing_key_of(message: kombu.Message) -> str:
+    """The routing key the message was published with (a replayed dead letter carries it in a
+    header, since it reaches its queue through the default exchange)."""
+    headers = message.headers or {}
+    replayed = headers.get(ORIGINAL_ROUTING_KEY_HEADER)
+    if isinstance(replayed, bytes):
+        replayed = replayed.decode("utf-8", "replace")
+    return replayed if isinstance(replayed, str) and replayed else \
+        message.delivery_info.get("routing_key", "")
+
+
+def delivery_count(message: kombu.Message) -> int:
+    """Earlier failed deliveries of this message (quorum queues' x-delivery-count)."""
+    try:
+        return int((message.headers or {}).get("x-delivery-count") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 class Worker(ConsumerMixin):
     """Consumes queues with one handler each; acks only after the handler returned.
 
@@ -142,7 +183,8 @@ class Worker(ConsumerMixin):
     """
 
     def __init__(self, amqp_url: str, handlers: dict[str, tuple[Queue, Handler]],
-                 prefetch: int = 16, requeue_pause: float = 1.0, transient_retry_for: float = 300.0):
+                 prefetch: int = 16, requeue_pause: float = 1.0, transient_retry_for: float = 300.0,
+                 queue_depth_interval: float = QUEUE_DEPTH_INTERVAL):
         self.connection = connection(amqp_url, heartbeat=0)
         self._handlers = handlers
         self._prefetch = prefetch
@@ -152,6 +194,9 @@ class Worker(ConsumerMixin):
                                   stop=stop_after_delay(transient_retry_for), reraise=True,
                                   before_sleep=self._log_transient)
         self.ready = threading.Event()
+        self._depths = QueueDepths(list(handlers), [dead_letter_queue_name(q) for q in handlers],
+                                   queue_depth_interval)
+        self._live: Connection | None = None
 
     def get_consumers(self, Consumer, channel):  # noqa: N803 - kombu's signature
         consumers = []
@@ -164,25 +209,41 @@ class Worker(ConsumerMixin):
         return consumers
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self._live = connection
         self.ready.set()
         log.info("consuming", extra={"queues": list(self._handlers)})
 
     def on_connection_error(self, exc, interval):
+        self._live = None
         self.ready.clear()
         log.warning("broker connection lost, reconnecting",
                     extra={"error": str(exc), "retry_in": interval})
 
+    def on_iteration(self) -> None:
+        self._depths.measure(self._live)
+
+    def _queue_of(self, message: kombu.Message) -> str:
+        # Our queue's name is the routing key of its dead-letter binding, not of the message.
+        queues = list(self._handlers)
+        return queues[0] if len(queues) == 1 else message.delivery_info.get("routing_key", "")
+
     def _on_decode_error(self, message: kombu.Message, exc: Exception) -> None:
+        queue_name = self._queue_of(message)
         log.error("undecodable message sent to dead-letter queue",
-                  extra={"queue": message.delivery_info.get("routing_key"), "error": str(exc)})
+                  extra={"queue": queue_name, "error": str(exc),
+                         "message_id": message.properties.get("message_id")})
+        metrics.BUS_DEAD_LETTERED.labels(queue_name, "undecodable").inc()
         message.reject(requeue=False)
 
     def _callback(self, queue_name: str, handler: Handler):
         def on_message(body: Any, message: kombu.Message) -> None:
             info = message.delivery_info
-            delivery = Delivery(routing_key=info.get("routing_key", ""),
+            delivery = Delivery(routing_key=routing_key_of(message),
                                 redelivered=bool(info.get("redelivered")),
                                 message_id=message.properties.get("message_id"))
+            if delivery.redelivered:
+                metrics.BUS_REDELIVERED.labels(queue_name).inc()
+            started = time.perf_counter()
             try:
                 if not isinstance(body, dict):
                     raise PoisonMessage("message body is not a JSON object")
@@ -190,15 +251,30 @@ class Worker(ConsumerMixin):
             except PoisonMessage as exc:
                 log.error("poison message sent to dead-letter queue",
                           extra={"queue": queue_name, "error": str(exc),
-                                 "message_id": delivery.message_id})
+                                 "message_id": delivery.message_id,
+                                 "routing_key": delivery.routing_key})
+                metrics.BUS_FAILED.labels(queue_name).inc()
+                metrics.BUS_DEAD_LETTERED.labels(queue_name, "poison").inc()
                 message.reject(requeue=False)
             except Exception:
-                log.exception("handler failed; message requeued",
-                              extra={"queue": queue_name, "message_id": delivery.message_id})
+                metrics.BUS_FAILED.labels(queue_name).inc()
+                last = delivery_count(message) >= DELIVERY_LIMIT
+                if last:
+                    # RabbitMQ dead-letters a message whose last allowed delivery is returned.
+                    metrics.BUS_DEAD_LETTERED.labels(queue_name, "delivery_limit").inc()
+                log.exception("handler failed; message sent to dead-letter queue (delivery limit "
+                              "reached)" if last else "handler failed; message requeued",
+                              extra={"queue": queue_name, "message_id": delivery.message_id,
+                                     "routing_key": delivery.routing_key,
+                                     "deliveries": delivery_count(message) + 1})
                 time.sleep(self._requeue_pause)
                 message.requeue()
             else:
+                metrics.BUS_CONSUMED.labels(queue_name).inc()
                 message.ack()
+            finally:
+                metrics.BUS_HANDLER_DURATION.labels(queue_name).observe(
+                    time.perf_counter() - started)
         return on_message
 
     @staticmethod
@@ -220,7 +296,8 @@ class BatchWorker(ConsumerMixin):
     (or all requeued if it raised). For work that is cheaper in bulk (pushes, SQL batches)."""
 
     def __init__(self, amqp_url: str, queue: Queue, handler: BatchHandler, max_batch: int = 500,
-                 max_wait: float = 0.2, requeue_pause: float = 1.0):
+                 max_wait: float = 0.2, requeue_pause: float = 1.0,
+                 queue_depth_interval: float = QUEUE_DEPTH_INTERVAL):
         self.connection = connection(amqp_url, heartbeat=0)
         self._queue = queue
         self._handler = handler
@@ -230,6 +307,9 @@ class BatchWorker(ConsumerMixin):
         self._pending: list[tuple[dict[str, Any], kombu.Message]] = []
         self._first_at = 0.0
         self.ready = threading.Event()
+        self._depths = QueueDepths([queue.name], [dead_letter_queue_name(queue.name)],
+                                   queue_depth_interval)
+        self._live: Connection | None = None
 
     def get_consumers(self, Consumer, channel):  # noqa: N803 - kombu's signature
         dead_letter_queue(self._queue.name)(channel).declare()
@@ -238,22 +318,30 @@ class BatchWorker(ConsumerMixin):
                          on_decode_error=self._on_decode_error)]
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self._live = connection
         self.ready.set()
 
     def on_connection_error(self, exc, interval):
         # Unacked messages of the lost channel are redelivered by the broker.
         self._pending.clear()
+        self._live = None
         self.ready.clear()
         log.warning("broker connection lost, reconnecting", extra={"error": str(exc)})
 
     def _on_decode_error(self, message: kombu.Message, exc: Exception) -> None:
         log.error("undecodable message sent to dead-letter queue",
                   extra={"queue": self._queue.name, "error": str(exc)})
+        metrics.BUS_DEAD_LETTERED.labels(self._queue.name, "undecodable").inc()
         message.reject(requeue=False)
 
     def _collect(self, body: Any, message: kombu.Message) -> None:
+        if message.delivery_info.get("redelivered"):
+            metrics.BUS_REDELIVERED.labels(self._queue.name).inc()
         if not isinstance(body, dict):
-            log.error("poison message sent to dead-letter queue", extra={"queue": self._queue.name})
+            log.error("poison message sent to dead-letter queue",
+                      extra={"queue": self._queue.name,
+                             "message_id": message.properties.get("message_id")})
+            metrics.BUS_DEAD_LETTERED.labels(self._queue.name, "poison").inc()
             message.reject(requeue=False)
             return
         if not self._pending:
@@ -265,25 +353,38 @@ class BatchWorker(ConsumerMixin):
     def on_iteration(self) -> None:
         if self._pending and time.monotonic() - self._first_at >= self._max_wait:
             self._flush()
+        self._depths.measure(self._live)
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        queue_name = self._queue.name
+        started = time.perf_counter()
         try:
             self._handler([body for body, _ in batch])
         except PoisonMessage as exc:
             log.error("poison batch sent to dead-letter queue",
-                      extra={"queue": self._queue.name, "error": str(exc)})
+                      extra={"queue": queue_name, "error": str(exc), "messages": len(batch)})
+            metrics.BUS_FAILED.labels(queue_name).inc(len(batch))
+            metrics.BUS_DEAD_LETTERED.labels(queue_name, "poison").inc(len(batch))
             for _, message in batch:
                 message.reject(requeue=False)
         except Exception:
+            metrics.BUS_FAILED.labels(queue_name).inc(len(batch))
+            last = sum(delivery_count(m) >= DELIVERY_LIMIT for _, m in batch)
+            if last:
+                metrics.BUS_DEAD_LETTERED.labels(queue_name, "delivery_limit").inc(last)
             log.exception("batch handler failed; messages requeued",
-                          extra={"queue": self._queue.name, "messages": len(batch)})
+                          extra={"queue": queue_name, "messages": len(batch),
+                                 "dead_lettered_at_delivery_limit": last})
             time.sleep(self._requeue_pause)
             for _, message in batch:
                 message.requeue()
         else:
+            metrics.BUS_CONSUMED.labels(queue_name).inc(len(batch))
             for _, message in batch:
                 message.ack()
+        finally:
+            metrics.BUS_HANDLER_DURATION.labels(queue_name).observe(time.perf_counter() - started)
 
     def run(self, **kwargs):  # noqa: D102
         return super().run(safety_interval=min(self._max_wait, 1.0), **kwargs)

@@ -2,6 +2,10 @@
 
 Stored form: version byte 0x01 || 12-byte random nonce || ciphertext+tag. The associated data
 binds a ciphertext to the row it belongs to, so a ciphertext copied to another row does not open.
+
+Key rotation (docs/operations.md): while SERVER_PRIVATE_KEY_PREVIOUS is set, a secret that does not
+open with the current key is tried with the previous one; encryption always uses the current key.
+`admin-config rotate-key` re-encrypts what is stored, after which the previous key can go.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .metrics import SECRETS_OPENED_WITH_PREVIOUS_KEY
 
 FORMAT_V1 = b"\x01"
 NONCE_BYTES = 12
@@ -27,20 +33,46 @@ def key_from_server_private_key(server_private_key: str) -> bytes:
     return raw[:32]
 
 
+def _open(aead: AESGCM, stored: bytes, context: bytes) -> str | None:
+    nonce, body = stored[1:1 + NONCE_BYTES], stored[1 + NONCE_BYTES:]
+    try:
+        return aead.decrypt(nonce, body, context).decode("utf-8")
+    except InvalidTag:
+        return None
+
+
 class SecretBox:
-    def __init__(self, server_private_key: str):
+    def __init__(self, server_private_key: str, previous_server_private_key: str | None = None):
         self._aead = AESGCM(key_from_server_private_key(server_private_key))
+        self._previous = (AESGCM(key_from_server_private_key(previous_server_private_key))
+                          if previous_server_private_key else None)
+
+    @classmethod
+    def from_settings(cls, settings) -> SecretBox:
+        """The box of a service: the current key, and the previous one during a rotation."""
+        return cls(settings.server_private_key, settings.server_private_key_previous)
 
     def encrypt(self, plaintext: str, context: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return FORMAT_V1 + nonce + self._aead.encrypt(nonce, plaintext.encode("utf-8"), context)
 
-    def decrypt(self, stored: bytes, context: bytes) -> str:
+    @staticmethod
+    def _check(stored: bytes) -> bytes:
         stored = bytes(stored)
         if not stored.startswith(FORMAT_V1) or len(stored) < 1 + NONCE_BYTES + 16:
             raise DecryptionError("unknown secret format")
-        nonce, body = stored[1:1 + NONCE_BYTES], stored[1 + NONCE_BYTES:]
-        try:
-            return self._aead.decrypt(nonce, body, context).decode("utf-8")
-        except InvalidTag:
-            raise DecryptionError("secret does not open with this key") from None
+        return stored
+
+    def opens_with_current_key(self, stored: bytes, context: bytes) -> bool:
+        return _open(self._aead, self._check(stored), context) is not None
+
+    def decrypt(self, stored: bytes, context: bytes) -> str:
+        stored = self._check(stored)
+        plaintext = _open(self._aead, stored, context)
+        if plaintext is None and self._previous is not None:
+            plaintext = _open(self._previous, stored, context)
+            if plaintext is not None:
+                SECRETS_OPENED_WITH_PREVIOUS_KEY.inc()
+        if plaintext is None:
+            raise DecryptionError("secret does not open with this key")
+        return plaintext

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from urllib.parse import urlparse, urlunparse
 
@@ -29,8 +30,9 @@ class Database:
             dsn, min_size=min_size, max_size=max_size, open=False, name=name,
             kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
                     "application_name": name},
-            # A connection broken by a PostgreSQL restart is noticed and replaced on checkout.
-            check=ConnectionPool.check_connection,
+            # A connection broken by a PostgreSQL restart is noticed and replaced on checkout;
+            # only connections idle for a while are pinged, so busy ones cost no round trip.
+            check=_check_if_idle,
             timeout=10, reconnect_timeout=0)
 
     def open(self) -> Database:
@@ -43,8 +45,11 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
         with self._pool.connection() as conn:
-            with conn.transaction():
-                yield conn
+            try:
+                with conn.transaction():
+                    yield conn
+            finally:
+                _LAST_USED[id(conn)] = time.monotonic()
 
     def ping(self) -> bool:
         try:
@@ -53,6 +58,16 @@ class Database:
             return True
         except Exception:  # noqa: BLE001 - health is a yes/no question
             return False
+
+
+# When each pooled connection was last used (by id; a recycled id only costs one extra ping).
+_LAST_USED: dict[int, float] = {}
+IDLE_BEFORE_CHECK_SECONDS = 2.0
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    if time.monotonic() - _LAST_USED.get(id(conn), 0.0) > IDLE_BEFORE_CHECK_SECONDS:
+        ConnectionPool.check_connection(conn)
 
 
 class SingleConnectionDatabase:

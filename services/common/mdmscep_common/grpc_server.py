@@ -1,21 +1,55 @@
-"""gRPC server scaffolding: grpc.health.v1 with real readiness, and graceful SIGTERM."""
+"""gRPC server scaffolding: grpc.health.v1 with real readiness, call metrics, and graceful
+SIGTERM."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from . import metrics
 from .health import HealthChecks
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts and times unary calls by method (the registered name, e.g.
+    `/mdmscep.v1.Commander/Enqueue`) and status code. Unknown methods never reach a handler, so
+    the method label only takes registered values."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        inner = handler.unary_unary
+
+        def observed(request, context):
+            started = time.perf_counter()
+            failed = False
+            try:
+                return inner(request, context)
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                code = context.code()
+                name = code.name if code is not None else ("UNKNOWN" if failed else "OK")
+                metrics.GRPC_REQUESTS.labels(method, name).inc()
+                metrics.GRPC_DURATION.labels(method).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
 
 
 class GrpcServer:
@@ -24,6 +58,7 @@ class GrpcServer:
     def __init__(self, port: int, service_names: list[str], checks: HealthChecks,
                  max_workers: int = 16, host: str = "0.0.0.0", poll_seconds: float = 2.0):
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                                  interceptors=[MetricsInterceptor()],
                                   options=[("grpc.max_receive_message_length", 64 << 20)])
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

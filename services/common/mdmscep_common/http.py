@@ -1,26 +1,63 @@
-"""HTTP scaffolding shared by the Flask services: `/healthz`, JSON errors, gunicorn launch."""
+"""HTTP scaffolding shared by the Flask services: `/healthz`, `/metrics`, JSON errors, gunicorn
+launch."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, g, jsonify, request
 from gunicorn.app.base import BaseApplication
 
+from . import metrics
 from .health import HealthChecks
 
 log = logging.getLogger(__name__)
 
+Warnings = Callable[[], list[dict[str, Any]]]
 
-def register_healthz(app: Flask, checks: HealthChecks) -> None:
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def register_healthz(app: Flask, checks: HealthChecks, warnings: Warnings | None = None) -> None:
+    """`GET /healthz`: 200 when every check passes, 503 otherwise. `warnings` (e.g. credentials
+    about to expire) are listed in the body and never change the status."""
     @app.get("/healthz")
     def healthz():
         results = checks.run()
         ok = all(results.values())
         body = {"status": "ok" if ok else "unavailable",
-                "checks": {name: "ok" if passed else "failing" for name, passed in results.items()}}
+                "checks": {name: "ok" if passed else "failing" for name, passed in results.items()},
+                "warnings": warnings() if warnings else []}
         return jsonify(body), 200 if ok else 503
+
+
+def register_metrics(app: Flask, extra: Iterable[metrics.Exposition] = ()) -> None:
+    """Count and time every request by route (the URL rule such as `/mdm/scep/proxy/<path:raw_id>`,
+    never the raw path: proxy ids carry one-time codes), method and status; serve `GET /metrics`.
+    `extra`: metric sets with registries of their own, appended to the exposition."""
+    extra = list(extra)
+
+    @app.before_request
+    def _start_timer():
+        g.mdmscep_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        started = g.pop("mdmscep_started", None)
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in _METHODS else "other"
+        metrics.HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        if started is not None:
+            metrics.HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        body, content_type = metrics.exposition(extra)
+        return Response(body, content_type=content_type)
 
 
 class GunicornApplication(BaseApplication):
@@ -64,9 +101,14 @@ def serve_http(app_factory, port: int, workers: int, threads: int, service: str,
 
     configure_logging(service, secrets)
     holder: dict[str, Any] = {}
+    # Multiprocess metrics: a fresh directory per run, and a dead worker's live gauges dropped.
+    metrics.reset_multiprocess_dir()
 
     def post_fork(_server, _worker):
         holder["app"] = app_factory()
+
+    def child_exit(_server, worker):
+        metrics.mark_worker_dead(worker.pid)
 
     def wsgi(environ, start_response):
         return holder["app"](environ, start_response)
@@ -80,6 +122,7 @@ def serve_http(app_factory, port: int, workers: int, threads: int, service: str,
         "graceful_timeout": 20,
         "keepalive": 5,
         "post_fork": post_fork,
+        "child_exit": child_exit,
         "logconfig_dict": gunicorn_logconfig(service),
         "proc_name": service,
         **(gunicorn_options or {}),

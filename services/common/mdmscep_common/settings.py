@@ -57,11 +57,24 @@ class Settings:
     http_workers: int
     http_bind_address: str
     http_threads: int
+    server_private_key_previous: str | None = field(repr=False)
+    processor_metrics_port: int
+    mdm_grpc_metrics_port: int
+    mdm_push_metrics_port: int
+    scep_proxy_grpc_metrics_port: int
+    command_retention_days: float
+    scep_code_retention_days: float
+    activity_retention_days: float
+    prune_interval: float
+    prune_batch_size: int
+    credential_check_interval: float
+    credential_warning_days: float
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in a log line."""
         values = [self.server_private_key, self.admin_api_token, self.enroll_secret,
                   self.identity_scep_challenge]
+        values.append(self.server_private_key_previous)
         return [v for v in values if v]
 
 
@@ -128,6 +141,21 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name, port in ports.items():
         if port > 65535:
             raise SettingsError(f"{name} must be a TCP port (1-65535), got {port}")
+    # Metrics of the processes without HTTP of their own; 0 turns a listener off.
+    metrics_ports = {
+        name: _int(env, name, default, minimum=0)
+        for name, default in (
+            ("PROCESSOR_METRICS_PORT", 9101), ("MDM_GRPC_METRICS_PORT", 9102),
+            ("MDM_PUSH_METRICS_PORT", 9103), ("SCEP_PROXY_GRPC_METRICS_PORT", 9104))
+    }
+    for name, port in metrics_ports.items():
+        if port > 65535:
+            raise SettingsError(f"{name} must be a TCP port (1-65535) or 0, got {port}")
+    previous_key = env.get("SERVER_PRIVATE_KEY_PREVIOUS") or None
+    if previous_key is not None and len(previous_key) < MIN_SERVER_PRIVATE_KEY_CHARS:
+        raise SettingsError(
+            f"SERVER_PRIVATE_KEY_PREVIOUS must be at least {MIN_SERVER_PRIVATE_KEY_CHARS} "
+            f"characters, got {len(previous_key)}")
     return Settings(
         database_url=_url(env, "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mdmscep",
                           ("postgresql", "postgres")),
@@ -171,6 +199,18 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         http_workers=_int(env, "HTTP_WORKERS", 2, minimum=1),
         http_bind_address=env.get("HTTP_BIND_ADDRESS") or "0.0.0.0",
         http_threads=_int(env, "HTTP_THREADS", 8, minimum=1),
+        server_private_key_previous=previous_key,
+        processor_metrics_port=metrics_ports["PROCESSOR_METRICS_PORT"],
+        mdm_grpc_metrics_port=metrics_ports["MDM_GRPC_METRICS_PORT"],
+        mdm_push_metrics_port=metrics_ports["MDM_PUSH_METRICS_PORT"],
+        scep_proxy_grpc_metrics_port=metrics_ports["SCEP_PROXY_GRPC_METRICS_PORT"],
+        command_retention_days=_float(env, "COMMAND_RETENTION_DAYS", 2.0, minimum=0.0),
+        scep_code_retention_days=_float(env, "SCEP_CODE_RETENTION_DAYS", 1.0, minimum=0.0),
+        activity_retention_days=_float(env, "ACTIVITY_RETENTION_DAYS", 365.0, minimum=1.0),
+        prune_interval=_float(env, "PRUNE_INTERVAL", 600.0, minimum=1.0),
+        prune_batch_size=_int(env, "PRUNE_BATCH_SIZE", 5000, minimum=1),
+        credential_check_interval=_float(env, "CREDENTIAL_CHECK_INTERVAL", 86400.0, minimum=1.0),
+        credential_warning_days=_float(env, "CREDENTIAL_WARNING_DAYS", 30.0, minimum=0.0),
     )
 
 

@@ -9,8 +9,9 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
+from mdmscep_common.credentials import CredentialMonitor
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.http import register_healthz
+from mdmscep_common.http import register_healthz, register_metrics
 from mdmscep_common.settings import Settings
 
 from .enrollment import enrollment_profile, push_topic
@@ -56,7 +57,8 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
 
 
 def create_app(settings: Settings, db, publisher, health: HealthChecks,
-               verifier: IdentityVerifier | None = None) -> Flask:
+               verifier: IdentityVerifier | None = None,
+               credentials: CredentialMonitor | None = None) -> Flask:
     app = Flask("mdm_endpoint")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["mdm_endpoint"] = Dependencies(
@@ -64,7 +66,8 @@ def create_app(settings: Settings, db, publisher, health: HealthChecks,
         service=MdmService(db, HostStore(), CommandStore(), publisher),
         topic=configured_topic(settings))
     app.register_blueprint(mdm)
-    register_healthz(app, health)
+    register_healthz(app, health, credentials.warnings if credentials else None)
+    register_metrics(app)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

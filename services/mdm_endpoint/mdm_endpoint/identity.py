@@ -11,9 +11,10 @@ import binascii
 import datetime
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 
-from asn1crypto import cms
+from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -50,7 +51,47 @@ def load_ca_certificates(path: str) -> list[x509.Certificate]:
         return list(x509.load_pem_x509_certificates(f.read()))
 
 
-def _signed_data(header: str) -> cms.SignedData:
+class ParsedParts:
+    """Digests of parts of Mdm-Signature SignedData (by position and exact bytes) that were
+    parsed in full before. A host signs every request with the same certificates, signer id,
+    algorithms and capabilities; only the digest, signing time and signature change. Parsing is
+    a function of those bytes, so a part seen before needs no second parse. Bounded."""
+
+    def __init__(self, max_entries: int):
+        self._keys: set[bytes] = set()
+        self._max = max_entries
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._keys
+
+    def add(self, key: bytes) -> None:
+        if len(self._keys) >= self._max:
+            self._keys.clear()
+        self._keys.add(key)
+
+
+def _part_key(position: bytes, value: core.Asn1Value) -> bytes:
+    return hashlib.sha256(position + b"\0" + (value.contents or b"")).digest()
+
+
+def _parse_in_full(value: core.Asn1Value, position: bytes, parsed: ParsedParts | None) -> None:
+    """`value.native`: every part parsed and converted, so errors surface here; skipped for a
+    part whose exact bytes parsed in full before at this position."""
+    if isinstance(value, core.Void):
+        return
+    key = _part_key(position, value) if parsed is not None else b""
+    if parsed is not None and key in parsed:
+        return
+    value.native  # noqa: B018 - force a full parse so errors surface here
+    if parsed is not None:
+        parsed.add(key)
+
+
+def _signed_data(header: str, parsed: ParsedParts | None = None
+                 ) -> tuple[cms.SignedData, bytes | None]:
+    """The SignedData, parsed in full so errors surface here (what `signed.native` does, field by
+    field and, within signer infos, attribute by attribute, so parts `parsed` before are not
+    parsed again), and a key of its certificate set (None without one)."""
     if len(header) > MAX_SIGNATURE_HEADER_CHARS:
         raise SignatureMalformed("Mdm-Signature is too large")
     try:
@@ -59,8 +100,24 @@ def _signed_data(header: str) -> cms.SignedData:
         if info["content_type"].native != "signed_data":
             raise SignatureMalformed("Mdm-Signature is not CMS SignedData")
         signed = info["content"]
-        signed.native  # noqa: B018 - force a full parse so errors surface here
-        return signed
+        certificates_key = None
+        for name, *_ in signed._fields:
+            child = signed[name]
+            if name == "signer_infos":
+                for signer in child:
+                    for field, *_ in signer._fields:
+                        part = signer[field]
+                        if field == "signed_attrs" and not isinstance(part, core.Void):
+                            for attribute in part:
+                                _parse_in_full(attribute, b"signed_attribute", parsed)
+                        else:
+                            _parse_in_full(part, b"signer_info." + field.encode(), parsed)
+                continue
+            position = b"signed_data." + name.encode()
+            _parse_in_full(child, position, parsed)
+            if name == "certificates" and not isinstance(child, core.Void):
+                certificates_key = _part_key(position, child)
+        return signed, certificates_key
     except SignatureMalformed:
         raise
     except (binascii.Error, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
@@ -95,8 +152,8 @@ def _signer_certificate(signed: cms.SignedData, signer: cms.SignerInfo) -> tuple
 
 
 def _verify_signature(cert: x509.Certificate, signature: bytes, data: bytes,
-                      hash_cls: type[hashes.HashAlgorithm]) -> None:
-    key = cert.public_key()
+                      hash_cls: type[hashes.HashAlgorithm], key=None) -> None:
+    key = key or cert.public_key()
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, data, padding.PKCS1v15(), hash_cls())
@@ -132,14 +189,57 @@ def _within_validity(cert: x509.Certificate, now: datetime.datetime) -> bool:
     return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
 
+CHAIN_CACHE_SECONDS = 600
+CHAIN_CACHE_MAX = 200_000
+# Certificate sets with their signers, and parts of signatures parsed in full (a host's requests
+# come in bursts: Idle, Acknowledged, Idle, …, each with the same certificates). Bounded.
+SIGNER_CACHE_MAX = 4096
+
+
+@dataclass(frozen=True)
+class _Signer:
+    """What a certificate set and a signer id yield (both fixed by their bytes)."""
+
+    certificate: x509.Certificate
+    others: list[x509.Certificate]
+    fingerprint: bytes
+    public_key: object
+
+
 class IdentityVerifier:
     def __init__(self, trust_anchors: list[x509.Certificate]):
         self._anchors = trust_anchors
+        # Certificates whose chain was verified recently (sha256 → until): every check-in of a
+        # host is signed by the same certificate, so its chain is not re-verified each time.
+        self._chain_ok: dict[bytes, float] = {}
+        # Parts of signatures parsed in full before; per certificate set among them, its
+        # signers (signer id bytes → _Signer).
+        self._parsed = ParsedParts(SIGNER_CACHE_MAX * 4)
+        self._signers: dict[bytes, dict[bytes, _Signer]] = {}
+
+    def _signer(self, signed: cms.SignedData, signer: cms.SignerInfo,
+                certificates_key: bytes | None) -> _Signer:
+        """_signer_certificate's answer (a pure function of the certificate set and the signer
+        id), remembered per certificate set."""
+        known = self._signers.get(certificates_key) if certificates_key else None
+        sid_key = signer["sid"].dump() if known is not None else b""
+        if known is not None and sid_key in known:
+            return known[sid_key]
+        cert, others = _signer_certificate(signed, signer)
+        found = _Signer(cert, others, hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
+                        cert.public_key())
+        if known is not None and len(known) < 8:
+            known[sid_key] = found
+        return found
 
     def verify(self, header: str | None, body: bytes) -> DeviceIdentity:
         if not header:
             raise SignatureMissing("Mdm-Signature header is required")
-        signed = _signed_data(header)
+        signed, certificates_key = _signed_data(header, self._parsed)
+        if certificates_key is not None and certificates_key not in self._signers:
+            if len(self._signers) >= SIGNER_CACHE_MAX:
+                self._signers.clear()
+            self._signers[certificates_key] = {}
         signers = signed["signer_infos"]
         if len(signers) != 1:
             raise SignatureMalformed("Mdm-Signature must have exactly one signer")
@@ -148,15 +248,24 @@ class IdentityVerifier:
         hash_cls = _HASHES.get(hash_name)
         if hash_cls is None:
             raise SignatureMalformed(f"unsupported digest {hash_name}")
-        cert, others = _signer_certificate(signed, signer)
+        found = self._signer(signed, signer, certificates_key)
+        cert, others, fingerprint = found.certificate, found.others, found.fingerprint
         signature = signer["signature"].native
-        if signer["signed_attrs"].native:
+        attributes = signer["signed_attrs"]
+        if not isinstance(attributes, core.Void) and len(attributes):  # `.native` is truthy
             covered = _check_signed_attributes(signer, body, hash_name)
         else:
             covered = body
-        _verify_signature(cert, signature, covered, hash_cls)
-        self._check_chain(cert, others)
-        return DeviceIdentity(cert, hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
+        _verify_signature(cert, signature, covered, hash_cls, found.public_key)
+        now = time.monotonic()
+        if self._chain_ok.get(fingerprint, 0.0) < now:
+            self._check_chain(cert, others)
+            if len(self._chain_ok) >= CHAIN_CACHE_MAX:
+                self._chain_ok.clear()
+            until = min(now + CHAIN_CACHE_SECONDS,
+                        now + (cert.not_valid_after_utc - _now()).total_seconds())
+            self._chain_ok[fingerprint] = until
+        return DeviceIdentity(cert, fingerprint)
 
     def _check_chain(self, cert: x509.Certificate, intermediates: list[x509.Certificate]) -> None:
         now = _now()

@@ -7,7 +7,7 @@ import argparse
 import logging
 import threading
 
-from mdmscep.v1 import commander_pb2_grpc
+from mdmscep.v1 import commander_pb2_grpc, host_registry_pb2_grpc
 from mdmscep_common import bus
 from mdmscep_common.bus import Publisher
 from mdmscep_common.db import Database
@@ -15,6 +15,8 @@ from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks
 from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
+from mdmscep_common.metrics import serve_metrics
+from mdmscep_common.retention import PeriodicTask, pruning_task
 from mdmscep_common.settings import load_settings_or_exit
 
 SERVICE = "mdm-endpoint"
@@ -25,33 +27,57 @@ log = logging.getLogger(__name__)
 
 def run_http(settings) -> None:
     from .app import create_app
+    from .operations import file_credential_monitor
 
     def factory():
         db = Database(settings.database_url, name=SERVICE).open()
-        return create_app(settings, db, Publisher(settings.amqp_url),
-                          dependency_checks(db, settings.amqp_url))
+        publisher = Publisher(settings.amqp_url)
+        # Push certificate and identity CA: checked at start, then every
+        # CREDENTIAL_CHECK_INTERVAL, by each worker (each answers /healthz).
+        credentials = file_credential_monitor(settings, publisher)
+        credentials.periodic_task(settings.credential_check_interval).start()
+        return create_app(settings, db, publisher, dependency_checks(db, settings.amqp_url),
+                          credentials=credentials)
     serve_http(factory, settings.mdm_http_port, settings.http_workers, settings.http_threads,
                f"{SERVICE}-http", settings.secret_values(), host=settings.http_bind_address)
 
 
 def run_grpc(settings) -> None:
     from .commander import Commander, CommanderServicer
+    from .host_registry import HostRegistry, HostRegistryServicer
     from .store import CommandStore
 
     configure_logging(f"{SERVICE}-grpc", settings.secret_values())
     db = Database(settings.database_url, max_size=8, name=SERVICE).open()
     publisher = Publisher(settings.amqp_url)
-    server = GrpcServer(settings.mdm_grpc_port, ["mdmscep.v1.Commander"],
+    server = GrpcServer(settings.mdm_grpc_port, ["mdmscep.v1.Commander", "mdmscep.v1.HostRegistry"],
                         dependency_checks(db, settings.amqp_url))
     server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
                CommanderServicer(Commander(db, CommandStore(), publisher)))
+    server.add(host_registry_pb2_grpc.add_HostRegistryServicer_to_server,
+               HostRegistryServicer(HostRegistry(db, publisher)))
     server.start()
+    metrics_server = serve_metrics(settings.mdm_grpc_metrics_port, settings.http_bind_address)
+    pruning = command_pruning(settings, db).start()
 
     def stop():
+        pruning.stop()
         server.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         publisher.close()
         db.close()
     run_until_signal(stop)
+
+
+def command_pruning(settings, db) -> PeriodicTask:
+    """Finished commands past COMMAND_RETENTION_DAYS, every PRUNE_INTERVAL, in batches. The
+    Commander's process prunes: mdm-endpoint owns commands, and this process is not in the
+    check-in path."""
+    from .operations import command_rules
+
+    return pruning_task(db, command_rules(settings.command_retention_days),
+                        settings.prune_interval, settings.prune_batch_size)
 
 
 def push_worker(settings, db):
@@ -78,12 +104,15 @@ def run_push(settings) -> None:
     configure_logging(f"{SERVICE}-push", settings.secret_values())
     db = Database(settings.database_url, max_size=4, name=f"{SERVICE}-push").open()
     worker, apns = push_worker(settings, db)
+    metrics_server = serve_metrics(settings.mdm_push_metrics_port, settings.http_bind_address)
     thread = threading.Thread(target=worker.run, name="push-worker")
     thread.start()
 
     def stop():
         worker.stop()
         thread.join(30)
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if apns:
             apns.close()
         db.close()

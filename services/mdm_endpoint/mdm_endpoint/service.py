@@ -83,20 +83,18 @@ class MdmService:
         result = parse_result(body)
         event = None
         with self._db.transaction() as conn:
-            self._require_bound(conn, result.udid, identity)
-            self._hosts.seen(conn, result.udid)
-            if result.status == "Idle":
-                # NotNow'd commands wait for the next Idle; within a connection they are skipped.
-                self._commands.requeue_not_now(conn, result.udid)
-            else:
-                request_type = self._commands.record_result(conn, result.udid, result.command_uuid,
-                                                            result.status, body)
+            # One statement: seen, then (only for the bound device) the result stored and the
+            # next command taken; anything else rolls back with the 403.
+            bound, request_type, command = self._commands.exchange(
+                conn, result.udid, identity.sha256, result.status, result.command_uuid, body)
+            if bound != identity.sha256:
+                raise IdentityMismatch("the signing certificate is not bound to this device")
+            if result.status != "Idle":
                 if request_type is None:
                     log.warning("result for an unknown command",
                                 extra={"host_uuid": result.udid, "command_uuid": result.command_uuid})
                 else:
                     event = result.event(request_type)
-            command = self._commands.next_command(conn, result.udid)
         if event:
             self._publish(bus.COMMAND_RESULT, event)
         return command.payload if command else None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 
+import psycopg
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .identity import SignatureInvalid, SignatureMalformed, SignatureMissing
 from .protocol import ProtocolError
@@ -16,6 +19,11 @@ log = logging.getLogger(__name__)
 mdm = Blueprint("mdm", __name__, url_prefix="/mdm")
 
 ENROLLMENT_CONTENT_TYPE = "application/x-apple-aspen-config"
+# The verifier parses Mdm-Signature with asn1crypto, which sets each class up lazily on first use
+# without a lock: two threads of a fresh worker parsing at once could see a half-built class and
+# refuse a genuine signature with 400 ("Mdm-Signature is not valid CMS: ValueError"). Verifying
+# one signature at a time per process costs little: the parse is pure Python under the GIL.
+_VERIFY_LOCK = threading.Lock()
 PLIST_CONTENT_TYPE = "application/xml; charset=utf-8"
 
 
@@ -44,6 +52,15 @@ def mdm_error(exc: MdmError):
     return _text(exc.status, str(exc))
 
 
+@mdm.errorhandler(psycopg.OperationalError)  # psycopg_pool.PoolTimeout is one too
+def database_unavailable(exc: Exception):
+    # The database is restarting or unreachable: nothing was committed; the host tries again.
+    log.warning("database unavailable; answered 503", extra={"error": exc.__class__.__name__})
+    response = _text(503, "the MDM server cannot reach its database; retry later")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 @mdm.get("/enroll")
 def enroll():
     deps = _deps()
@@ -58,7 +75,24 @@ def enroll():
 
 def _signed_body() -> tuple[bytes, object]:
     body = request.get_data(cache=False)
-    identity = _deps().verifier.verify(request.headers.get("Mdm-Signature"), body)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and request.content_length is None and len(body) >= limit:
+        # A chunked body is cut at the limit by Werkzeug without an error: refuse it here
+        # (a body with Content-Length over the limit got 413 before reaching us).
+        raise RequestEntityTooLarge()
+    with _VERIFY_LOCK:
+        try:
+            identity = _deps().verifier.verify(request.headers.get("Mdm-Signature"), body)
+        except (SignatureMissing, SignatureMalformed, SignatureInvalid):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the header is the client's; see below
+            # The verifier reads nothing but the client's header and body: what it did not
+            # expect (a signer certificate cryptography cannot load: ValueError, InvalidVersion)
+            # is still malformed input, a 400, not a 500.
+            log.warning("Mdm-Signature refused: unreadable certificate or structure",
+                        extra={"error": exc.__class__.__name__})
+            raise SignatureMalformed(f"Mdm-Signature is not valid: {exc.__class__.__name__}") \
+                from None
     return body, identity
 
 

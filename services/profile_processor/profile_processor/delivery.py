@@ -7,26 +7,28 @@ FOR UPDATE SKIP LOCKED and moved forward in the same transaction, so each is sen
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from concurrent import futures
 from datetime import UTC, datetime, timedelta
 
 from mdmscep_common import fleet_vars, mdm_commands
+from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import SecretBox
 
 from .certificates import MAX_SPREAD, renewal_due_at
 from .commander_client import CommanderClient, HostCommand
-from .rendering import CertificateAuthorityForProfile, code_hash, render_for_host
+from .rendering import CertificateAuthorityForProfile, code_hash, install_profile_command, render_for_host
 from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 500
+PER_SLOT_RATE = 5.0  # issuances per second per allowed concurrent request, when not set
+PACING_GRACE = timedelta(seconds=1)
 RENEWALS_PER_PASS = 2000
-
-
-def challenge_context(name: str) -> bytes:
-    # Must match admin-config's associated data for a CA's challenge.
-    return b"certificate_authorities.challenge:" + name.encode("utf-8")
+MAX_CACHED_TEMPLATES = 64
+ENQUEUE_THREADS = 4  # Commander calls in flight at once (one per concurrent send_due)
 
 
 class Reconciler:
@@ -44,6 +46,9 @@ class Reconciler:
         self._renewal_days = renewal_days
         self._certificate_wait = certificate_wait
         self.clock = clock  # tests move it to reach renewal dates without waiting
+        self._enqueue_pool: futures.ThreadPoolExecutor | None = None
+        self._templates: dict[bytes, fleet_vars.ProfileTemplate] = {}
+        self._enqueuer_lock = threading.Lock()
 
     def run_pass(self) -> dict[str, int]:
         """One full pass; returns counts for the log."""
@@ -54,7 +59,6 @@ class Reconciler:
                       "removed": self._store.remove_deleted(conn),
                       "no_certificate": self._store.fail_missing_certificates(
                           conn, self._certificate_wait)}
-            self._store.purge_expired_codes(conn, older_than_seconds=86_400)
         counts["renewals"] = self.start_renewals()
         sent = 0
         while (batch := self.send_due(SEND_BATCH)) > 0:
@@ -104,22 +108,79 @@ class Reconciler:
                 [r["detail"] or f"No answer from the host after {MAX_ATTEMPTS} attempts "
                  "(the one-time SCEP code expired each time)" for r in exhausted])
             due = [r for r in rows if r["attempts"] < MAX_ATTEMPTS]
-            commands, sent, codes = self._build(conn, due)
-            if commands:
-                # Inside the transaction: if queueing fails nothing is marked sent, and the
-                # Commander is idempotent on command UUIDs if the commit fails after it.
-                self._commander.enqueue(commands)
-            self._store.mark_sent(conn, sent, redeliver_after=self._code_ttl)
-            self._store.add_codes(conn, codes,
-                                  datetime.now(UTC) + timedelta(seconds=self._code_ttl))
+            install_profiles = sorted({r["profile_uuid"] for r in due
+                                       if r["operation_type"] == "install"})
+            cas = self._store.certificate_authorities_of(conn, install_profiles) \
+                if install_profiles else {}
+            due = self._pace(conn, due, cas)
+            commands, sent, codes = self._build(conn, due, cas)
+            # Inside the transaction: if queueing fails nothing is marked sent, and the
+            # Commander is idempotent on command UUIDs if the commit fails after it. The
+            # Commander queues (its own SQL) while this transaction records the sends; both
+            # must have succeeded before the commit.
+            queueing = self._enqueuer().submit(self._commander.enqueue, commands) \
+                if commands else None
+            try:
+                self._store.mark_sent(conn, sent, redeliver_after=self._code_ttl)
+                self._store.add_codes(conn, codes,
+                                      datetime.now(UTC) + timedelta(seconds=self._code_ttl))
+            except BaseException:
+                if queueing is not None:
+                    futures.wait([queueing])
+                raise
+            if queueing is not None:
+                queueing.result()
         return len(rows)
 
-    def _build(self, conn, rows):
+    def _template(self, raw: bytes) -> fleet_vars.ProfileTemplate:
+        """A profile is split at its variables once, not once per batch of hosts."""
+        template = self._templates.get(raw)
+        if template is None:
+            if len(self._templates) >= MAX_CACHED_TEMPLATES:
+                self._templates.clear()
+            template = self._templates[raw] = fleet_vars.ProfileTemplate(raw)
+        return template
+
+    def _enqueuer(self) -> futures.ThreadPoolExecutor:
+        with self._enqueuer_lock:
+            if self._enqueue_pool is None:
+                self._enqueue_pool = futures.ThreadPoolExecutor(
+                    ENQUEUE_THREADS, thread_name_prefix="commander-enqueue")
+            return self._enqueue_pool
+
+    def _pace(self, conn, rows, cas):
+        """Spread SCEP deliveries so each CA sees at most its issuance rate (its
+        max_issuance_per_second, else PER_SLOT_RATE per allowed concurrent request), across
+        every replica. Deliveries whose turn is later wait, saying so in their detail."""
+        send_now, by_ca = [], {}
+        for row in rows:
+            profile_cas = cas.get(row["profile_uuid"]) if row["operation_type"] == "install" else None
+            if not profile_cas or row["paced_until"] is not None:
+                send_now.append(row)  # not a SCEP delivery, or its slot was reserved earlier
+                continue
+            ca = profile_cas[0]
+            by_ca.setdefault(ca["id"], (ca, []))[1].append(row)
+        waiting = []
+        for ca, group in by_ca.values():
+            rate = ca["max_issuance_per_second"] or PER_SLOT_RATE * ca["max_concurrent_requests"]
+            start, now = self._store.reserve_issuance(conn, ca["id"], len(group), rate)
+            for i, row in enumerate(group):
+                at = start + timedelta(seconds=i / rate)
+                if at <= now + PACING_GRACE:
+                    send_now.append(row)
+                else:
+                    wait = (at - now).total_seconds()
+                    waiting.append((row["host_uuid"], row["profile_uuid"], at,
+                                    f"Waiting for its turn at certificate authority {ca['name']} "
+                                    f"(about {wait:.0f} s; at most {rate:g} certificates/s)"))
+        self._store.postpone(conn, waiting)
+        return send_now
+
+    def _build(self, conn, rows, cas):
         installs = [r for r in rows if r["operation_type"] == "install"]
         profile_uuids = sorted({r["profile_uuid"] for r in installs})
         desired = self._store.desired(conn, profile_uuids) if installs else {}
-        cas = self._store.certificate_authorities_of(conn, profile_uuids) if installs else {}
-        templates = {uuid: fleet_vars.ProfileTemplate(p["raw"]) for uuid, p in desired.items()}
+        templates = {uuid: self._template(p["raw"]) for uuid, p in desired.items()}
         challenges = {uuid: [CertificateAuthorityForProfile(
             ca["name"], self._secrets.decrypt(ca["challenge_encrypted"], challenge_context(ca["name"])))
             for ca in cas.get(uuid, [])] for uuid in profile_uuids}
@@ -136,7 +197,7 @@ class Reconciler:
                 rendered = render_for_host(templates[row["profile_uuid"]], row["host_uuid"],
                                            row["profile_uuid"], challenges[row["profile_uuid"]],
                                            self._proxy_public_url)
-                payload = mdm_commands.install_profile(command_uuid, rendered.payload)
+                payload = install_profile_command(command_uuid, rendered.payload)
                 request_type, revision = mdm_commands.INSTALL_PROFILE, profile["revision"]
                 codes += [(code_hash(code), row["host_uuid"], row["profile_uuid"], ca_name,
                            command_uuid) for ca_name, code in rendered.codes]
@@ -161,7 +222,10 @@ def queue_profile_lists(conn, store: DeliveryStore, commander: CommanderClient,
     if not hosts:
         return 0
     by_host = {h: mdm_commands.new_command_uuid() for h in hosts}
-    commands = [HostCommand(h, c, mdm_commands.PROFILE_LIST, mdm_commands.profile_list(c))
+    # A host that never answers keeps one ProfileList queued, not one per check.
+    previous = store.previous_verify_commands(conn, hosts)
+    commands = [HostCommand(h, c, mdm_commands.PROFILE_LIST, mdm_commands.profile_list(c),
+                            previous.get(h, ""))
                 for h, c in by_host.items()]
     for host in sorted(store.has_scep_deliveries(conn, hosts)):
         command_uuid = mdm_commands.new_command_uuid()

@@ -13,11 +13,14 @@ from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks
 from mdmscep_common.logs import configure_logging
+from mdmscep_common.metrics import serve_metrics
+from mdmscep_common.retention import pruning_task
 from mdmscep_common.settings import Settings, load_settings_or_exit
 
 from .authority import ProfileAuthorityServicer, ScepAuthority
 from .commander_client import CommanderClient
 from .delivery import Reconciler
+from .operations import observed_pass, scep_code_rules
 from .results import ResultHandler
 from .store import DeliveryStore
 
@@ -45,7 +48,7 @@ class ReconcileLoop:
             self._wake.clear()
             wait = self._interval
             try:
-                self.reconciler.run_pass()
+                observed_pass(self.reconciler.run_pass)
                 wait = self.reconciler.seconds_until_due(self._interval)
             except Exception:
                 log.exception("reconcile pass failed")
@@ -60,7 +63,7 @@ class ReconcileLoop:
 def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthority, CommanderClient]:
     store = DeliveryStore()
     commander = CommanderClient(settings.mdm_grpc_addr)
-    reconciler = Reconciler(db, store, commander, SecretBox(settings.server_private_key),
+    reconciler = Reconciler(db, store, commander, SecretBox.from_settings(settings),
                             settings.scep_proxy_public_url, settings.scep_code_ttl,
                             settings.profile_verify_interval, settings.profile_renewal_days,
                             settings.certificate_wait)
@@ -74,16 +77,20 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
             loop.trigger()  # a retry may now be due
         elif key == bus.SCEP_RESULT:
             results.scep_result(body)
-        elif key == bus.HOST_CHECKED_OUT:
+        elif key in (bus.HOST_CHECKED_OUT, bus.HOST_DELETED):
             results.host_checked_out(body)
+        elif key == bus.DELIVERY_RESEND:
+            results.resend(body)
+            loop.trigger()
         elif key in (bus.CONFIG_CHANGED, bus.HOST_ENROLLED):
             loop.trigger()
         else:
             raise bus.PoisonMessage(f"unexpected routing key {key}")
 
     queue = bus.durable_queue(EVENTS_QUEUE, [bus.CONFIG_CHANGED, bus.HOST_ENROLLED,
-                                             bus.HOST_CHECKED_OUT, bus.COMMAND_RESULT,
-                                             bus.SCEP_RESULT])
+                                             bus.HOST_CHECKED_OUT, bus.HOST_DELETED,
+                                             bus.COMMAND_RESULT, bus.SCEP_RESULT,
+                                             bus.DELIVERY_RESEND])
     worker = bus.Worker(settings.amqp_url, {EVENTS_QUEUE: (queue, on_event)}, prefetch=32)
     return loop, worker, ScepAuthority(db), commander
 
@@ -98,17 +105,23 @@ def main() -> None:
     server.add(profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server,
                ProfileAuthorityServicer(authority))
     server.start()
+    metrics_server = serve_metrics(settings.processor_metrics_port, settings.http_bind_address)
+    pruning = pruning_task(db, scep_code_rules(settings.scep_code_retention_days),
+                           settings.prune_interval, settings.prune_batch_size).start()
     threads = [threading.Thread(target=loop.run, name="reconcile"),
                threading.Thread(target=worker.run, name="consumer")]
     for thread in threads:
         thread.start()
 
     def stop():
+        pruning.stop()
         worker.stop()
         loop.stop()
         for thread in threads:
             thread.join(30)
         server.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         commander.close()
         db.close()
     run_until_signal(stop)

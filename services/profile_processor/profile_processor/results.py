@@ -18,6 +18,8 @@ from .store import MAX_ATTEMPTS, DeliveryStore
 log = logging.getLogger(__name__)
 
 FAILURE_STATUSES = {"Error", "CommandFormatError"}
+CA_FAILURES = {"scep_failure": "with a SCEP failure", "upstream_error": "with a server error",
+               "timeout": "too late (timeout)"}
 
 
 def error_text(event: dict[str, Any]) -> str:
@@ -72,16 +74,27 @@ class ResultHandler:
                                    acknowledged_at=_now(conn))
                 queue_profile_lists(conn, self._store, self._commander, [host])
             elif status in FAILURE_STATUSES:
-                text = error_text(event)
-                if row["attempts"] >= MAX_ATTEMPTS:
-                    self._store.update(conn, host, profile, status="failed", detail=text)
-                    log.info("delivery failed", extra={"host_uuid": host, "profile_uuid": profile})
-                else:
-                    delay = self._retry_backoff * 2 ** (row["attempts"] - 1)
-                    self._store.update(
-                        conn, host, profile, detail=f"Attempt {row['attempts']} of {MAX_ATTEMPTS} "
-                        f"failed, retrying: {text}",
-                        next_attempt_at=_seconds_from_now(conn, delay))
+                self._attempt_failed(conn, row, error_text(event), from_ca=False)
+
+    def _attempt_failed(self, conn, row: dict[str, Any], text: str, from_ca: bool) -> None:
+        """One attempt failed (the host's error, or the CA's answer to its PKIOperation): retry
+        with a new code after backoff while attempts remain, else `failed`. The final detail
+        keeps the CA's answer next to the host's words."""
+        host, profile = row["host_uuid"], row["profile_uuid"]
+        fields: dict[str, Any] = {}
+        if from_ca:
+            fields["ca_answer"] = text
+        elif row.get("ca_answer"):
+            text = f"{text} — {row['ca_answer']}"
+        if row["attempts"] >= MAX_ATTEMPTS:
+            self._store.update(conn, host, profile, status="failed", detail=text[:2000], **fields)
+            log.info("delivery failed", extra={"host_uuid": host, "profile_uuid": profile})
+            return
+        delay = self._retry_backoff * 2 ** (row["attempts"] - 1)
+        self._store.update(conn, host, profile, **fields,
+                           detail=f"Attempt {row['attempts']} of {MAX_ATTEMPTS} failed, retrying: "
+                                  f"{text}"[:2000],
+                           next_attempt_at=_seconds_from_now(conn, delay))
 
     def _profile_list(self, host_uuid: str, command_uuid: str, status: str,
                       event: dict[str, Any]) -> None:
@@ -133,19 +146,34 @@ class ResultHandler:
         with self._db.transaction() as conn:
             self._store.drop_host(conn, host_uuid)
 
+    def resend(self, event: dict[str, Any]) -> None:
+        """An admin asked for a fresh delivery (one host, or every failed host of a profile)."""
+        profile = event.get("profile_uuid")
+        host = event.get("host_uuid")
+        if not isinstance(profile, str) or (host is not None and not isinstance(host, str)):
+            raise PoisonMessage("delivery.resend without profile_uuid")
+        with self._db.transaction() as conn:
+            count = self._store.resend(conn, profile, host, only_failed=bool(event.get("only_failed")))
+        log.info("re-send requested", extra={"profile_uuid": profile, "deliveries": count})
+
     def scep_result(self, event: dict[str, Any]) -> None:
-        """The CA's answer to a host's PKIOperation. A refusal is kept in the detail so the admin
-        sees the CA's words even before the host reports its error."""
+        """The CA's answer to a host's PKIOperation. A refusal (SCEP FAILURE with its failInfo),
+        a 5xx or a timeout uses up the attempt: the profile is re-sent with a new code after
+        backoff, within the same budget of attempts as device errors."""
         host, profile = event.get("host_uuid"), event.get("profile_uuid")
         if not isinstance(host, str) or not isinstance(profile, str):
             raise PoisonMessage("scep.result without host_uuid/profile_uuid")
-        if event.get("outcome") == "issued":
+        outcome = event.get("outcome")
+        if outcome not in CA_FAILURES:
             return
-        detail = (f"The certificate authority {event.get('ca_name', '')} answered: "
-                  f"{event.get('outcome', '')} {event.get('fail_info', '')} "
-                  f"{event.get('detail', '')}").strip()
+        fail_info = f" failInfo {event['fail_info']}" if event.get("fail_info") else ""
+        text = (f"The certificate authority {event.get('ca_name', '')} answered "
+                f"{CA_FAILURES[outcome]}{fail_info}: {event.get('detail', '')}").strip(" :")
         with self._db.transaction() as conn:
-            self._store.note_pending_detail(conn, host, profile, detail[:2000])
+            row = self._store.delivery(conn, host, profile)
+            if row is None or row["status"] != "pending" or row["operation_type"] != "install":
+                return
+            self._attempt_failed(conn, row, text, from_ca=True)
 
 
 def _now(conn):

@@ -1,5 +1,6 @@
 """profile-processor's SQL: host_profiles and scep_codes (owned), and reads of the tables other
-services own (profiles and CAs of admin-config, hosts of mdm-endpoint). One query per batch."""
+services own (profiles and CAs of admin-config, hosts of mdm-endpoint). One query per batch; the
+arrays of the per-batch statements of a delivery go in binary (%b), which spares their quoting."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class DeliveryStore:
         replica holds are skipped, so no delivery is sent twice."""
         return conn.execute(
             """SELECT host_uuid, profile_uuid, operation_type, identifier, attempts, command_uuid,
-                      detail
+                      detail, paced_until
                FROM host_profiles WHERE status = 'pending' AND next_attempt_at <= now()
                ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED""", (limit,)).fetchall()
 
@@ -87,7 +88,8 @@ class DeliveryStore:
     def certificate_authorities_of(self, conn: psycopg.Connection,
                                    profile_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
         rows = conn.execute(
-            """SELECT pc.profile_uuid, ca.id, ca.name, ca.url, ca.challenge_encrypted
+            """SELECT pc.profile_uuid, ca.id, ca.name, ca.url, ca.challenge_encrypted,
+                      ca.max_concurrent_requests, ca.max_issuance_per_second
                FROM profile_certificate_authorities pc
                JOIN certificate_authorities ca ON ca.id = pc.ca_id
                WHERE pc.profile_uuid = ANY(%s)""", (profile_uuids,)).fetchall()
@@ -112,8 +114,9 @@ class DeliveryStore:
             conn.execute(
                 """UPDATE host_profiles hp SET command_uuid = s.command_uuid, revision = s.revision,
                           attempts = hp.attempts + 1, sent_at = now(), updated_at = now(),
+                          paced_until = NULL, ca_answer = NULL,
                           next_attempt_at = now() + make_interval(secs => %s)
-                   FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+                   FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
                         AS s(host_uuid, profile_uuid, command_uuid, revision)
                    WHERE hp.host_uuid = s.host_uuid AND hp.profile_uuid = s.profile_uuid""",
                 (redeliver_after, [s["host_uuid"] for s in sent], [s["profile_uuid"] for s in sent],
@@ -126,19 +129,40 @@ class DeliveryStore:
                 """INSERT INTO scep_codes (code_sha256, host_uuid, profile_uuid, ca_name,
                                            command_uuid, expires_at)
                    SELECT c.sha, c.host_uuid, c.profile_uuid, c.ca_name, c.command_uuid, %s
-                   FROM unnest(%s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[])
+                   FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[])
                         AS c(sha, host_uuid, profile_uuid, ca_name, command_uuid)""",
                 (expires_at, [c[0] for c in codes], [c[1] for c in codes], [c[2] for c in codes],
                  [c[3] for c in codes], [c[4] for c in codes]))
+
+    def reserve_issuance(self, conn: psycopg.Connection, ca_id: int, count: int,
+                         per_second: float) -> tuple[datetime, datetime]:
+        """Take `count` issuance slots of a CA, shared by every processor replica: returns when
+        the first one starts, and the database's now."""
+        conn.execute("INSERT INTO ca_pacing (ca_id) VALUES (%s) ON CONFLICT DO NOTHING", (ca_id,))
+        row = conn.execute(
+            """UPDATE ca_pacing SET next_slot_at = GREATEST(next_slot_at, now())
+                                                 + make_interval(secs => %(span)s)
+               WHERE ca_id = %(ca)s
+               RETURNING next_slot_at - make_interval(secs => %(span)s) AS start, now() AS now""",
+            {"span": count / per_second, "ca": ca_id}).fetchone()
+        return row["start"], row["now"]
+
+    def postpone(self, conn: psycopg.Connection, waiting: list[tuple[str, str, datetime, str]]) -> None:
+        """Deliveries waiting for their issuance slot: sent at that time, without another."""
+        if waiting:
+            conn.execute(
+                """UPDATE host_profiles hp SET next_attempt_at = w.at, paced_until = w.at,
+                          detail = w.detail, updated_at = now()
+                   FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
+                        AS w(host_uuid, profile_uuid, at, detail)
+                   WHERE hp.host_uuid = w.host_uuid AND hp.profile_uuid = w.profile_uuid""",
+                ([w[0] for w in waiting], [w[1] for w in waiting], [w[2] for w in waiting],
+                 [w[3] for w in waiting]))
 
     def next_due_at(self, conn: psycopg.Connection) -> datetime | None:
         row = conn.execute("SELECT min(next_attempt_at) AS at FROM host_profiles "
                            "WHERE status = 'pending'").fetchone()
         return row["at"]
-
-    def purge_expired_codes(self, conn: psycopg.Connection, older_than_seconds: float) -> int:
-        return conn.execute("DELETE FROM scep_codes WHERE expires_at < now() - make_interval(secs => %s)",
-                            (older_than_seconds,)).rowcount
 
     # -- verification --------------------------------------------------------------------------
 
@@ -156,6 +180,13 @@ class DeliveryStore:
                LIMIT %(limit)s""", {"v": verify_interval, "lost": lost_after, "limit": limit}).fetchall()
         return [r["host_uuid"] for r in rows]
 
+    def previous_verify_commands(self, conn: psycopg.Connection, hosts: list[str]) -> dict[str, str]:
+        rows = conn.execute(
+            """SELECT DISTINCT ON (host_uuid) host_uuid, verify_command_uuid FROM host_profiles
+               WHERE host_uuid = ANY(%s) AND verify_command_uuid IS NOT NULL
+               ORDER BY host_uuid, verify_requested_at DESC NULLS LAST""", (hosts,)).fetchall()
+        return {r["host_uuid"]: r["verify_command_uuid"] for r in rows}
+
     def verification_requested(self, conn: psycopg.Connection, host_commands: dict[str, str]) -> None:
         if host_commands:
             conn.execute(
@@ -170,8 +201,16 @@ class DeliveryStore:
 
     def delivery_for_command(self, conn: psycopg.Connection, command_uuid: str) -> dict[str, Any] | None:
         return conn.execute(
-            """SELECT host_uuid, profile_uuid, operation_type, status, attempts, identifier
+            """SELECT host_uuid, profile_uuid, operation_type, status, attempts, identifier,
+                      ca_answer, command_uuid
                FROM host_profiles WHERE command_uuid = %s FOR UPDATE""", (command_uuid,)).fetchone()
+
+    def delivery(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str) -> dict[str, Any] | None:
+        return conn.execute(
+            """SELECT host_uuid, profile_uuid, operation_type, status, attempts, identifier,
+                      ca_answer, command_uuid
+               FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s FOR UPDATE""",
+            (host_uuid, profile_uuid)).fetchone()
 
     def update(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str, **fields: Any) -> None:
         columns = ", ".join(f"{name} = %({name})s" for name in fields)
@@ -280,6 +319,18 @@ class DeliveryStore:
         from psycopg.types.json import Jsonb
         conn.execute("INSERT INTO activities (type, actor, details) VALUES (%s, %s, %s)",
                      (type_, "profile-processor", Jsonb(details)))
+
+    def resend(self, conn: psycopg.Connection, profile_uuid: str, host_uuid: str | None,
+               only_failed: bool) -> int:
+        """A fresh delivery with a new budget of attempts (the queued command, if any, is
+        replaced when it is sent)."""
+        return conn.execute(
+            """UPDATE host_profiles SET status = 'pending', attempts = 0, detail = '',
+                      next_attempt_at = now(), updated_at = now()
+               WHERE profile_uuid = %(p)s AND operation_type = 'install'
+                 AND (%(h)s::text IS NULL OR host_uuid = %(h)s)
+                 AND (NOT %(failed)s OR status = 'failed')""",
+            {"p": profile_uuid, "h": host_uuid, "failed": only_failed}).rowcount
 
     def note_pending_detail(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str,
                             detail: str) -> None:

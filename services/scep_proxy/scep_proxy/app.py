@@ -11,12 +11,12 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.http import register_healthz
+from mdmscep_common.http import register_healthz, register_metrics
 from mdmscep_common.settings import Settings
 
 from .authority import Authority, CachingAuthority, ProfileAuthorityClient
 from .cache import TtlCache
-from .limits import CaLimiter
+from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
 from .outcomes import Publisher
 from .proxy import TEXT_PLAIN, ScepProxy
@@ -44,7 +44,7 @@ class ProxyParts:
 
 
 def build_proxy(settings: Settings, publisher: Publisher, authority: Authority | None = None,
-                metrics: ProxyMetrics | None = None) -> ProxyParts:
+                metrics: ProxyMetrics | None = None, limiter=None) -> ProxyParts:
     closers = []
     if authority is None:
         client = ProfileAuthorityClient(settings.processor_grpc_addr)
@@ -57,7 +57,8 @@ def build_proxy(settings: Settings, publisher: Publisher, authority: Authority |
         authority=CachingAuthority(authority),
         upstream=Upstream(http_client, settings.scep_upstream_timeout),
         answers=TtlCache(settings.scep_proxy_cache_ttl, MAX_CACHED_ANSWERS),
-        limiter=CaLimiter(settings.scep_proxy_ca_concurrency, settings.scep_proxy_queue_timeout),
+        limiter=limiter or CaLimiter(settings.scep_proxy_ca_concurrency,
+                                     settings.scep_proxy_queue_timeout),
         publisher=publisher,
         metrics=metrics or ProxyMetrics())
     return ProxyParts(proxy, closers)
@@ -73,11 +74,8 @@ def create_app(proxy: ScepProxy, health: HealthChecks) -> Flask:
     app.extensions["scep_proxy"] = proxy
     app.register_blueprint(scep_routes)
     register_healthz(app, health)
-
-    @app.get("/metrics")
-    def metrics():
-        body, content_type = proxy.metrics.exposition()
-        return Response(body, content_type=content_type)
+    # The proxy's own metrics (per CA and operation) follow the shared HTTP/bus ones.
+    register_metrics(app, extra=[proxy.metrics])
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -100,11 +98,16 @@ def create_production_app(settings: Settings) -> Flask:
     from mdmscep_common.health import dependency_checks
 
     from .config_events import ConfigListener
+    from .outcome_metrics import CountingPublisher
     from .outcomes import BackgroundPublisher
 
     db = Database(settings.database_url, max_size=2, name="scep-proxy").open()
-    publisher = BackgroundPublisher(BusPublisher(settings.amqp_url))
-    parts = build_proxy(settings, publisher)
+    publisher = CountingPublisher(BackgroundPublisher(BusPublisher(settings.amqp_url)))
+    # Fleet-wide per-CA limit (every replica shares the slots) and per-CA statistics.
+    limiter = FleetCaLimiter(settings.database_url, settings.scep_proxy_ca_concurrency,
+                             settings.scep_proxy_queue_timeout, settings.http_threads)
+    parts = build_proxy(settings, publisher, limiter=limiter)
+    parts.closers.append(limiter.close)
     listener = ConfigListener(settings.amqp_url, parts.proxy.forget_ca).start()
     # A gunicorn worker leaves through sys.exit after draining: flush queued scep.result events.
     parts.closers = [db.close, publisher.close, listener.stop, *parts.closers]

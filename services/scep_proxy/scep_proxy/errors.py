@@ -54,6 +54,12 @@ class Busy(ProxyError):
         super().__init__(reason, ca_name, retry_after=RETRY_AFTER_SECONDS)
 
 
+class TooManyRequests(ProxyError):
+    """This host id had too many requests refused lately (host_limits.py); nothing was asked."""
+
+    status = 429
+
+
 class AuthorityUnavailable(ProxyError):
     """The profile-processor did not answer AuthorizeScep."""
 

@@ -7,11 +7,16 @@ authorized) URLs cannot grow memory.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
 
+from mdmscep_common.ca_keys import slot_lock_class
+
 from .errors import Busy
+
+log = logging.getLogger(__name__)
 
 
 class CaLimiter:
@@ -47,3 +52,104 @@ class CaLimiter:
                 else:
                     del self._in_flight[ca_name]
                 self._changed.notify_all()
+
+    def record(self, ca_name: str, outcome: str, latency_ms: float) -> None:
+        """Statistics are kept by the fleet-wide limiter only."""
+
+
+class FleetCaLimiter:
+    """Per-CA limit of PKIOperation requests in flight across every proxy replica.
+
+    Each in-flight request holds one PostgreSQL session advisory lock (CA class, slot number) on
+    a pooled connection for as long as the CA works on it. The CA's `max_concurrent_requests`
+    (admin API) says how many slots exist. Nothing to clean up: a replica that dies loses its
+    connections, and PostgreSQL releases their locks with them. Outcomes are recorded per CA for
+    the admin's statistics.
+    """
+
+    def __init__(self, dsn: str, default_limit: int, queue_timeout: float, max_connections: int,
+                 limit_ttl: float = 5.0):
+        from psycopg_pool import ConnectionPool
+
+        self._pool = ConnectionPool(dsn, min_size=0, max_size=max(1, max_connections), open=True,
+                                    kwargs={"autocommit": True, "connect_timeout": 5},
+                                    check=ConnectionPool.check_connection, name="scep-proxy-slots")
+        self._default = default_limit
+        self._queue_timeout = queue_timeout
+        self._limit_ttl = limit_ttl
+        self._limits: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+
+    def limit_for(self, ca_name: str) -> int:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._limits.get(ca_name)
+        if cached and cached[0] > now:
+            return cached[1]
+        with self._pool.connection(timeout=5) as conn:
+            row = conn.execute("SELECT max_concurrent_requests FROM certificate_authorities "
+                               "WHERE name = %s", (ca_name,)).fetchone()
+        limit = max(1, row[0]) if row else self._default
+        with self._lock:
+            if len(self._limits) > 1024:
+                self._limits.clear()
+            self._limits[ca_name] = (now + self._limit_ttl, limit)
+        return limit
+
+    def in_flight(self, ca_name: str) -> int:
+        with self._lock:
+            return self._in_flight.get(ca_name, 0)
+
+    @contextlib.contextmanager
+    def slot(self, ca_name: str) -> Iterator[None]:
+        deadline = time.monotonic() + self._queue_timeout
+        limit = self.limit_for(ca_name)
+        key = slot_lock_class(ca_name)
+        try:
+            conn = self._pool.getconn(timeout=max(0.1, self._queue_timeout))
+        except Exception:  # noqa: BLE001 - PoolTimeout or database down: the same answer
+            raise Busy("no connection to take a slot for this CA; retry later", ca_name) from None
+        held = None
+        try:
+            pause = 0.02
+            while held is None:
+                row = conn.execute(
+                    "SELECT s FROM generate_series(0, %s - 1) AS s "
+                    "WHERE pg_try_advisory_lock(%s, s) LIMIT 1", (limit, key)).fetchone()
+                if row is not None:
+                    held = row[0]
+                    break
+                if time.monotonic() >= deadline:
+                    raise Busy(f"{limit} requests to this CA are in flight; retry later", ca_name)
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 1.5, 0.25)
+            with self._lock:
+                self._in_flight[ca_name] = self._in_flight.get(ca_name, 0) + 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    left = self._in_flight[ca_name] - 1
+                    if left:
+                        self._in_flight[ca_name] = left
+                    else:
+                        del self._in_flight[ca_name]
+        finally:
+            if held is not None:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, held))
+                except Exception:  # noqa: BLE001 - a broken connection released the lock already
+                    log.warning("could not release a CA slot; the connection is dropped")
+            self._pool.putconn(conn)
+
+    def record(self, ca_name: str, outcome: str, latency_ms: float) -> None:
+        try:
+            with self._pool.connection(timeout=2) as conn:
+                conn.execute("INSERT INTO ca_requests (ca_name, outcome, latency_ms) "
+                             "VALUES (%s, %s, %s)", (ca_name, outcome, latency_ms))
+        except Exception:  # noqa: BLE001 - statistics never break a host's request
+            log.warning("could not record a CA request outcome", extra={"ca": ca_name})
+
+    def close(self) -> None:
+        self._pool.close()

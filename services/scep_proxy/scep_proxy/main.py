@@ -13,6 +13,7 @@ from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks
 from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
+from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.settings import load_settings_or_exit
 
 from .app import create_production_app
@@ -40,9 +41,13 @@ def run_grpc(settings) -> None:
     server.add(scep_gateway_pb2_grpc.add_ScepGatewayServicer_to_server,
                ScepGatewayServicer(client, settings.scep_probe_timeout))
     server.start()
+    metrics_server = serve_metrics(settings.scep_proxy_grpc_metrics_port,
+                                   settings.http_bind_address)
 
     def stop():
         server.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         client.close()
         db.close()
     run_until_signal(stop)

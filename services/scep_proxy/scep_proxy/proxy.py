@@ -10,13 +10,24 @@ a ProxyError (errors.py) carrying the status. Policies follow CONTRACT.md §5.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from . import scep_protocol as scep
 from .authority import Authority, Authorization
 from .cache import TtlCache
-from .errors import BadGateway, BadRequest, GatewayTimeout, NotAllowed, PayloadTooLarge, ProxyError
-from .limits import CaLimiter
+from .errors import (
+    BadGateway,
+    BadRequest,
+    Busy,
+    GatewayTimeout,
+    NotAllowed,
+    PayloadTooLarge,
+    ProxyError,
+    Refused,
+)
+from .host_limits import HostRefusalLimiter
+from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
 from .outcomes import Publisher, ScepOutcome, outcome_of_answer, outcome_of_failure, publish_outcome
 from .upstream import CaAnswer, Upstream, UpstreamFailure, UpstreamTimeout
@@ -110,8 +121,11 @@ def map_failure(failure: UpstreamFailure, ca_name: str) -> ProxyError:
 
 class ScepProxy:
     def __init__(self, authority: Authority, upstream: Upstream, answers: TtlCache[AnswerKey, Answer],
-                 limiter: CaLimiter, publisher: Publisher, metrics: ProxyMetrics):
+                 limiter: CaLimiter | FleetCaLimiter, publisher: Publisher, metrics: ProxyMetrics,
+                 host_limiter: HostRefusalLimiter | None = None):
         self._authority = authority
+        # Refused requests per host id (guessed or replayed codes): 429 once used up.
+        self._host_limiter = host_limiter or HostRefusalLimiter()
         self._upstream = upstream
         self._answers = answers
         self._limiter = limiter
@@ -124,9 +138,14 @@ class ScepProxy:
         except scep.MalformedId as exc:
             raise BadRequest(str(exc), scep.ca_name_hint(request.raw_id)) from None
         operation = check_operation(request.operation, request.method, scep_id.ca_name)
-        if operation == scep.PKI_OPERATION:
-            return self._pki_operation(scep_id, request)
-        return self._ca_information(scep_id, operation, request.message)
+        self._host_limiter.check(scep_id.host_uuid, scep_id.ca_name)
+        try:
+            if operation == scep.PKI_OPERATION:
+                return self._pki_operation(scep_id, request)
+            return self._ca_information(scep_id, operation, request.message)
+        except Refused:
+            self._host_limiter.refused(scep_id.host_uuid, scep_id.ca_name)
+            raise
 
     def forget_ca(self, ca_name: str | None) -> None:
         """Drop cached answers (of one CA, or all): its configuration changed."""
@@ -159,7 +178,14 @@ class ScepProxy:
     def _pki_operation(self, scep_id: scep.ProxyId, request: ScepRequest) -> Answer:
         message = pki_message(request, scep_id.ca_name)
         # The slot is taken before AuthorizeScep: a request refused for lack of one keeps its code.
-        with self._limiter.slot(scep_id.ca_name):
+        try:
+            slot = self._limiter.slot(scep_id.ca_name)
+            slot.__enter__()  # noqa: PLC2801 - released in the finally below
+        except Busy:
+            self._limiter.record(scep_id.ca_name, "busy", 0.0)
+            raise
+        started = time.monotonic()
+        try:
             authorization = self._authority.authorize(scep_id, scep.PKI_OPERATION)
             try:
                 answer = self._forward(authorization, scep.PKI_OPERATION,
@@ -168,12 +194,19 @@ class ScepProxy:
                 failure = exc
             else:
                 failure = None
+        finally:
+            slot.__exit__(None, None, None)
+        latency_ms = (time.monotonic() - started) * 1000
         if failure is not None:
-            self._report(outcome_of_failure(scep_id, failure.status, failure.reason,
-                                            timed_out=isinstance(failure, GatewayTimeout)))
+            outcome = outcome_of_failure(scep_id, failure.status, failure.reason,
+                                         timed_out=isinstance(failure, GatewayTimeout))
+        else:
+            outcome = outcome_of_answer(scep_id, CaAnswer(answer.status, answer.content_type,
+                                                          answer.body))
+        self._report(outcome)
+        self._limiter.record(scep_id.ca_name, outcome.outcome, latency_ms)
+        if failure is not None:
             raise failure
-        self._report(outcome_of_answer(scep_id, CaAnswer(answer.status, answer.content_type,
-                                                         answer.body)))
         return answer
 
     def _send_pki(self, authorization: Authorization, method: str, message: bytes) -> CaAnswer:

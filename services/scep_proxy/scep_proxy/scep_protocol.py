@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -14,6 +15,14 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 CA_CERT_TYPE = "application/x-x509-ca-cert"
 CA_RA_CERT_TYPE = "application/x-x509-ca-ra-cert"
+
+
+# asn1crypto sets each class up lazily on first use (Sequence._setup, ValueMap._setup) without a
+# lock: two threads parsing a kind of structure for the first time at once can see a half-built
+# class and fail with ValueError ("... value, v1, is not present in the _map"), so a well-formed
+# message would be refused. Every asn1crypto parse in this process goes through this lock; the
+# parsing is pure Python (it holds the GIL anyway), so the lock costs next to nothing.
+ASN1_LOCK = threading.Lock()
 
 
 class NoCertificates(ValueError):
@@ -42,9 +51,11 @@ def _certs_only_pkcs7(body: bytes) -> list[x509.Certificate]:
     except ValueError:
         pass
     # Some CAs wrap the degenerate SignedData oddly; asn1crypto is more forgiving.
-    info = cms.ContentInfo.load(body)
-    signed = info["content"]
-    return [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"]]
+    with ASN1_LOCK:
+        info = cms.ContentInfo.load(body)
+        signed = info["content"]
+        ders = [c.chosen.dump() for c in signed["certificates"]]
+    return [x509.load_der_x509_certificate(der) for der in ders]
 
 
 def parse_ca_certificates(body: bytes, content_type: str) -> list[x509.Certificate]:
@@ -177,6 +188,11 @@ def _signed_attribute(body: bytes, oids: tuple[str, ...]) -> dict[str, str]:
     Only the structure is read; the signature is the CA's business (it has the keys)."""
     if not body:
         raise MalformedMessage("the message is empty")
+    with ASN1_LOCK:
+        return _signed_attribute_unlocked(body, oids)
+
+
+def _signed_attribute_unlocked(body: bytes, oids: tuple[str, ...]) -> dict[str, str]:
     try:
         info = cms.ContentInfo.load(body, strict=True)
         if info["content_type"].native != "signed_data":

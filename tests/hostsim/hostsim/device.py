@@ -9,6 +9,7 @@ import logging
 import os
 import plistlib
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from . import scep
 
 log = logging.getLogger(__name__)
+
+IDENTITY_ATTEMPTS = 4
 
 
 @dataclass
@@ -107,10 +110,18 @@ class SimulatedHost:
         identity = payloads["com.apple.security.scep"]["PayloadContent"]
         mdm = payloads["com.apple.mdm"]
         self.topic = mdm["Topic"]
-        # Named after the UDID so concurrent enrollments do not collide on one DN at the CA.
-        enrolled = scep.enroll(identity["URL"], identity["Challenge"],
-                               [[["CN", self.udid]], [["O", "mdmscep simulated host"]]],
-                               identity.get("Keysize", 2048), self.workdir)
+        # Named after the UDID so concurrent enrollments do not collide on one DN at the CA; a
+        # device retries a failed enrollment (micromdm's scepserver races under concurrency).
+        for attempt in range(IDENTITY_ATTEMPTS):
+            try:
+                enrolled = scep.enroll(identity["URL"], identity["Challenge"],
+                                       [[["CN", self.udid]], [["O", "mdmscep simulated host"]]],
+                                       identity.get("Keysize", 2048), self.workdir)
+                break
+            except scep.ScepEnrollmentFailed:
+                if attempt + 1 == IDENTITY_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         self.identity_cert = enrolled.certificate
         self.identity_key = scep.load_key(enrolled.key_pem)
         self.checkin({"MessageType": "Authenticate", "Topic": self.topic,

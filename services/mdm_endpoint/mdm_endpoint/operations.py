@@ -1,0 +1,70 @@
+"""What keeps mdm-endpoint's tables small and its credentials watched: the retention of finished
+commands (commands is this service's table), and the checks of the push certificate and the
+device identity CA, the two certificates this service reads from files."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from mdmscep_common import bus
+from mdmscep_common.credentials import (
+    IDENTITY_CA,
+    PUSH_CERTIFICATE,
+    Credential,
+    CredentialMonitor,
+    credentials_from_file,
+)
+from mdmscep_common.retention import RetentionRule, days
+from mdmscep_common.settings import Settings
+from mdmscep_common.timefmt import rfc3339
+
+log = logging.getLogger(__name__)
+
+FINISHED_STATUSES = ("acknowledged", "error", "command_format_error")
+
+
+def command_rules(retention_days: float) -> list[RetentionRule]:
+    """Finished commands (and their results) `retention_days` after the host answered, and
+    commands replaced before they were sent, `retention_days` after they were queued. A queued,
+    sent-but-unanswered or NotNow'd command never matches."""
+    statuses = ", ".join(f"'{s}'" for s in FINISHED_STATUSES)
+    return [
+        RetentionRule("commands", f"status IN ({statuses}) AND completed_at < %(cutoff)s",
+                      days(retention_days)),
+        RetentionRule("commands", "status = 'replaced' AND created_at < %(cutoff)s",
+                      days(retention_days), name="commands_replaced"),
+    ]
+
+
+def credential_event(credential: Credential, now: datetime | None = None) -> dict[str, object]:
+    """Body of `credential.expiring` (admin-config records it as a `credential_expiring`
+    activity, once per certificate)."""
+    now = now or datetime.now(UTC)
+    return {"kind": credential.kind, "name": credential.name, "subject": credential.subject,
+            "not_after": rfc3339(credential.not_after),
+            "days_left": round(credential.days_left(now), 1),
+            "fingerprint": credential.fingerprint}
+
+
+def file_credential_monitor(settings: Settings, publisher) -> CredentialMonitor:
+    """APNS_CERT and MDM_IDENTITY_CA_CERTS, when set; an expiring one is published as
+    `credential.expiring` (activities belong to admin-config)."""
+    sources = {}
+    if settings.apns_cert:
+        sources[PUSH_CERTIFICATE] = lambda: credentials_from_file(
+            PUSH_CERTIFICATE, "APNS_CERT", settings.apns_cert)
+    if settings.mdm_identity_ca_certs:
+        sources[IDENTITY_CA] = lambda: credentials_from_file(
+            IDENTITY_CA, "MDM_IDENTITY_CA_CERTS", settings.mdm_identity_ca_certs, name_each=True)
+
+    declared = []
+
+    def expiring(credential: Credential) -> None:
+        if not declared:  # admin-config may never have run yet
+            with bus.connection(settings.amqp_url) as conn:
+                bus.declare_queue(conn, bus.admin_config_events_queue())
+            declared.append(True)
+        publisher.publish(bus.CREDENTIAL_EXPIRING, credential_event(credential))
+
+    return CredentialMonitor(sources, settings.credential_warning_days, expiring)

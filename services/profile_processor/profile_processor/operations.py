@@ -1,0 +1,43 @@
+"""What operators watch and what keeps profile-processor's tables small: reconcile metrics, and
+the retention of one-time SCEP codes (scep_codes is this service's table)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Histogram
+
+from mdmscep_common.metrics import PASS_BUCKETS
+from mdmscep_common.retention import RetentionRule, days
+
+RECONCILE_DURATION = Histogram("mdmscep_reconcile_pass_duration_seconds",
+                               "Time of one reconcile pass (all batches)", buckets=PASS_BUCKETS)
+RECONCILE_FAILURES = Counter("mdmscep_reconcile_pass_failures", "Reconcile passes that failed "
+                             "(retried on the next tick)")
+RECONCILE_HOST_PROFILES = Counter(
+    "mdmscep_reconcile_host_profiles", "Host-profiles handled by reconcile passes, by action "
+    "(added, sent, changed, removed, dropped, renewals, verify_requests, ...)", ["action"])
+
+
+def observed_pass(run_pass: Callable[[], dict[str, int]]) -> dict[str, int]:
+    """Run one reconcile pass, timing it and counting what it handled."""
+    started = time.perf_counter()
+    try:
+        counts = run_pass()
+    except Exception:
+        RECONCILE_FAILURES.inc()
+        raise
+    finally:
+        RECONCILE_DURATION.observe(time.perf_counter() - started)
+    for action, count in counts.items():
+        if count:
+            RECONCILE_HOST_PROFILES.labels(action).inc(count)
+    return counts
+
+
+def scep_code_rules(retention_days: float) -> list[RetentionRule]:
+    """A one-time code is kept `retention_days` after it expired (used codes too: they are dead
+    once used, and expire within SCEP_CODE_TTL anyway). A code still valid is never matched:
+    its expiry is in the future, and the cutoff in the past."""
+    return [RetentionRule("scep_codes", "expires_at < %(cutoff)s", days(retention_days))]

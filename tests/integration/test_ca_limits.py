@@ -1,0 +1,135 @@
+"""The per-CA limit holds across proxy replicas: two proxy instances, each with its own
+connection pool (as two replicas are), share one CA's slots through PostgreSQL. A counting relay
+in front of the real scepserver measures how many PKIOperations the CA sees at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from werkzeug.serving import make_server
+
+from mdmscep_common.health import HealthChecks
+from mdmscep_common.settings import load_settings
+from scep_proxy.app import build_proxy, create_app
+from scep_proxy.limits import FleetCaLimiter
+from tests.conftest import SERVER_PRIVATE_KEY
+from tests.integration.test_scep_proxy import CHALLENGE, grant, proxy_path, scepclient
+from tests.support.fake_profile_authority import FakeAuthorityServer
+
+CA = "Limited_CA"
+LIMIT = 2
+
+
+class CountingRelay:
+    """Forwards to the CA, holding each PKIOperation 0.15 s, and records peak concurrency."""
+
+    def __init__(self, target: str):
+        relay = self
+        self.in_flight = self.peak = self.pki_operations = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self):
+                pki = "PKIOperation" in self.path
+                if pki:
+                    with relay._lock:
+                        relay.in_flight += 1
+                        relay.pki_operations += 1
+                        relay.peak = max(relay.peak, relay.in_flight)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = self.rfile.read(length) if length else None
+                    if pki:
+                        time.sleep(0.15)  # a slow CA makes overlapping requests visible
+                    request = urllib.request.Request(target + self.path, data=body,
+                                                     method=self.command)
+                    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                        data, status = answer.read(), answer.status
+                        content_type = answer.headers.get("Content-Type", "")
+                finally:
+                    if pki:
+                        with relay._lock:
+                            relay.in_flight -= 1
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _forward  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/scep"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def limited_ca(mdm_db, custom_ca, clean_state):
+    with mdm_db.transaction() as conn:
+        conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted, "
+                     "max_concurrent_requests) VALUES (%s, %s, '\\x00', %s)",
+                     (CA, custom_ca.url, LIMIT))
+    relay = CountingRelay(custom_ca.url.removesuffix("/scep"))
+    yield relay
+    relay.close()
+
+
+def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path):
+    authority = FakeAuthorityServer()
+    authority.fake.add_ca(CA, limited_ca.url)
+    replicas, servers = [], []
+    for _ in range(2):
+        settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
+                                  "DATABASE_URL": database_url,
+                                  "PROCESSOR_GRPC_ADDR": authority.address,
+                                  "SCEP_PROXY_QUEUE_TIMEOUT": "30"})
+        limiter = FleetCaLimiter(database_url, 4, 30.0, max_connections=8)
+        parts = build_proxy(settings, _NoPublisher(), limiter=limiter)
+        parts.closers.append(limiter.close)
+        server = make_server("127.0.0.1", 0, create_app(parts.proxy, HealthChecks({})),
+                             threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        replicas.append((parts, f"http://127.0.0.1:{server.server_port}"))
+        servers.append(server)
+    try:
+        def enroll(n):
+            host, profile, code = grant(authority.fake, ca=CA)
+            base = replicas[n % 2][1]
+            done = scepclient(base + proxy_path(host, profile, code, ca=CA), tmp_path / f"c{n}",
+                              challenge=CHALLENGE, cn=f"limited-{n}")
+            return done.returncode, done.stdout + done.stderr
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(enroll, range(10)))
+        failures = [out for code, out in results if code != 0]
+        assert not failures, failures[:2]
+        assert limited_ca.pki_operations == 10
+        print(f"\npeak PKIOperations in flight at the CA: {limited_ca.peak} (limit {LIMIT}, "
+              "two replicas)")
+        assert 1 <= limited_ca.peak <= LIMIT
+    finally:
+        for server in servers:
+            server.shutdown()
+        for parts, _ in replicas:
+            parts.close()
+        authority.stop()
+
+
+class _NoPublisher:
+    def publish(self, routing_key, body, message_id=None):
+        pass
+
+    def close(self):
+        pass

@@ -1,0 +1,74 @@
+"""Delivery pacing per CA across processor replicas, and the CA's own failures counted as attempts
+(scep.result), against the real database, bus and processor."""
+
+from __future__ import annotations
+
+from mdmscep_common import bus
+from tests.integration.conftest import create_ca
+from tests.integration.test_configuration_profiles import upload
+from tests.integration.test_profile_delivery import SEED, SPECIAL_CHALLENGE, installs, statuses, wait_for
+
+
+def _asleep(mdm, host):
+    mdm.fleet._by_token.pop(host.push_token.hex())  # ignores pushes: deliveries stay pending
+
+
+def test_sends_are_paced_to_the_cas_issuance_rate(mdm, mdm_db, live_admin, custom_ca,
+                                                   start_processor):
+    start_processor()
+    start_processor()  # two replicas share the CA's pace
+    hosts = [mdm.new_host() for _ in range(4)]
+    for host in hosts:
+        _asleep(mdm, host)
+    created = live_admin.post("/api/v1/fleet/certificate_authorities", json={"custom_scep_proxy": {
+        "name": "Test_SCEP", "url": custom_ca.url, "challenge": "c",
+        "max_issuance_per_second": 1}})
+    assert created.status_code == 200
+    profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
+
+    def sent_times():
+        with mdm_db.transaction() as conn:
+            return sorted(r["created_at"] for r in conn.execute(
+                "SELECT created_at FROM commands WHERE request_type = 'InstallProfile'").fetchall())
+    def detail(host):
+        return statuses(live_admin, host).get(profile_uuid, {}).get("detail", "")
+    waiting = wait_for(lambda: [h for h in hosts if "Waiting for its turn at certificate authority "
+                                "Test_SCEP" in detail(h)], what="a paced host", timeout=10)
+    assert waiting
+    times = wait_for(lambda: len(sent_times()) == 4 and sent_times(), what="all sent", timeout=15)
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    assert sum(gaps) >= 2.5, gaps  # 4 sends at 1/s span about 3 s
+    stats = live_admin.get(f"/api/v1/fleet/certificate_authorities/{created.json['id']}/stats").json
+    assert stats["waiting"] == 0
+
+
+def test_a_ca_refusal_uses_an_attempt_and_is_in_the_final_detail(mdm, mdm_db, live_admin, amqp_url,
+                                                                  custom_ca, start_processor):
+    start_processor()
+    [host] = [mdm.new_host()]
+    _asleep(mdm, host)
+    assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
+    profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
+    wait_for(lambda: statuses(live_admin, host).get(profile_uuid, {}).get("status") == "pending"
+             and len(_commands(mdm_db, host)) == 1, what="first send")
+    publisher = bus.Publisher(amqp_url)
+    refusal = {"host_uuid": host.udid, "profile_uuid": profile_uuid, "ca_name": "Test_SCEP",
+               "outcome": "scep_failure", "fail_info": "badRequest", "http_status": 200,
+               "detail": "pkiStatus FAILURE"}
+    for attempt in (1, 2, 3):
+        wait_for(lambda a=attempt: len(_commands(mdm_db, host)) == a, what=f"attempt {attempt}")
+        publisher.publish(bus.SCEP_RESULT, refusal)
+        if attempt < 3:
+            wait_for(lambda a=attempt: f"Attempt {a} of 3 failed" in
+                     statuses(live_admin, host)[profile_uuid]["detail"], what="retry detail")
+    row = wait_for(lambda: statuses(live_admin, host)[profile_uuid]["status"] == "failed"
+                   and statuses(live_admin, host)[profile_uuid], what="failed")
+    assert "failInfo badRequest" in row["detail"] and "Test_SCEP" in row["detail"]
+    publisher.close()
+    assert installs(host) == []  # the host never polled: only the CA answered
+
+
+def _commands(mdm_db, host):
+    with mdm_db.transaction() as conn:
+        return conn.execute("SELECT command_uuid FROM commands WHERE host_uuid = %s "
+                            "AND request_type = 'InstallProfile'", (host.udid,)).fetchall()
