@@ -160,9 +160,14 @@ class Profile:
                 spy.wait()
 
 
-def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
+OUR_PACKAGES = ("mdm_endpoint/", "profile_processor/", "scep_proxy/", "mdmscep_common/")
+
+
+def summarize_profile(path: Path, top: int = 12, focus: str | None = None) -> dict[str, Any]:
     """Collapsed stacks → the functions with the most samples, self (leaf) and inclusive (any
-    frame of the stack), as fractions of all samples."""
+    frame of the stack), as fractions of all samples; `ours`: inclusive, this project's code
+    only. `focus`: only stacks through a frame containing that text (e.g. a request handler,
+    when idle threads were sampled too)."""
     self_counts: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
@@ -173,7 +178,7 @@ def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
         n = int(count)
         frames = [_short_frame(f) for f in stack.split(";")]
         frames = [f for f in frames if f]
-        if not frames:
+        if not frames or (focus and not any(focus in f for f in frames)):
             continue
         total += n
         self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + n
@@ -184,8 +189,10 @@ def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
         items = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
         return [(name, round(n / total, 3)) for name, n in items]
 
+    ours = {name: n for name, n in inclusive.items() if any(p in name for p in OUR_PACKAGES)}
     return {"samples": total, "self": ranked(self_counts) if total else [],
-            "inclusive": ranked(inclusive) if total else []}
+            "inclusive": ranked(inclusive) if total else [],
+            "ours": ranked(ours) if total else []}
 
 
 def _short_frame(frame: str) -> str:

@@ -89,12 +89,11 @@ class Bench:
 
     # --- set-up --------------------------------------------------------------------------
     def start(self) -> None:
+        from mdmscep_common.db import ensure_database
+        from mdmscep_common.migrate import apply_migrations
         from tests.support.fake_profile_authority import FakeAuthorityServer
         from tests.support.ports import free_port, wait_for_port
         from tests.support.scepserver import start_scepserver
-
-        from mdmscep_common.db import ensure_database
-        from mdmscep_common.migrate import apply_migrations
 
         self.ca = start_scepserver(challenge=CHALLENGE, workdir=self.workdir / "ca")
         self.authority = FakeAuthorityServer(max_workers=32)
