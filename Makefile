@@ -11,7 +11,7 @@ EDITABLE := $(foreach s,$(SERVICES),services/$(s)) tests/hostsim
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
 
-.PHONY: help venv scep proto proto-check migrate run demo test lint bench clean deploy-tools lint-deploy
+.PHONY: help venv scep proto proto-check migrate run demo test test-long audit lint bench clean deploy-tools lint-deploy
 
 help:
 	@echo "make demo        run the stack, a real scepserver and the admin flow end to end"
@@ -21,6 +21,8 @@ help:
 	@echo "make proto       regenerate gRPC stubs from proto/"
 	@echo "make lint        ruff, and a drift check of the generated stubs"
 	@echo "make bench       run the benchmarks and print their figures"
+	@echo "make test-long   the suite with the fault tests on 200 hosts and 10x fuzz examples"
+	@echo "make audit       pip-audit of the pinned requirements (policy: docs/reliability.md)"
 	@echo "make lint-deploy hadolint, compose/nginx/kustomize and Kubernetes schema checks"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt $(foreach p,$(EDITABLE),$(p)/pyproject.toml)
@@ -79,6 +81,14 @@ bench: $(STAMP) scep
 	$(BIN)/python bench/mdm_endpoint_bench.py --concurrency 10 50 200
 	$(BIN)/python bench/scep_proxy_bench.py
 	$(BIN)/python bench/retention_bench.py
+
+# The whole suite with the fault tests on 200 simulated hosts and ten times more fuzz examples.
+test-long: $(STAMP) scep lint
+	MDMSCEP_TEST_LONG=1 $(BIN)/python -m pytest tests
+
+# Dependency advisories: blocks only on pins this change adds or moves (docs/reliability.md).
+audit: $(STAMP)
+	$(BIN)/python -m tests.security.dependency_audit
 
 clean:
 	rm -rf $(VENV) .run

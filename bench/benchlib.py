@@ -54,6 +54,17 @@ def cpu_seconds(pid: int, system_only: bool = False) -> float:
     return (int(fields[12]) + (0 if system_only else int(fields[11]))) / _TICKS
 
 
+def written_bytes(pid: int) -> int:
+    """Bytes a process has caused to be written to storage so far (/proc/PID/io)."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def postgres_backends(database_url: str) -> list[int]:
     """PIDs of the PostgreSQL backends connected to the benchmark's database."""
     import psycopg
@@ -76,6 +87,7 @@ class CpuMeter:
         self._before_system: dict[int, float] = {}
         self.seconds: dict[str, float] = {}
         self.system: dict[str, float] = {}
+        self.written: dict[str, int] = {}  # bytes written to storage, per group
 
     def _pids(self) -> dict[str, list[int]]:
         groups = dict(self._groups)
@@ -87,6 +99,7 @@ class CpuMeter:
         pids = [pid for group in self._pids().values() for pid in group]
         self._before = {pid: cpu_seconds(pid) for pid in pids}
         self._before_system = {pid: cpu_seconds(pid, system_only=True) for pid in pids}
+        self._before_written = {pid: written_bytes(pid) for pid in pids}
         return self
 
     def stop(self) -> dict[str, float]:
@@ -96,6 +109,8 @@ class CpuMeter:
                                         for pid in pids), 2) for name, pids in groups.items()}
         self.system = {name: round(sum(cpu_seconds(pid, True) - self._before_system.get(pid, 0.0)
                                        for pid in pids), 2) for name, pids in groups.items()}
+        self.written = {name: sum(written_bytes(pid) - self._before_written.get(pid, 0)
+                                  for pid in pids) for name, pids in groups.items()}
         return self.seconds
 
 

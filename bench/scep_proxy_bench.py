@@ -210,8 +210,9 @@ class Bench:
 
     def certificates_per_second(self, urls: dict[str, str], clients: int
                                 ) -> dict[str, tuple[float, int]]:
-        """Certificates per second against each url, measured in alternating slices so that
-        load drift on the machine hits every url alike."""
+        """Certificates per second and failed runs against each url, measured in alternating
+        slices so that load drift on the machine hits every url alike; `self.attempts` holds
+        the runs per url (certificates and failures)."""
         totals = {name: [0, 0, 0.0] for name in urls}
         names = list(urls)
         for round_ in range(ROUNDS):
@@ -220,6 +221,7 @@ class Bench:
                                                                self.args.seconds / ROUNDS)
                 total = totals[name]
                 total[0], total[1], total[2] = total[0] + done, total[1] + failed, total[2] + elapsed
+        self.attempts = {name: done + failed for name, (done, failed, _) in totals.items()}
         return {name: (done / elapsed, failed) for name, (done, failed, elapsed) in totals.items()}
 
     # --- GetCACaps / GetCACert ------------------------------------------------------------
@@ -291,7 +293,8 @@ def run(args: argparse.Namespace) -> None:
             cpu = meter.stop()
             direct, direct_failed = rates["direct"]
             row = {"clients": clients, "direct": round(direct, 1), "load_average": load,
-                   "cpu_seconds": cpu, "failed": {name: f for name, (_, f) in rates.items()}}
+                   "cpu_seconds": cpu, "attempts": bench.attempts,
+                   "failed": {name: f for name, (_, f) in rates.items()}}
             for name in ("proxied", "protected"):
                 rate = rates[name][0]
                 row[name] = round(rate, 1)

@@ -10,6 +10,7 @@ from mdmscep.v1 import commander_pb2, commander_pb2_grpc
 from mdmscep_common import bus
 from mdmscep_common.mdm_commands import CERTIFICATE_LIST, INSTALL_PROFILE, PROFILE_LIST, REMOVE_PROFILE
 
+from .service import EventRelay
 from .store import CommandStore
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,11 @@ class Commander:
     def __init__(self, db, commands: CommandStore, publisher):
         self._db = db
         self._commands = commands
-        self._publisher = publisher
+        # The commands are committed before the pushes are asked for: a push the broker cannot
+        # take now is asked for again when it is back, instead of failing the call (which made
+        # the processor re-send with new commands, leaving these queued with codes it never
+        # stored).
+        self._events = EventRelay(publisher)
 
     def enqueue(self, commands: list[tuple[str, str, str, bytes]],
                 replaces: list[tuple[str, str]]) -> tuple[int, int]:
@@ -36,8 +41,8 @@ class Commander:
         # answer or a failed publish) must still wake its hosts.
         hosts = sorted({host for host, *_ in commands})
         for start in range(0, len(hosts), PUSH_HOSTS_PER_MESSAGE):
-            self._publisher.publish(bus.PUSH_REQUESTED,
-                                    {"host_uuids": hosts[start:start + PUSH_HOSTS_PER_MESSAGE]})
+            self._events.publish(bus.PUSH_REQUESTED,
+                                 {"host_uuids": hosts[start:start + PUSH_HOSTS_PER_MESSAGE]})
         return queued, len(hosts)
 
 

@@ -222,7 +222,7 @@ class IdentityVerifier:
         """_signer_certificate's answer (a pure function of the certificate set and the signer
         id), remembered per certificate set."""
         known = self._signers.get(certificates_key) if certificates_key else None
-        sid_key = signer["sid"].dump() if known is not None else b""
+        sid_key = _part_key(b"signer_info.sid", signer["sid"]) if known is not None else b""
         if known is not None and sid_key in known:
             return known[sid_key]
         cert, others = _signer_certificate(signed, signer)

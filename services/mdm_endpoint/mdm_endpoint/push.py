@@ -1,5 +1,6 @@
-"""APNs pushes for MDM: `POST {APNS_URL}/3/device/<hex token>` with `{"mdm": PushMagic}` over one
-HTTP/2 connection (many concurrent streams), the push certificate as TLS client certificate.
+"""APNs pushes for MDM: `POST {APNS_URL}/3/device/<hex token>` with `{"mdm": PushMagic}` over a
+few HTTP/2 connections (many concurrent streams each), the push certificate as TLS client
+certificate.
 
 The push worker consumes `push.requested` in batches, coalesces hosts, and never runs in the HTTP
 service's request path.
@@ -89,10 +90,10 @@ class PushOutcome:
 class ApnsClient:
     """Sends pushes to APNs over HTTP/2 with the push certificate.
 
-    An https:// APNS_URL gets one HTTP/2 connection multiplexing up to `concurrency` requests
-    at once (or the server's MAX_CONCURRENT_STREAMS if lower), written and read by one thread
-    in large chunks: a batch of hosts costs a few system calls per hundred pushes. A plain
-    http:// URL (local tests of old) goes through httpx."""
+    An https:// APNS_URL gets up to `connections` HTTP/2 connections, each multiplexing up to
+    `concurrency` requests at once (or the server's MAX_CONCURRENT_STREAMS if lower), written
+    and read in large chunks by one thread per connection: a batch of hosts costs a few system
+    calls per hundred pushes. A plain http:// URL goes through httpx, one request per thread."""
 
     def __init__(self, base_url: str, cert_path: str, key_path: str, ca_path: str | None = None,
                  concurrency: int = 500, timeout: float = 10.0, connections: int = 4):
@@ -160,9 +161,12 @@ def _reason(status: int, body: bytes) -> str:
     if status == 200:
         return ""
     try:
-        return str(json.loads(body).get("reason", ""))
+        answer = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace")[:100]
+        answer = None
+    if isinstance(answer, dict):
+        return str(answer.get("reason", ""))
+    return body.decode("utf-8", "replace")[:100]
 
 
 def _payload(push_magic: str) -> bytes:
@@ -334,10 +338,9 @@ class _Http2Pusher:
             data = conn.data_to_send()
             if data:
                 sock.sendall(data)
-            if not in_flight:
-                if queue:
-                    raise _ConnectionLost("no send window and nothing in flight")
+            if not in_flight and not queue:
                 return
+            # Answers, or the WINDOW_UPDATE a request waits for.
             try:
                 chunk = sock.recv(_READ_SIZE)
             except TimeoutError:

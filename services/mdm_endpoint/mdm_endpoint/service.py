@@ -3,7 +3,11 @@ device's identity was verified. Typed errors carry the HTTP status the views ans
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
+import uuid
 from typing import Any, Protocol
 
 from mdmscep_common import bus
@@ -28,20 +32,85 @@ class Publisher(Protocol):
     def publish(self, routing_key: str, body: dict[str, Any], message_id: str | None = None) -> None: ...
 
 
+class EventRelay:
+    """Publishes events after the commit; one the broker cannot take now (down for longer than
+    the publisher's own retries) is kept in memory and published again from a thread until the
+    broker is back. While events wait, new ones queue behind them (in order, and without making
+    each host's request wait for the publisher's retries). A command.result lost here would hold
+    its delivery until the processor's re-send after SCEP_CODE_TTL. Bounded: past `max_pending`
+    the oldest waiting event is dropped and logged."""
+
+    def __init__(self, publisher: Publisher, max_pending: int = 50_000, pause: float = 1.0,
+                 max_pause: float = 15.0):
+        self._publisher = publisher
+        self._pending: collections.deque[tuple[str, dict[str, Any], str]] = collections.deque()
+        self._max_pending = max_pending
+        self._pause, self._max_pause = pause, max_pause
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def publish(self, routing_key: str, body: dict[str, Any]) -> None:
+        message_id = str(uuid.uuid4())  # the same id on every try: consumers may deduplicate
+        with self._lock:
+            waiting = bool(self._pending)
+        if not waiting:
+            try:
+                self._publisher.publish(routing_key, body, message_id=message_id)
+                return
+            except Exception as exc:  # noqa: BLE001 - kept and retried below
+                log.warning("could not publish; kept to publish again when the broker is back",
+                            extra={"routing_key": routing_key, "error": str(exc)[:200]})
+        self._keep(routing_key, body, message_id)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _keep(self, routing_key: str, body: dict[str, Any], message_id: str) -> None:
+        with self._lock:
+            self._pending.append((routing_key, body, message_id))
+            if len(self._pending) > self._max_pending:
+                dropped = self._pending.popleft()
+                log.error("too many events waiting for the broker; the oldest is dropped",
+                          extra={"routing_key": dropped[0]})
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._drain, name="event-relay",
+                                                daemon=True)
+                self._thread.start()
+
+    def _drain(self) -> None:
+        pause = self._pause
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                routing_key, body, message_id = self._pending[0]
+            try:
+                self._publisher.publish(routing_key, body, message_id=message_id)
+            except Exception:  # noqa: BLE001 - the broker is still away: wait and try again
+                time.sleep(pause)
+                pause = min(pause * 2, self._max_pause)
+                continue
+            pause = self._pause
+            with self._lock:
+                if self._pending and self._pending[0][2] == message_id:
+                    self._pending.popleft()
+                left = len(self._pending)
+            if not left:
+                log.info("events kept during a broker outage are published")
+
+
 class MdmService:
     def __init__(self, db, hosts: HostStore, commands: CommandStore, publisher: Publisher):
         self._db = db
         self._hosts = hosts
         self._commands = commands
-        self._publisher = publisher
+        self._events = EventRelay(publisher)
 
     def _publish(self, routing_key: str, body: dict[str, Any]) -> None:
-        # After the commit. A lost event is repaired by the processor's reconcile pass, which
-        # reads hosts and command results from the tables.
-        try:
-            self._publisher.publish(routing_key, body)
-        except Exception:  # noqa: BLE001
-            log.exception("could not publish", extra={"routing_key": routing_key})
+        # After the commit; kept and published again if the broker cannot take it now.
+        self._events.publish(routing_key, body)
 
     def _require_bound(self, conn, udid: str, identity: DeviceIdentity) -> None:
         bound = self._hosts.identity_of(conn, udid)

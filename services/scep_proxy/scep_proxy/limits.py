@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Iterator
+
+import psycopg
 
 from mdmscep_common.ca_keys import slot_lock_class
 
 from .errors import Busy
 
 log = logging.getLogger(__name__)
+
+IDLE_BEFORE_CHECK_SECONDS = 2.0  # a pooled connection idle longer is pinged when taken
+MAX_PENDING_OUTCOMES = 10_000
+OUTCOMES_PER_WRITE = 500
 
 
 class CaLimiter:
@@ -71,15 +78,34 @@ class FleetCaLimiter:
                  limit_ttl: float = 5.0):
         from psycopg_pool import ConnectionPool
 
+        # A connection is pinged when taken only after it sat idle for a while (it may have
+        # been cut meanwhile); a busy one costs no extra round trip. Should a recently used one
+        # turn out broken, slot() checks the pool and takes another (_take).
+        self._last_used: dict[int, float] = {}
         self._pool = ConnectionPool(dsn, min_size=0, max_size=max(1, max_connections), open=True,
                                     kwargs={"autocommit": True, "connect_timeout": 5},
-                                    check=ConnectionPool.check_connection, name="scep-proxy-slots")
+                                    check=self._check_if_idle, name="scep-proxy-slots")
         self._default = default_limit
         self._queue_timeout = queue_timeout
         self._limit_ttl = limit_ttl
         self._limits: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
+        # Outcomes are written by a background thread in batches, off the host's request path.
+        self._outcomes: queue.Queue[tuple[str, str, float] | None] = queue.Queue(MAX_PENDING_OUTCOMES)
+        self._writer = threading.Thread(target=self._write_outcomes, name="ca-request-outcomes",
+                                        daemon=True)
+        self._writer.start()
+
+    def _check_if_idle(self, conn) -> None:
+        from psycopg_pool import ConnectionPool
+
+        if time.monotonic() - self._last_used.get(id(conn), 0.0) > IDLE_BEFORE_CHECK_SECONDS:
+            ConnectionPool.check_connection(conn)
+
+    def _put(self, conn) -> None:
+        self._last_used[id(conn)] = time.monotonic()
+        self._pool.putconn(conn)
 
     def limit_for(self, ca_name: str) -> int:
         now = time.monotonic()
@@ -104,7 +130,10 @@ class FleetCaLimiter:
     @contextlib.contextmanager
     def slot(self, ca_name: str) -> Iterator[None]:
         deadline = time.monotonic() + self._queue_timeout
-        limit = self.limit_for(ca_name)
+        try:
+            limit = self.limit_for(ca_name)
+        except Exception:  # noqa: BLE001 - database down (PoolTimeout, OperationalError): 503
+            raise Busy("the CA's limit cannot be read now; retry later", ca_name) from None
         key = slot_lock_class(ca_name)
         try:
             conn = self._pool.getconn(timeout=max(0.1, self._queue_timeout))
@@ -114,9 +143,15 @@ class FleetCaLimiter:
         try:
             pause = 0.02
             while held is None:
-                row = conn.execute(
-                    "SELECT s FROM generate_series(0, %s - 1) AS s "
-                    "WHERE pg_try_advisory_lock(%s, s) LIMIT 1", (limit, key)).fetchone()
+                try:
+                    row = conn.execute(self._TAKE, (limit, key)).fetchone()
+                except psycopg.OperationalError:
+                    if not conn.closed and conn.info.status == psycopg.pq.ConnStatus.OK:
+                        raise
+                    # Cut since last used (the pool did not ping it): what the check on taking
+                    # it would have found. Check the pool, take a working connection.
+                    conn = self._replace_broken(conn, ca_name)
+                    row = conn.execute(self._TAKE, (limit, key)).fetchone()
                 if row is not None:
                     held = row[0]
                     break
@@ -141,15 +176,53 @@ class FleetCaLimiter:
                     conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, held))
                 except Exception:  # noqa: BLE001 - a broken connection released the lock already
                     log.warning("could not release a CA slot; the connection is dropped")
-            self._pool.putconn(conn)
+            self._put(conn)
+
+    _TAKE = ("SELECT s FROM generate_series(0, %s - 1) AS s "
+             "WHERE pg_try_advisory_lock(%s, s) LIMIT 1")
+
+    def _replace_broken(self, conn, ca_name: str):
+        self._pool.putconn(conn)  # broken: the pool drops it
+        self._pool.check()  # and any other broken idle one
+        try:
+            return self._pool.getconn(timeout=max(0.1, self._queue_timeout))
+        except Exception:  # noqa: BLE001 - PoolTimeout or database down: the same answer
+            raise Busy("no connection to take a slot for this CA; retry later", ca_name) from None
 
     def record(self, ca_name: str, outcome: str, latency_ms: float) -> None:
+        """Queue a request's outcome for the statistics (written within moments, in batches)."""
         try:
-            with self._pool.connection(timeout=2) as conn:
-                conn.execute("INSERT INTO ca_requests (ca_name, outcome, latency_ms) "
-                             "VALUES (%s, %s, %s)", (ca_name, outcome, latency_ms))
-        except Exception:  # noqa: BLE001 - statistics never break a host's request
+            self._outcomes.put_nowait((ca_name, outcome, latency_ms))
+        except queue.Full:  # statistics never hold up or break a host's request
             log.warning("could not record a CA request outcome", extra={"ca": ca_name})
 
+    def _write_outcomes(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._outcomes.get()]
+            try:
+                while len(batch) < OUTCOMES_PER_WRITE:
+                    batch.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                pass
+            stopping = None in batch
+            rows = [row for row in batch if row is not None]
+            if not rows:
+                continue
+            try:
+                with self._pool.connection(timeout=2) as conn:
+                    conn.execute(
+                        "INSERT INTO ca_requests (ca_name, outcome, latency_ms) "
+                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::real[])",
+                        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+            except Exception:  # noqa: BLE001 - statistics never break a host's request
+                log.warning("could not record CA request outcomes",
+                            extra={"ca": rows[0][0], "count": len(rows)})
+
     def close(self) -> None:
+        try:
+            self._outcomes.put(None, timeout=5)
+        except queue.Full:
+            pass
+        self._writer.join(5)
         self._pool.close()
