@@ -140,7 +140,6 @@ def _bad_key_signature(pki) -> str:
     return base64.b64encode(bytes(der)).decode()
 
 
-@pytest.mark.xfail(strict=True, reason="identity.py: cert.public_key() ValueError escapes verify()")
 def test_an_unloadable_signer_key_is_a_refusal_of_the_verifier(pki):
     with pytest.raises(REFUSALS):
         pki["verifier"].verify(_bad_key_signature(pki), BODY)

@@ -11,6 +11,7 @@ from .errors import BadRequest
 api = Blueprint("api", __name__, url_prefix="/api/v1/fleet")
 
 MAX_PER_PAGE = 1000
+MAX_PAGE = 1_000_000
 
 
 def _services():
@@ -19,7 +20,12 @@ def _services():
 
 @api.before_request
 def authenticate():
-    g.actor = _services().auth.actor_for(request.headers.get("Authorization"))
+    g.actor = _services().auth.actor_for(request.headers.get("Authorization"),
+                                         client=request.remote_addr or "")
+    # PostgreSQL text cannot hold NUL: such a parameter can only be bad input.
+    if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
+        raise BadRequest("Parameters cannot contain NUL characters",
+                         [{"name": "path", "reason": "NUL character"}])
 
 
 def _page_args() -> tuple[int, int]:
@@ -36,7 +42,7 @@ def _page_args() -> tuple[int, int]:
             bound = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
             raise BadRequest(f"{name} must be {bound}", [{"name": name, "reason": f"must be {bound}"}])
         return value
-    return number("page", 0, 0), number("per_page", 100, 1, MAX_PER_PAGE)
+    return number("page", 0, 0, MAX_PAGE), number("per_page", 100, 1, MAX_PER_PAGE)
 
 
 def _listing(key: str, items: list, total: int, page: int, per_page: int):

@@ -77,7 +77,9 @@ def create_app(services: Services, health, warnings: Warnings | None = None) -> 
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return jsonify(exc.body()), exc.status
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else {}
+        return jsonify(exc.body()), exc.status, headers
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -19,7 +19,9 @@ def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    texts = {202: "Accepted", 400: "Bad input", 401: "Missing or invalid bearer token", 404: "Not found",
+    texts = {202: "Accepted", 400: "Bad input",
+             401: "Missing or invalid bearer token", 404: "Not found",
+             429: "Too many failed authentication attempts",
              409: "Conflict", 413: "Body too large", 422: "Invalid field",
              503: "A dependency is unavailable"}
     return {str(c): _json(_ref("Error"), texts[c]) for c in codes}
@@ -194,6 +196,16 @@ def _query(name: str, description: str = "") -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
+    doc = _document()
+    # Every route checks the bearer token first: too many failures from a client get 429.
+    for item in doc["paths"].values():
+        for method, operation in item.items():
+            if method != "parameters":
+                operation["responses"].setdefault("429", _errors(429)["429"])
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "mdmscep admin API", "version": "1.0.0",

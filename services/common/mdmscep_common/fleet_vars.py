@@ -41,8 +41,11 @@ def is_known(variable: str) -> bool:
 
 
 def xml_escape(value: str) -> str:
-    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                 .replace('"', "&quot;").replace("'", "&apos;"))
+    """XML-escaped, and ASCII only (characters above U+007F as `&#N;`), so the value reads the
+    same whatever encoding the profile declares."""
+    escaped = (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                    .replace('"', "&quot;").replace("'", "&apos;"))
+    return escaped.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
 def renewal_id(profile_uuid: str) -> str:
@@ -62,8 +65,10 @@ class ProfileTemplate:
         self.raw = raw
         self._parts: list[bytes | str] = []
         last = 0
+        self._spelling: dict[int, bytes] = {}
         for match in VARIABLE_BYTES.finditer(raw):
             self._parts.append(raw[last:match.start()])
+            self._spelling[len(self._parts)] = match.group(0)  # `$NAME` or `${NAME}` as written
             self._parts.append((match.group(1) or match.group(2)).decode("ascii"))
             last = match.end()
         self._parts.append(raw[last:])
@@ -76,11 +81,11 @@ class ProfileTemplate:
     def render(self, values: dict[str, str]) -> bytes:
         """Substitute every variable with its XML-escaped value; unknown ones stay as they were."""
         out = []
-        for part in self._parts:
+        for index, part in enumerate(self._parts):
             if isinstance(part, bytes):
                 out.append(part)
             elif part in values:
-                out.append(xml_escape(values[part]).encode("utf-8"))
+                out.append(xml_escape(values[part]).encode("ascii"))
             else:
-                out.append(b"$" + part.encode("ascii"))
+                out.append(self._spelling[index])
         return b"".join(out)

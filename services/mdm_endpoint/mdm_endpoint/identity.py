@@ -226,8 +226,11 @@ class IdentityVerifier:
         if known is not None and sid_key in known:
             return known[sid_key]
         cert, others = _signer_certificate(signed, signer)
-        found = _Signer(cert, others, hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
-                        cert.public_key())
+        try:
+            key = cert.public_key()
+        except (ValueError, TypeError):
+            raise SignatureMalformed("the signer's public key cannot be read") from None
+        found = _Signer(cert, others, hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(), key)
         if known is not None and len(known) < 8:
             known[sid_key] = found
         return found
