@@ -72,8 +72,10 @@ run: $(STAMP)
 demo: $(STAMP) scep
 	$(BIN)/python deploy/local/demo.py
 
+# A temporary directory of its own: pytest prunes old numbered ones, including those of another
+# run on the same machine.
 test: $(STAMP) scep lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --basetemp="$$(mktemp -d /tmp/mdmscep-pytest-XXXXXX)"
 
 # Benchmarks print figures; they are not tests and take a few minutes.
 bench: $(STAMP) scep
@@ -84,7 +86,7 @@ bench: $(STAMP) scep
 
 # The whole suite with the fault tests on 200 simulated hosts and ten times more fuzz examples.
 test-long: $(STAMP) scep lint
-	MDMSCEP_TEST_LONG=1 $(BIN)/python -m pytest tests
+	MDMSCEP_TEST_LONG=1 $(BIN)/python -m pytest tests --basetemp="$$(mktemp -d /tmp/mdmscep-pytest-XXXXXX)"
 
 # Dependency advisories: blocks only on pins this change adds or moves (docs/reliability.md).
 audit: $(STAMP)
