@@ -159,4 +159,6 @@ def test_api_tokens_are_shown_once_and_revoked_at_once(live_admin, live_admin_ap
     assert live_admin.delete("/api/v1/fleet/api_tokens/ci-bot").status_code == 204
     assert bot.get("/api/v1/fleet/hosts").status_code == 401
     assert live_admin.delete("/api/v1/fleet/api_tokens/ci-bot").status_code == 404
-    assert ADMIN_TOKEN  # the bootstrap token keeps working
+    # The bootstrap token (ADMIN_API_TOKEN) keeps working.
+    assert AdminClient(live_admin_app.test_client(), ADMIN_TOKEN).get(
+        "/api/v1/fleet/hosts").status_code == 200

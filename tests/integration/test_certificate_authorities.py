@@ -101,6 +101,18 @@ def test_empty_or_masked_challenge_is_400(admin, custom_ca, challenge):
     assert response.json["message"] == "Custom SCEP Proxy challenge cannot be empty"
 
 
+@pytest.mark.parametrize("challenge", ["a\x01b", "\x00", "lone \ud800", "x\uffff"])
+def test_a_challenge_no_profile_can_carry_is_400(admin, custom_ca, db_conn, challenge):
+    response = create_ca(admin, "Unprintable", custom_ca.url, challenge)
+    assert response.status_code == 400, response.json
+    assert "cannot carry" in response.json["message"]
+    assert challenge not in response.get_data(as_text=True)
+    assert db_conn.execute("SELECT count(*) AS n FROM certificate_authorities").fetchone()["n"] == 0
+    ca_id = create_ca(admin, "Printable", custom_ca.url, "tab\tCR\r é 🎉").json["id"]
+    refused = admin.patch(f"{CAS}/{ca_id}", json={"custom_scep_proxy": {"challenge": challenge}})
+    assert refused.status_code == 400 and "cannot carry" in refused.json["message"]
+
+
 def test_duplicate_name_is_409(admin, custom_ca, db_conn):
     assert create_ca(admin, "Twice", custom_ca.url).status_code == 200
     response = create_ca(admin, "Twice", custom_ca.url)

@@ -106,6 +106,12 @@ SCEP_PAYLOAD = SEED[SEED.index(b"<dict>\n          <key>PayloadContent</key>"):
     (_variant(b"<key>Key Type</key>", b"<!-- $FLEET_VAR_CUSTOM_SCEP_CHALLENGE_Test_SCEP -->"
                                       b"<key>Key Type</key>"),
      "written literally"),
+    (_variant(b"<string>$FLEET_VAR_CUSTOM_SCEP_CHALLENGE_Test_SCEP</string>",
+              b"<string><![CDATA[$FLEET_VAR_CUSTOM_SCEP_CHALLENGE_Test_SCEP]]></string>"),
+     "inside a CDATA section"),
+    (_variant(b"<string>SCEP #1</string>",
+              b"<string>$FLEET_VAR_CUSTOM_SCEP_PROXY_URL_Test_SCEP2</string>"),
+     "must all name its SCEP payload's certificate authority (Test_SCEP), not Test_SCEP2"),
 ])
 def test_invalid_profiles_are_400_naming_the_problem(admin, test_scep_ca, db_conn, raw, message):
     response = upload(admin, raw)

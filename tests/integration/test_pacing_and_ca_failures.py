@@ -72,3 +72,67 @@ def _commands(mdm_db, host):
     with mdm_db.transaction() as conn:
         return conn.execute("SELECT command_uuid FROM commands WHERE host_uuid = %s "
                             "AND request_type = 'InstallProfile'", (host.udid,)).fetchall()
+
+
+def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_url, custom_ca,
+                                                  start_processor):
+    """No HTTP answer from the CA (`ca_unreachable`): the attempt does not count, whichever of the
+    CA's event and the host's Error comes first, and a redelivered event gives it back once."""
+    start_processor()
+    host = mdm.new_host()
+    _asleep(mdm, host)
+    assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
+    profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
+    publisher = bus.Publisher(amqp_url)
+    down = {"host_uuid": host.udid, "profile_uuid": profile_uuid, "ca_name": "Test_SCEP",
+            "outcome": "upstream_error", "fail_info": "", "http_status": 502,
+            "detail": "the CA is unreachable (connection refused)", "ca_unreachable": True}
+
+    def delivery():
+        with mdm_db.transaction() as conn:
+            return conn.execute(
+                "SELECT status, attempts, ca_unreachable_retries, command_uuid, detail "
+                "FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s",
+                (host.udid, profile_uuid)).fetchone()
+
+    # Five outages in a row: more than the 3 attempts a host has, and still pending.
+    for outage in range(1, 6):
+        wait_for(lambda o=outage: len(_commands(mdm_db, host)) == o, what=f"send {outage}")
+        code = _code_of(mdm_db, delivery()["command_uuid"])
+        publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": code})
+        publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": code})  # redelivered
+        wait_for(lambda o=outage: delivery()["ca_unreachable_retries"] == o, what="given back")
+        row = delivery()
+        assert row["status"] == "pending" and row["attempts"] == 0, row
+        assert "does not use up the host's attempts" in row["detail"]
+    assert delivery()["ca_unreachable_retries"] == 5  # the redelivered events changed nothing
+
+    # The host's own Error for an attempt the CA already explained changes nothing either; an
+    # event about an older attempt is ignored.
+    wait_for(lambda: len(_commands(mdm_db, host)) == 6, what="send 6")
+    current = delivery()["command_uuid"]
+    publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": _code_of(
+        mdm_db, _commands(mdm_db, host)[0]["command_uuid"])})
+    publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": _code_of(mdm_db, current)})
+    wait_for(lambda: delivery()["ca_unreachable_retries"] == 6, what="sixth give-back")
+    host.connect({"CommandUUID": current, "Status": "Error", "ErrorChain": [
+        {"ErrorCode": 22013, "ErrorDomain": "MCSCEPErrorDomain",
+         "USEnglishDescription": "The SCEP server returned an invalid response."}]})
+    # The next send is 3.2 s away: the host's Error is handled well before it.
+    wait_for(lambda: len(_commands(mdm_db, host)) == 7, what="send 7")
+    row = delivery()
+    assert row["attempts"] == 1 and row["ca_unreachable_retries"] == 6, row
+    assert "does not use up the host's attempts" in row["detail"] and "SCEP server" not in \
+        row["detail"]
+
+    # A CA that answers (here: refuses) uses the attempt as before.
+    publisher.publish(bus.SCEP_RESULT, {**down, "ca_unreachable": False, "http_status": 502,
+                                        "detail": "the CA answered HTTP 500"})
+    wait_for(lambda: "Attempt 1 of 3 failed" in delivery()["detail"], what="counted attempt")
+    publisher.close()
+
+
+def _code_of(mdm_db, command_uuid):
+    with mdm_db.transaction() as conn:
+        return conn.execute("SELECT encode(code_sha256, 'hex') AS h FROM scep_codes "
+                            "WHERE command_uuid = %s", (command_uuid,)).fetchone()["h"]

@@ -7,6 +7,7 @@ must reach it); one test runs `scep-proxy http` under gunicorn as in production.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import logging
 import os
@@ -318,7 +319,8 @@ def test_scepclient_gets_a_certificate_through_the_proxy_and_renews_it(
     assert [c.operation for c in fake.calls_for(code)] == ["GetCACert", "GetCACaps", "PKIOperation"]
     assert publisher.messages == [("scep.result", {
         "host_uuid": host, "profile_uuid": profile, "ca_name": CA, "outcome": "issued",
-        "fail_info": "", "http_status": 200, "detail": "the CA issued the certificate"})]
+        "fail_info": "", "http_status": 200, "detail": "the CA issued the certificate",
+        "ca_unreachable": False, "code_sha256": code_sha256(code)})]
 
     # Renewal: the same key and certificate, a new code; scepclient sends a RenewalReq.
     renewal_code = fake.new_code(host, profile)
@@ -354,7 +356,8 @@ def test_wrong_challenge_gets_the_cas_own_failure_unchanged(custom_ca, fake, mak
         assert fake.code_used(code)
         assert publisher.messages[-1][1] | {"detail": ""} == {
             "host_uuid": host, "profile_uuid": profile, "ca_name": CA,
-            "outcome": "scep_failure", "fail_info": "badRequest", "http_status": 200, "detail": ""}
+            "outcome": "scep_failure", "fail_info": "badRequest", "http_status": 200, "detail": "",
+            "ca_unreachable": False, "code_sha256": code_sha256(code)}
     finally:
         relay.close()
 
@@ -480,6 +483,11 @@ def test_ca_down_is_502_within_the_timeout(fake, make_proxy, publisher, pkcs_req
     assert fake.code_used(code)  # the request was well-formed and authorized
     assert publisher.messages[-1][1]["outcome"] == "upstream_error"
     assert publisher.messages[-1][1]["http_status"] == 502
+    assert publisher.messages[-1][1]["ca_unreachable"] is True  # the attempt is given back
+
+
+def code_sha256(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
 
 
 def test_slow_ca_is_504(fake, make_proxy, publisher, pkcs_requests):
@@ -498,6 +506,7 @@ def test_slow_ca_is_504(fake, make_proxy, publisher, pkcs_requests):
             assert f"CA {CA}" in response.get_data(as_text=True)
         assert publisher.messages[-1][1]["outcome"] == "timeout"
         assert publisher.messages[-1][1]["http_status"] == 504
+        assert publisher.messages[-1][1]["ca_unreachable"] is True
     finally:
         silent.close()
 
@@ -525,6 +534,7 @@ def test_ca_error_statuses(status, content_type, body, expected, fake, make_prox
             else:
                 assert f"CA {CA}" in response.get_data(as_text=True)
         assert publisher.messages[-1][1]["outcome"] == "upstream_error"
+        assert publisher.messages[-1][1]["ca_unreachable"] is False  # the CA answered: an attempt
     finally:
         stub.close()
 
@@ -655,7 +665,8 @@ def test_scep_result_reaches_the_bus(fake, make_proxy, amqp_url, pkcs_requests):
         assert message is not None
         assert message.payload | {"detail": ""} == {
             "host_uuid": host, "profile_uuid": profile, "ca_name": CA, "outcome": "scep_failure",
-            "fail_info": "badRequest", "http_status": 200, "detail": ""}
+            "fail_info": "badRequest", "http_status": 200, "detail": "",
+            "ca_unreachable": False, "code_sha256": code_sha256(code)}
         bound.delete()
 
 

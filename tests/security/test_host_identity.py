@@ -7,7 +7,9 @@ test_a_valid_identity_can_rebind_a_known_udid (see the report: a finding about t
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import plistlib
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from mdm_endpoint import views
 from mdm_endpoint.app import create_app
 from mdm_endpoint.identity import IdentityVerifier
+from mdmscep_common import metrics
 from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
@@ -158,17 +161,27 @@ def test_one_hosts_certificate_cannot_speak_for_another(mdm, pki, db_conn):
     assert len(publisher.messages) == published
 
 
-def test_a_valid_identity_can_rebind_a_known_udid(mdm, pki, db_conn):
+def test_a_valid_identity_can_rebind_a_known_udid(mdm, pki, db_conn, caplog):
     """CONTRACT.md §4 on purpose (a wiped device re-enrolls with a new certificate): an
     Authenticate signed by any certificate of the identity CA that is not yet bound re-binds the
     UDID; the old certificate then speaks for it no more. So whoever can obtain an identity
-    certificate (the enrollment secret gives the identity SCEP challenge) can take a known UDID
-    over; the report proposes per-enrollment challenges and a logged, audited re-bind."""
+    certificate (the enrollment secret gives the identity SCEP challenge) could take a known UDID
+    over: every re-bind is a warning line naming both certificates, and a metric."""
     client, _ = mdm
+    rebinds = metrics.IDENTITY_REBINDS._value.get()
     _enroll(client, pki["a"], UDID_A)
+    _enroll(client, pki["a"], UDID_A)  # the same certificate again: not a re-bind
+    assert metrics.IDENTITY_REBINDS._value.get() == rebinds
     fresh = pki["ca"].issue("wiped host a")
-    assert _send(client, "/mdm/checkin", fresh, {"MessageType": "Authenticate", "UDID": UDID_A,
-                                                 "Topic": "t"}).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="mdm_endpoint.service"):
+        assert _send(client, "/mdm/checkin", fresh, {"MessageType": "Authenticate",
+                                                     "UDID": UDID_A, "Topic": "t"}).status_code == 200
+    assert metrics.IDENTITY_REBINDS._value.get() == rebinds + 1
+    [warning] = [r for r in caplog.records if r.getMessage() == "host re-bound to a new "
+                                                                  "identity certificate"]
+    assert warning.host_uuid == UDID_A
+    assert warning.previous_certificate_sha256 == hashlib.sha256(pki["a"].der).hexdigest()
+    assert warning.certificate_sha256 == hashlib.sha256(fresh.der).hexdigest()
     assert _send(client, "/mdm/connect", pki["a"],
                  {"Status": "Idle", "UDID": UDID_A}).status_code == 403
     assert _send(client, "/mdm/connect", fresh, {"Status": "Idle", "UDID": UDID_A}).status_code == 200

@@ -84,10 +84,8 @@ def test_the_admin_api_refuses_oversized_json_with_a_length(admin):
         assert raw_http.send(admin.url + "/api/v1/fleet" + path, method, body, headers).status == 413
 
 
-# Finding (admin_config.api._json_object, owned elsewhere): Werkzeug cuts a chunked body at
-# MAX_CONTENT_LENGTH without an error; get_json(silent=True) then sees truncated JSON and the API
-# answers 400 "must be a JSON object" instead of 413 (exact fix in the report).
-@pytest.mark.xfail(strict=True, reason="chunked JSON over the limit: truncated silently, 400")
+# Werkzeug cuts a chunked body at MAX_CONTENT_LENGTH without an error: truncated JSON used to
+# get 400 "must be a JSON object" instead of 413.
 def test_the_admin_api_refuses_oversized_chunked_json(admin):
     body = b'{"custom_scep_proxy": {"name": "' + b"a" * (ADMIN_LIMIT + 1) + b'"}}'
     headers = {**AUTH, "Content-Type": "application/json"}

@@ -20,10 +20,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ProbeOutcome
-from mdmscep_common import logs
+from mdmscep_common import fleet_vars, logs
 from mdmscep_common.bus import RecordingPublisher
+from mdmscep_common.ca_keys import challenge_context
+from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
+from profile_processor.delivery import Reconciler
 from scep_proxy.authority import _reason_for_host
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.identity_pki import IdentityCa
@@ -122,6 +125,20 @@ def test_configuration_secrets_are_masked_in_log_lines(captured):
         assert secret not in out
     assert all(json.loads(line) for line in out.splitlines())
     assert repr(settings).count("s3cret") == 0 and SERVER_PRIVATE_KEY not in repr(settings)
+
+
+def test_a_challenge_the_processor_decrypts_is_masked_in_its_log_lines(captured):
+    # The processor learns challenges only from the database (never through admin-config's API).
+    challenge = "Pr0cessor-only&challenge"
+    box = SecretBox(SERVER_PRIVATE_KEY)
+    row = {"name": "Decrypted_CA",
+           "challenge_encrypted": box.encrypt(challenge, challenge_context("Decrypted_CA"))}
+    assert logs.redact(challenge) == challenge  # not known to this process before
+    assert Reconciler._challenge(types.SimpleNamespace(_secrets=box), row) == challenge
+    logging.getLogger("test.secrets").warning("rendered %s", fleet_vars.xml_escape(challenge),
+                                              extra={"detail": challenge})
+    out = captured.getvalue()
+    assert challenge not in out and fleet_vars.xml_escape(challenge) not in out
 
 
 @pytest.mark.parametrize("reason", ["one-time code {code} already used", "{code}",

@@ -3,7 +3,9 @@ caches, the per-CA limit and what is published. The real thing is in tests/integ
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import threading
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -170,7 +172,8 @@ def test_post_is_forwarded_raw_and_published(world):
     assert parse_qs(urlsplit(url).query)["operation"] == ["PKIOperation"]
     assert world.publisher.messages == [("scep.result", {
         "host_uuid": HOST, "profile_uuid": PROFILE, "ca_name": CA, "outcome": "issued",
-        "fail_info": "", "http_status": 200, "detail": "the CA issued the certificate"})]
+        "fail_info": "", "http_status": 200, "detail": "the CA issued the certificate",
+        "ca_unreachable": False, "code_sha256": hashlib.sha256(CODE.encode()).hexdigest()})]
 
 
 def test_get_is_forwarded_as_get(world):
@@ -199,21 +202,27 @@ def test_ca_answers_pass_through_with_their_outcome(world, answer, outcome, fail
         (outcome, fail_info, answer.status)
 
 
-@pytest.mark.parametrize("answer, status, outcome", [
-    (CaAnswer(500, "text/plain", b"boom"), 502, "upstream_error"),
-    (CaAnswer(503, "text/plain", b"later"), 502, "upstream_error"),
-    (CaAnswer(302, "text/plain", b""), 502, "upstream_error"),
-    (UpstreamFailure("the CA is unreachable", "unreachable"), 502, "upstream_error"),
-    (UpstreamTimeout("the CA did not answer within 2 s"), 504, "timeout"),
+# `ca_unreachable`: no HTTP answer at all, which the processor does not count as an attempt.
+@pytest.mark.parametrize("answer, status, outcome, unreachable", [
+    (CaAnswer(500, "text/plain", b"boom"), 502, "upstream_error", False),
+    (CaAnswer(503, "text/plain", b"later"), 502, "upstream_error", False),
+    (CaAnswer(302, "text/plain", b""), 502, "upstream_error", False),
+    (UpstreamFailure("the CA's answer could not be read"), 502, "upstream_error", False),
+    (UpstreamFailure("the CA is unreachable", "unreachable"), 502, "upstream_error", True),
+    (UpstreamTimeout("the CA did not answer within 2 s"), 504, "timeout", True),
 ])
-def test_ca_failures(world, answer, status, outcome):
+def test_ca_failures(world, answer, status, outcome, unreachable):
     world.ca.answer = answer
     response = world.post(PKCS_REQ)
     assert response.status_code == status
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert f"CA {CA}" in response.get_data(as_text=True)
     body = world.publisher.messages[0][1]
-    assert (body["outcome"], body["http_status"]) == (outcome, status)
+    assert (body["outcome"], body["http_status"], body["ca_unreachable"]) == \
+        (outcome, status, unreachable)
+    # The attempt is named by the stored hash of its code, never by the code.
+    assert body["code_sha256"] == hashlib.sha256(CODE.encode()).hexdigest()
+    assert CODE not in json.dumps(body)
     assert world.proxy.metrics.upstream_errors.collect()[0].samples[0].labels["ca"] == CA
 
 

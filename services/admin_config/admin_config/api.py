@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
+
+from mdmscep_common.http import request_body
 
 from .errors import BadRequest
 
@@ -55,7 +58,11 @@ def _text_arg(name: str) -> str | None:
 
 
 def _json_object(key: str) -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    raw = request_body()  # 413 for a chunked body over the limit, not a truncated-JSON 400
+    try:
+        body = json.loads(raw) if request.is_json else None
+    except ValueError:
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
         raise BadRequest(f"The body must be a JSON object with a {key!r} object",
                          [{"name": key, "reason": "missing or not an object"}])

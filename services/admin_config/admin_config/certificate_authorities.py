@@ -114,9 +114,18 @@ def validate_url(url: Any) -> str:
     return url
 
 
+# What an XML 1.0 profile can carry (tab, LF, CR and the rest; no other C0 control, no lone
+# surrogate, no U+FFFE/U+FFFF): any other character would make every rendered profile unreadable.
+_NOT_IN_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+UNPRINTABLE_CHALLENGE = ("Custom SCEP Proxy challenge contains a character a configuration "
+                         "profile cannot carry (a control character or a lone surrogate)")
+
+
 def validate_challenge(challenge: Any) -> str:
     if not isinstance(challenge, str) or challenge == "" or challenge == MASKED_CHALLENGE:
         raise field_error(BadRequest, "challenge", EMPTY_CHALLENGE)
+    if _NOT_IN_XML.search(challenge):
+        raise field_error(BadRequest, "challenge", UNPRINTABLE_CHALLENGE)
     return challenge
 
 

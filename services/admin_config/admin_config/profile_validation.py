@@ -3,6 +3,7 @@ whose message names it. Pure functions: the caller supplies which CA names exist
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,9 @@ from mdmscep_common.profile_payloads import (
 )
 
 from .errors import BadRequest
+
+# A CDATA section: its text is not XML-decoded, so an escaped value would reach the device altered.
+_CDATA = re.compile(rb"<!\[CDATA\[.*?\]\]>", re.DOTALL)
 
 
 def _bad(message: str) -> BadRequest:
@@ -74,6 +78,7 @@ def validate_profile(raw: bytes, ca_exists: Callable[[str], bool]) -> ValidatedP
                               has_scep_payload=any(p.get("PayloadType") == SCEP_PAYLOAD_TYPE
                                                    for p in content))
     scep_payloads_with_vars: set[int] = set()
+    custom_ca_names: set[str] = set()  # every CA any custom SCEP variable names
     values = strings(profile)
     for s in values:
         for occurrence in fleet_vars.find_variables(s.value):
@@ -90,10 +95,16 @@ def validate_profile(raw: bytes, ca_exists: Callable[[str], bool]) -> ValidatedP
             if s.payload_type != SCEP_PAYLOAD_TYPE or s.payload_index is None:
                 raise _bad(f"${variable} can only be used in a {SCEP_PAYLOAD_TYPE} payload")
             scep_payloads_with_vars.add(s.payload_index)
+            custom_ca_names.add(fleet_vars.ca_name_of(variable))
     if len(scep_payloads_with_vars) > 1:
         raise _bad(f"Only one {SCEP_PAYLOAD_TYPE} payload per profile may use custom SCEP variables")
     for index in scep_payloads_with_vars:
         result.ca_names.add(_check_scep_payload(content[index]))
+    # Only the payload's own CA is rendered: a variable naming any other would reach the device
+    # as written.
+    for other in sorted(custom_ca_names - result.ca_names):
+        raise _bad(f"Custom SCEP variables in a profile must all name its SCEP payload's "
+                   f"certificate authority ({', '.join(sorted(result.ca_names))}), not {other}")
     for ca_name in result.ca_names:
         if not ca_exists(ca_name):
             raise _bad(f"Certificate authority {ca_name} does not exist; add it before uploading "
@@ -136,3 +147,6 @@ def _check_textual(raw: bytes, values: list[StringValue]) -> None:
     if parsed != textual:
         raise _bad("Fleet variables must be written literally ($NAME or ${NAME}), not as XML "
                    "character references or inside comments")
+    if any(fleet_vars.VARIABLE_BYTES.search(section.group(0)) for section in _CDATA.finditer(raw)):
+        raise _bad("Fleet variables cannot be written inside a CDATA section (their XML-escaped "
+                   "values would reach the device undecoded)")

@@ -42,9 +42,10 @@ def is_known(variable: str) -> bool:
 
 def xml_escape(value: str) -> str:
     """XML-escaped, and ASCII only (characters above U+007F as `&#N;`), so the value reads the
-    same whatever encoding the profile declares."""
+    same whatever encoding the profile declares. CR as `&#13;`: a parser turns a literal one
+    into LF."""
     escaped = (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                    .replace('"', "&quot;").replace("'", "&apos;"))
+                    .replace('"', "&quot;").replace("'", "&apos;").replace("\r", "&#13;"))
     return escaped.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 

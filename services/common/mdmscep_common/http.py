@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from gunicorn.app.base import BaseApplication
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import metrics
 from .health import HealthChecks
@@ -19,6 +20,17 @@ log = logging.getLogger(__name__)
 Warnings = Callable[[], list[dict[str, Any]]]
 
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def request_body() -> bytes:
+    """The request body, or 413 when it is over the app's MAX_CONTENT_LENGTH. Werkzeug refuses a
+    declared Content-Length over the limit, but cuts a chunked body at the limit without an
+    error: a body that fills the limit exactly with no length declared is taken as over it."""
+    body = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and request.content_length is None and len(body) >= limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def register_healthz(app: Flask, checks: HealthChecks, warnings: Warnings | None = None) -> None:

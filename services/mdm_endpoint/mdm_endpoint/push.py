@@ -426,5 +426,5 @@ class PushSender:
         delivered = sum(o.delivered for o in outcomes.values())
         failed = [o for o in outcomes.values() if not o.delivered]
         log.info("pushes sent", extra={"requested": len(unique), "delivered": delivered,
-                                       "invalid_tokens": len(invalid), "failed": len(failed)})
+                                       "rejected_by_apns": len(invalid), "failed": len(failed)})
         return list(outcomes.values())

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any, Protocol
 
-from mdmscep_common import bus
+from mdmscep_common import bus, metrics
 
 from .identity import DeviceIdentity
 from .protocol import Authenticate, CheckOut, TokenUpdate, parse_checkin, parse_result
@@ -124,12 +124,21 @@ class MdmService:
         with self._db.transaction() as conn:
             if isinstance(message, Authenticate):
                 try:
-                    self._hosts.authenticate(conn, message.udid, identity.sha256, {
+                    replaced = self._hosts.authenticate(conn, message.udid, identity.sha256, {
                         "serial_number": message.serial_number, "topic": message.topic,
                         "device_name": message.device_name, "model": message.model,
                         "os_version": message.os_version})
                 except CertificateBoundElsewhere:
                     raise IdentityMismatch("the signing certificate belongs to another device") from None
+                if replaced is not None:
+                    # Allowed (CONTRACT.md §4: a wiped device re-enrolls), and worth an
+                    # operator's eye: any holder of an identity certificate could do the same.
+                    metrics.IDENTITY_REBINDS.inc()
+                    log.warning("host re-bound to a new identity certificate",
+                                extra={"host_uuid": message.udid,
+                                       "serial_number": message.serial_number,
+                                       "previous_certificate_sha256": replaced.hex(),
+                                       "certificate_sha256": identity.sha256.hex()})
                 # A (re-)enrolling device starts with an empty queue.
                 self._commands.clear_queue(conn, message.udid)
                 log.info("host authenticated", extra={"host_uuid": message.udid})

@@ -37,12 +37,15 @@ class HostStore:
         return bytes(row["identity_cert_sha256"]) if row and row["identity_cert_sha256"] else None
 
     def authenticate(self, conn: psycopg.Connection, udid: str, cert_sha256: bytes,
-                     details: dict[str, str]) -> None:
-        """Create or update the host and bind the certificate (a re-enrollment re-binds)."""
+                     details: dict[str, str]) -> bytes | None:
+        """Create or update the host and bind the certificate (a re-enrollment re-binds).
+        Returns the certificate the UDID was bound to before when this re-binds it."""
         owner = conn.execute("SELECT uuid FROM hosts WHERE identity_cert_sha256 = %s",
                              (cert_sha256,)).fetchone()
         if owner and owner["uuid"] != udid:
             raise CertificateBoundElsewhere(udid)
+        before = conn.execute("SELECT identity_cert_sha256 FROM hosts WHERE uuid = %s FOR UPDATE",
+                              (udid,)).fetchone()
         conn.execute(
             """INSERT INTO hosts (uuid, serial_number, device_name, model, os_version,
                                   identity_cert_sha256, topic, last_seen_at)
@@ -55,6 +58,9 @@ class HostStore:
                    topic = COALESCE(EXCLUDED.topic, hosts.topic),
                    last_seen_at = now(), updated_at = now()""",
             {"udid": udid, "cert": cert_sha256, **details})
+        previous = bytes(before["identity_cert_sha256"]) if before and \
+            before["identity_cert_sha256"] is not None else None
+        return previous if previous is not None and previous != cert_sha256 else None
 
     def token_update(self, conn: psycopg.Connection, udid: str, topic: str, token: bytes,
                      push_magic: str) -> bool:

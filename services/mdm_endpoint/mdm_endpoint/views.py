@@ -8,7 +8,8 @@ import threading
 
 import psycopg
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+
+from mdmscep_common.http import request_body
 
 from .identity import SignatureInvalid, SignatureMalformed, SignatureMissing
 from .protocol import ProtocolError
@@ -74,12 +75,7 @@ def enroll():
 
 
 def _signed_body() -> tuple[bytes, object]:
-    body = request.get_data(cache=False)
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if limit is not None and request.content_length is None and len(body) >= limit:
-        # A chunked body is cut at the limit by Werkzeug without an error: refuse it here
-        # (a body with Content-Length over the limit got 413 before reaching us).
-        raise RequestEntityTooLarge()
+    body = request_body()
     with _VERIFY_LOCK:
         try:
             identity = _deps().verifier.verify(request.headers.get("Mdm-Signature"), body)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from mdmscep_common import fleet_vars, mdm_commands
 from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import SecretBox
+from mdmscep_common.logs import register_secret
 
 from .certificates import MAX_SPREAD, renewal_due_at
 from .commander_client import CommanderClient, HostCommand
@@ -176,14 +177,21 @@ class Reconciler:
         self._store.postpone(conn, waiting)
         return send_now
 
+    def _challenge(self, ca) -> str:
+        """The CA's challenge in clear, masked from now on in this process's log lines (as written
+        and as it appears in a rendered profile)."""
+        challenge = self._secrets.decrypt(ca["challenge_encrypted"], challenge_context(ca["name"]))
+        register_secret(challenge)
+        register_secret(fleet_vars.xml_escape(challenge))
+        return challenge
+
     def _build(self, conn, rows, cas):
         installs = [r for r in rows if r["operation_type"] == "install"]
         profile_uuids = sorted({r["profile_uuid"] for r in installs})
         desired = self._store.desired(conn, profile_uuids) if installs else {}
         templates = {uuid: self._template(p["raw"]) for uuid, p in desired.items()}
-        challenges = {uuid: [CertificateAuthorityForProfile(
-            ca["name"], self._secrets.decrypt(ca["challenge_encrypted"], challenge_context(ca["name"])))
-            for ca in cas.get(uuid, [])] for uuid in profile_uuids}
+        challenges = {uuid: [CertificateAuthorityForProfile(ca["name"], self._challenge(ca))
+                             for ca in cas.get(uuid, [])] for uuid in profile_uuids}
         commands, sent, codes = [], [], []
         for row in rows:
             command_uuid = mdm_commands.new_command_uuid()

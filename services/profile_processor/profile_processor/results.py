@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 FAILURE_STATUSES = {"Error", "CommandFormatError"}
 CA_FAILURES = {"scep_failure": "with a SCEP failure", "upstream_error": "with a server error",
                "timeout": "too late (timeout)"}
+# An attempt that found the CA down (no HTTP answer) is given back: the profile is re-sent after a
+# backoff that doubles up to CA_UNREACHABLE_MAX_DELAY, so an outage delays hosts instead of failing
+# them. After CA_UNREACHABLE_MAX_RETRIES such retries (about a day) outages count as attempts again.
+CA_UNREACHABLE_MAX_DELAY = 600.0
+CA_UNREACHABLE_MAX_RETRIES = 150
 
 
 def error_text(event: dict[str, Any]) -> str:
@@ -74,6 +79,8 @@ class ResultHandler:
                                    acknowledged_at=_now(conn))
                 queue_profile_lists(conn, self._store, self._commander, [host])
             elif status in FAILURE_STATUSES:
+                if row["ca_unreachable_command"] == command_uuid:
+                    return  # the CA was down for this attempt: given back, re-send scheduled
                 self._attempt_failed(conn, row, error_text(event), from_ca=False)
 
     def _attempt_failed(self, conn, row: dict[str, Any], text: str, from_ca: bool) -> None:
@@ -157,9 +164,10 @@ class ResultHandler:
         log.info("re-send requested", extra={"profile_uuid": profile, "deliveries": count})
 
     def scep_result(self, event: dict[str, Any]) -> None:
-        """The CA's answer to a host's PKIOperation. A refusal (SCEP FAILURE with its failInfo),
-        a 5xx or a timeout uses up the attempt: the profile is re-sent with a new code after
-        backoff, within the same budget of attempts as device errors."""
+        """The CA's answer to a host's PKIOperation. A refusal (SCEP FAILURE with its failInfo)
+        or a 5xx uses up the attempt: the profile is re-sent with a new code after backoff, within
+        the same budget of attempts as device errors. No answer at all (`ca_unreachable`: the CA
+        is down) gives the attempt back (see CA_UNREACHABLE_MAX_DELAY)."""
         host, profile = event.get("host_uuid"), event.get("profile_uuid")
         if not isinstance(host, str) or not isinstance(profile, str):
             raise PoisonMessage("scep.result without host_uuid/profile_uuid")
@@ -171,9 +179,45 @@ class ResultHandler:
                 f"{CA_FAILURES[outcome]}{fail_info}: {event.get('detail', '')}").strip(" :")
         with self._db.transaction() as conn:
             row = self._store.delivery(conn, host, profile)
-            if row is None or row["status"] != "pending" or row["operation_type"] != "install":
+            if row is None or row["operation_type"] != "install":
                 return
-            self._attempt_failed(conn, row, text, from_ca=True)
+            if event.get("ca_unreachable") is True \
+                    and row["ca_unreachable_retries"] < CA_UNREACHABLE_MAX_RETRIES:
+                self._ca_unreachable(conn, row, self._command_of(conn, row, event), text)
+            elif row["status"] == "pending":
+                self._attempt_failed(conn, row, text, from_ca=True)
+
+    def _command_of(self, conn, row: dict[str, Any], event: dict[str, Any]) -> str | None:
+        """The attempt the event is about: the command its one-time code was issued with (an
+        event without one is taken as about the current attempt)."""
+        code = event.get("code_sha256")
+        if not code:
+            return row["command_uuid"]
+        try:
+            return self._store.command_of_code(conn, bytes.fromhex(code))
+        except (TypeError, ValueError):
+            raise PoisonMessage("scep.result with a malformed code_sha256") from None
+
+    def _ca_unreachable(self, conn, row: dict[str, Any], command: str | None, text: str) -> None:
+        """Give the attempt back and re-send after the outage backoff. Once per attempt, whether
+        the host's own Error for it came first (even one that ended the delivery `failed`) or
+        comes later (then ignored)."""
+        if command is None or command != row["command_uuid"]:
+            return  # an older attempt's: a newer one is under way
+        if row["ca_unreachable_command"] == command or row["status"] not in ("pending", "failed"):
+            return  # already given back (a redelivered event), or the host got there anyway
+        retries = row["ca_unreachable_retries"]
+        delay = min(self._retry_backoff * 2 ** min(retries, 16), CA_UNREACHABLE_MAX_DELAY)
+        self._store.update(
+            conn, row["host_uuid"], row["profile_uuid"], status="pending",
+            attempts=max(row["attempts"] - 1, 0), ca_unreachable_command=command,
+            ca_unreachable_retries=retries + 1, ca_answer=text,
+            detail=f"{text}; retrying in {delay:.0f} s (an unreachable certificate authority does "
+                   f"not use up the host's attempts)"[:2000],
+            next_attempt_at=_seconds_from_now(conn, delay))
+        log.info("certificate authority unreachable; attempt given back",
+                 extra={"host_uuid": row["host_uuid"], "profile_uuid": row["profile_uuid"],
+                        "retry_in_seconds": delay})
 
 
 def _now(conn):

@@ -38,7 +38,8 @@ class DeliveryStore:
     def resend_changed(self, conn: psycopg.Connection) -> int:
         """A profile or one of its CAs changed since it was sent: deliver again, fresh budget."""
         return conn.execute(
-            f"""UPDATE host_profiles hp SET status = 'pending', attempts = 0, detail = '',
+            f"""UPDATE host_profiles hp SET status = 'pending', attempts = 0,
+                       ca_unreachable_retries = 0, detail = '',
                        next_attempt_at = now(), updated_at = now()
                 FROM ({_DESIRED}) d
                 WHERE hp.profile_uuid = d.profile_uuid AND hp.operation_type = 'install'
@@ -52,7 +53,8 @@ class DeliveryStore:
                AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
         removing = conn.execute(
             """UPDATE host_profiles hp SET operation_type = 'remove', status = 'pending',
-                      attempts = 0, detail = '', revision = NULL, next_attempt_at = now(),
+                      attempts = 0, ca_unreachable_retries = 0, detail = '', revision = NULL,
+                      next_attempt_at = now(),
                       updated_at = now()
                WHERE hp.operation_type = 'install'
                  AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
@@ -202,15 +204,21 @@ class DeliveryStore:
     def delivery_for_command(self, conn: psycopg.Connection, command_uuid: str) -> dict[str, Any] | None:
         return conn.execute(
             """SELECT host_uuid, profile_uuid, operation_type, status, attempts, identifier,
-                      ca_answer, command_uuid
+                      ca_answer, command_uuid, ca_unreachable_command, ca_unreachable_retries
                FROM host_profiles WHERE command_uuid = %s FOR UPDATE""", (command_uuid,)).fetchone()
 
     def delivery(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str) -> dict[str, Any] | None:
         return conn.execute(
             """SELECT host_uuid, profile_uuid, operation_type, status, attempts, identifier,
-                      ca_answer, command_uuid
+                      ca_answer, command_uuid, ca_unreachable_command, ca_unreachable_retries
                FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s FOR UPDATE""",
             (host_uuid, profile_uuid)).fetchone()
+
+    def command_of_code(self, conn: psycopg.Connection, code_sha256: bytes) -> str | None:
+        """The command (attempt) a one-time code was issued with."""
+        row = conn.execute("SELECT command_uuid FROM scep_codes WHERE code_sha256 = %s",
+                           (code_sha256,)).fetchone()
+        return row["command_uuid"] if row else None
 
     def update(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str, **fields: Any) -> None:
         columns = ", ".join(f"{name} = %({name})s" for name in fields)
@@ -303,7 +311,8 @@ class DeliveryStore:
         if not renewals:
             return 0
         return conn.execute(
-            """UPDATE host_profiles hp SET status = 'pending', attempts = 0, next_attempt_at = now(),
+            """UPDATE host_profiles hp SET status = 'pending', attempts = 0,
+                      ca_unreachable_retries = 0, next_attempt_at = now(),
                       replacing_sha256 = r.sha256, updated_at = now(),
                       detail = 'Renewing the certificate that expires ' || r.expires
                FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[])
@@ -325,7 +334,8 @@ class DeliveryStore:
         """A fresh delivery with a new budget of attempts (the queued command, if any, is
         replaced when it is sent)."""
         return conn.execute(
-            """UPDATE host_profiles SET status = 'pending', attempts = 0, detail = '',
+            """UPDATE host_profiles SET status = 'pending', attempts = 0,
+                      ca_unreachable_retries = 0, detail = '',
                       next_attempt_at = now(), updated_at = now()
                WHERE profile_uuid = %(p)s AND operation_type = 'install'
                  AND (%(h)s::text IS NULL OR host_uuid = %(h)s)

@@ -74,6 +74,12 @@ class BadGateway(ProxyError):
 
     status = 502
 
+    def __init__(self, reason: str, ca_name: str | None = None, *, unreachable: bool = False,
+                 **kwargs):
+        super().__init__(reason, ca_name, **kwargs)
+        # No HTTP answer at all (connection refused or timed out): the CA is down, not refusing.
+        self.unreachable = unreachable
 
-class GatewayTimeout(ProxyError):
+
+class GatewayTimeout(BadGateway):
     status = 504

@@ -1,14 +1,18 @@
 """`scep.result` events: what a PKIOperation came to, for the processor (DESIGN.md).
 
-Body: {"host_uuid", "profile_uuid", "ca_name", "outcome", "fail_info", "http_status", "detail"}
-where outcome is issued | scep_failure | pending | upstream_error | timeout, fail_info is the
-CertRep's failInfo name (badAlg … badCertId) or "", and http_status is what the host was answered.
+Body: {"host_uuid", "profile_uuid", "ca_name", "outcome", "fail_info", "http_status", "detail",
+"ca_unreachable", "code_sha256"} where outcome is issued | scep_failure | pending | upstream_error |
+timeout, fail_info is the CertRep's failInfo name (badAlg … badCertId) or "", http_status is what
+the host was answered, ca_unreachable is true when the CA gave no HTTP answer at all (connection
+refused, timed out: the CA is down, which should not use up the host's attempts), and
+code_sha256 (hex) names the attempt: the one-time code the host used, as stored.
 Published only once the code is used up (the processor allowed the request); refusals before that
 are the processor's own decisions and are not echoed back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -44,6 +48,8 @@ class ScepOutcome:
     fail_info: str
     http_status: int
     detail: str
+    ca_unreachable: bool = False
+    code_sha256: str = ""
 
     def body(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,7 +59,7 @@ def outcome_of_answer(scep_id: ProxyId, answer: CaAnswer) -> ScepOutcome:
     """The outcome of a CA answer the host receives unchanged (2xx or 4xx)."""
     def make(outcome: str, detail: str, fail_info: str = "") -> ScepOutcome:
         return ScepOutcome(scep_id.host_uuid, scep_id.profile_uuid, scep_id.ca_name, outcome,
-                           fail_info, answer.status, detail)
+                           fail_info, answer.status, detail, code_sha256=_code_sha256(scep_id))
 
     if not 200 <= answer.status <= 299:
         return make(UPSTREAM_ERROR, f"the CA answered HTTP {answer.status}")
@@ -69,9 +75,16 @@ def outcome_of_answer(scep_id: ProxyId, answer: CaAnswer) -> ScepOutcome:
     return make(ISSUED, "the CA issued the certificate")
 
 
-def outcome_of_failure(scep_id: ProxyId, http_status: int, detail: str, timed_out: bool) -> ScepOutcome:
+def outcome_of_failure(scep_id: ProxyId, http_status: int, detail: str, timed_out: bool,
+                       unreachable: bool = False) -> ScepOutcome:
     return ScepOutcome(scep_id.host_uuid, scep_id.profile_uuid, scep_id.ca_name,
-                       TIMEOUT if timed_out else UPSTREAM_ERROR, "", http_status, detail)
+                       TIMEOUT if timed_out else UPSTREAM_ERROR, "", http_status, detail,
+                       ca_unreachable=unreachable, code_sha256=_code_sha256(scep_id))
+
+
+def _code_sha256(scep_id: ProxyId) -> str:
+    # As the processor stores it (never the code itself: it must not leave the proxy).
+    return hashlib.sha256(scep_id.one_time_code.encode("utf-8")).hexdigest()
 
 
 class BackgroundPublisher:

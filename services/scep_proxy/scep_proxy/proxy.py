@@ -113,10 +113,11 @@ def map_ca_answer(answer: CaAnswer, ca_name: str) -> Answer:
     raise UpstreamFailure(f"the CA answered HTTP {answer.status}", "http_status")
 
 
-def map_failure(failure: UpstreamFailure, ca_name: str) -> ProxyError:
+def map_failure(failure: UpstreamFailure, ca_name: str) -> BadGateway:
+    unreachable = failure.kind in ("unreachable", "timeout")  # no HTTP answer from the CA
     if isinstance(failure, UpstreamTimeout):
-        return GatewayTimeout(failure.detail, ca_name, verified_ca=True)
-    return BadGateway(failure.detail, ca_name, verified_ca=True)
+        return GatewayTimeout(failure.detail, ca_name, verified_ca=True, unreachable=unreachable)
+    return BadGateway(failure.detail, ca_name, verified_ca=True, unreachable=unreachable)
 
 
 class ScepProxy:
@@ -199,7 +200,8 @@ class ScepProxy:
         latency_ms = (time.monotonic() - started) * 1000
         if failure is not None:
             outcome = outcome_of_failure(scep_id, failure.status, failure.reason,
-                                         timed_out=isinstance(failure, GatewayTimeout))
+                                         timed_out=isinstance(failure, GatewayTimeout),
+                                         unreachable=getattr(failure, "unreachable", False))
         else:
             outcome = outcome_of_answer(scep_id, CaAnswer(answer.status, answer.content_type,
                                                           answer.body))
