@@ -71,7 +71,8 @@ def test_a_ca_refusal_uses_an_attempt_and_is_in_the_final_detail(mdm, mdm_db, li
 def _commands(mdm_db, host):
     with mdm_db.transaction() as conn:
         return conn.execute("SELECT command_uuid FROM commands WHERE host_uuid = %s "
-                            "AND request_type = 'InstallProfile'", (host.udid,)).fetchall()
+                            "AND request_type = 'InstallProfile' ORDER BY seq",
+                            (host.udid,)).fetchall()
 
 
 def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_url, custom_ca,
@@ -84,44 +85,36 @@ def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_
     assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
     publisher = bus.Publisher(amqp_url)
-    down = {"host_uuid": host.udid, "profile_uuid": profile_uuid, "ca_name": "Test_SCEP",
-            "outcome": "upstream_error", "fail_info": "", "http_status": 502,
-            "detail": "the CA is unreachable (connection refused)", "ca_unreachable": True}
+    down = _ca_down(host, profile_uuid)
 
     def delivery():
-        with mdm_db.transaction() as conn:
-            return conn.execute(
-                "SELECT status, attempts, ca_unreachable_retries, command_uuid, detail "
-                "FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s",
-                (host.udid, profile_uuid)).fetchone()
+        return _delivery(mdm_db, host, profile_uuid)
 
     # Five outages in a row: more than the 3 attempts a host has, and still pending.
     for outage in range(1, 6):
-        wait_for(lambda o=outage: len(_commands(mdm_db, host)) == o, what=f"send {outage}")
-        code = _code_of(mdm_db, delivery()["command_uuid"])
+        code = _code_of(mdm_db, _sent(mdm_db, host, profile_uuid, outage))
         publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": code})
         publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": code})  # redelivered
-        wait_for(lambda o=outage: delivery()["ca_unreachable_retries"] == o, what="given back")
-        row = delivery()
-        assert row["status"] == "pending" and row["attempts"] == 0, row
+        row = wait_for(lambda o=outage: (r := delivery())["ca_unreachable_retries"] == o and r,
+                       what="given back")
+        # 0, or 1 once the re-send (0.1 s later and up) went out: never counting up to 3.
+        assert row["status"] == "pending" and row["attempts"] <= 1, row
         assert "does not use up the host's attempts" in row["detail"]
     assert delivery()["ca_unreachable_retries"] == 5  # the redelivered events changed nothing
 
     # The host's own Error for an attempt the CA already explained changes nothing either; an
     # event about an older attempt is ignored.
-    wait_for(lambda: len(_commands(mdm_db, host)) == 6, what="send 6")
-    current = delivery()["command_uuid"]
+    current = _sent(mdm_db, host, profile_uuid, 6)
     publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": _code_of(
         mdm_db, _commands(mdm_db, host)[0]["command_uuid"])})
     publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": _code_of(mdm_db, current)})
     wait_for(lambda: delivery()["ca_unreachable_retries"] == 6, what="sixth give-back")
-    host.connect({"CommandUUID": current, "Status": "Error", "ErrorChain": [
-        {"ErrorCode": 22013, "ErrorDomain": "MCSCEPErrorDomain",
-         "USEnglishDescription": "The SCEP server returned an invalid response."}]})
+    _host_error(host, current)
     # The next send is 3.2 s away: the host's Error is handled well before it.
+    # (The Commander queues the command before the processor commits the send: wait for both.)
     wait_for(lambda: len(_commands(mdm_db, host)) == 7, what="send 7")
-    row = delivery()
-    assert row["attempts"] == 1 and row["ca_unreachable_retries"] == 6, row
+    row = wait_for(lambda: (r := delivery())["attempts"] == 1 and r, what="send 7 committed")
+    assert row["ca_unreachable_retries"] == 6, row
     assert "does not use up the host's attempts" in row["detail"] and "SCEP server" not in \
         row["detail"]
 
@@ -130,6 +123,65 @@ def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_
                                         "detail": "the CA answered HTTP 500"})
     wait_for(lambda: "Attempt 1 of 3 failed" in delivery()["detail"], what="counted attempt")
     publisher.close()
+
+
+def test_an_unreachable_ca_revives_an_attempt_the_host_reported_first(
+        mdm, mdm_db, live_admin, amqp_url, custom_ca, start_processor):
+    """The host's Error can reach the processor before the proxy's event: the attempt is counted,
+    then given back, even the third one that had ended the delivery `failed`."""
+    start_processor()
+    host = mdm.new_host()
+    _asleep(mdm, host)
+    assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
+    profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
+    publisher = bus.Publisher(amqp_url)
+    for attempt in (1, 2, 3):
+        _host_error(host, _sent(mdm_db, host, profile_uuid, attempt))
+        if attempt < 3:
+            wait_for(lambda a=attempt: f"Attempt {a} of 3 failed" in
+                     _delivery(mdm_db, host, profile_uuid)["detail"], what="counted")
+    failed = wait_for(lambda: (r := _delivery(mdm_db, host, profile_uuid))["status"] == "failed"
+                      and r, what="failed")
+    assert failed["attempts"] == 3
+    # Now the proxy's event for that third attempt: the CA was down, so it is given back.
+    publisher.publish(bus.SCEP_RESULT, {**_ca_down(host, profile_uuid),
+                                        "code_sha256": _code_of(mdm_db, failed["command_uuid"])})
+    # Given back (3 → 2), then sent again (→ 3): a fourth InstallProfile, still pending.
+    row = wait_for(lambda: (r := _delivery(mdm_db, host, profile_uuid))["ca_unreachable_retries"]
+                   == 1 and r["attempts"] == 3 and r, what="sent again after the revival")
+    assert row["status"] == "pending" and len(_commands(mdm_db, host)) == 4, row
+    publisher.close()
+
+
+def _sent(mdm_db, host, profile_uuid, n):
+    """The n-th InstallProfile's command, once the processor committed it as the current one
+    (the Commander queues it before that commit)."""
+    def current():
+        commands = _commands(mdm_db, host)
+        return len(commands) == n and \
+            _delivery(mdm_db, host, profile_uuid)["command_uuid"] == commands[-1]["command_uuid"] \
+            and commands[-1]["command_uuid"]
+    return wait_for(current, what=f"send {n}")
+
+
+def _ca_down(host, profile_uuid):
+    return {"host_uuid": host.udid, "profile_uuid": profile_uuid, "ca_name": "Test_SCEP",
+            "outcome": "upstream_error", "fail_info": "", "http_status": 502,
+            "detail": "the CA is unreachable (connection refused)", "ca_unreachable": True}
+
+
+def _host_error(host, command_uuid):
+    host.connect({"CommandUUID": command_uuid, "Status": "Error", "ErrorChain": [
+        {"ErrorCode": 22013, "ErrorDomain": "MCSCEPErrorDomain",
+         "USEnglishDescription": "The SCEP server returned an invalid response."}]})
+
+
+def _delivery(mdm_db, host, profile_uuid):
+    with mdm_db.transaction() as conn:
+        return conn.execute(
+            "SELECT status, attempts, ca_unreachable_retries, command_uuid, detail "
+            "FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s",
+            (host.udid, profile_uuid)).fetchone()
 
 
 def _code_of(mdm_db, command_uuid):

@@ -86,11 +86,20 @@ def test_the_admin_api_refuses_oversized_json_with_a_length(admin):
 
 # Werkzeug cuts a chunked body at MAX_CONTENT_LENGTH without an error: truncated JSON used to
 # get 400 "must be a JSON object" instead of 413.
-def test_the_admin_api_refuses_oversized_chunked_json(admin):
+@pytest.mark.parametrize("path", ["/certificate_authorities", "/api_tokens"])
+def test_the_admin_api_refuses_oversized_chunked_json(admin, path):
     body = b'{"custom_scep_proxy": {"name": "' + b"a" * (ADMIN_LIMIT + 1) + b'"}}'
     headers = {**AUTH, "Content-Type": "application/json"}
-    assert raw_http.send(admin.url + "/api/v1/fleet/certificate_authorities", "POST",
+    assert raw_http.send(admin.url + "/api/v1/fleet" + path, "POST",
                          _chunks(body), headers, chunked=True).status == 413
+
+
+@pytest.mark.parametrize("path", ["/certificate_authorities", "/api_tokens"])
+def test_json_nested_too_deep_to_parse_is_a_400(admin, path):
+    body = b"[" * 100_000 + b"]" * 100_000  # within the size limit; Python's parser gives up
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = raw_http.send(admin.url + "/api/v1/fleet" + path, "POST", body, headers)
+    assert response.status in (400, 422), response.status
 
 
 def test_unauthenticated_oversized_requests_are_refused_unread(admin):

@@ -202,14 +202,16 @@ def test_ca_answers_pass_through_with_their_outcome(world, answer, outcome, fail
         (outcome, fail_info, answer.status)
 
 
-# `ca_unreachable`: no HTTP answer at all, which the processor does not count as an attempt.
+# `ca_unreachable`: no connection, the request never reached the CA (down), which the processor
+# does not count as an attempt; a timeout after sending is an attempt like a 5xx.
 @pytest.mark.parametrize("answer, status, outcome, unreachable", [
     (CaAnswer(500, "text/plain", b"boom"), 502, "upstream_error", False),
     (CaAnswer(503, "text/plain", b"later"), 502, "upstream_error", False),
     (CaAnswer(302, "text/plain", b""), 502, "upstream_error", False),
     (UpstreamFailure("the CA's answer could not be read"), 502, "upstream_error", False),
     (UpstreamFailure("the CA is unreachable", "unreachable"), 502, "upstream_error", True),
-    (UpstreamTimeout("the CA did not answer within 2 s"), 504, "timeout", True),
+    (UpstreamFailure("the CA's URL cannot be used", "misconfigured"), 502, "upstream_error", False),
+    (UpstreamTimeout("the CA did not answer within 2 s"), 504, "timeout", False),
 ])
 def test_ca_failures(world, answer, status, outcome, unreachable):
     world.ca.answer = answer

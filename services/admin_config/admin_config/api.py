@@ -57,12 +57,17 @@ def _text_arg(name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
-def _json_object(key: str) -> dict[str, Any]:
+def _json_body() -> Any:
+    """The JSON body, None when there is none or it is not JSON (the caller says what it needs)."""
     raw = request_body()  # 413 for a chunked body over the limit, not a truncated-JSON 400
     try:
-        body = json.loads(raw) if request.is_json else None
-    except ValueError:
-        body = None
+        return json.loads(raw) if request.is_json else None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
+        return None
+
+
+def _json_object(key: str) -> dict[str, Any]:
+    body = _json_body()
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
         raise BadRequest(f"The body must be a JSON object with a {key!r} object",
                          [{"name": key, "reason": "missing or not an object"}])
@@ -204,7 +209,7 @@ def delete_host(host_uuid: str):
 
 @api.post("/api_tokens")
 def create_api_token():
-    body = request.get_json(silent=True)
+    body = _json_body()
     name = body.get("name") if isinstance(body, dict) else None
     return jsonify(_services().tokens.create(name, g.actor))
 

@@ -121,6 +121,7 @@ class MdmService:
         """Authenticate, TokenUpdate or CheckOut (Apple: Check-in)."""
         message = parse_checkin(body)
         event = None
+        replaced = None
         with self._db.transaction() as conn:
             if isinstance(message, Authenticate):
                 try:
@@ -130,15 +131,6 @@ class MdmService:
                         "os_version": message.os_version})
                 except CertificateBoundElsewhere:
                     raise IdentityMismatch("the signing certificate belongs to another device") from None
-                if replaced is not None:
-                    # Allowed (CONTRACT.md §4: a wiped device re-enrolls), and worth an
-                    # operator's eye: any holder of an identity certificate could do the same.
-                    metrics.IDENTITY_REBINDS.inc()
-                    log.warning("host re-bound to a new identity certificate",
-                                extra={"host_uuid": message.udid,
-                                       "serial_number": message.serial_number,
-                                       "previous_certificate_sha256": replaced.hex(),
-                                       "certificate_sha256": identity.sha256.hex()})
                 # A (re-)enrolling device starts with an empty queue.
                 self._commands.clear_queue(conn, message.udid)
                 log.info("host authenticated", extra={"host_uuid": message.udid})
@@ -153,6 +145,14 @@ class MdmService:
                 self._hosts.check_out(conn, message.udid)
                 event = (bus.HOST_CHECKED_OUT, {"host_uuid": message.udid})
                 log.info("host checked out", extra={"host_uuid": message.udid})
+        if replaced is not None:
+            # Allowed (CONTRACT.md §4: a wiped device re-enrolls), and worth an operator's eye:
+            # any holder of an identity certificate could do the same. Said once committed.
+            metrics.IDENTITY_REBINDS.inc()
+            log.warning("host re-bound to a new identity certificate",
+                        extra={"host_uuid": message.udid, "serial_number": message.serial_number,
+                               "previous_certificate_sha256": replaced.hex(),
+                               "certificate_sha256": identity.sha256.hex()})
         if event:
             self._publish(*event)
 

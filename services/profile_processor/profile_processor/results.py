@@ -117,7 +117,8 @@ class ResultHandler:
                     self._store.update(conn, host_uuid, row["profile_uuid"], **fields)
                 elif row["status"] == "verified":
                     self._store.update(conn, host_uuid, row["profile_uuid"], status="pending",
-                                       attempts=0, next_attempt_at=_now(conn),
+                                       attempts=0, ca_unreachable_retries=0,
+                                       next_attempt_at=_now(conn),
                                        detail="Missing from the host's profile list; re-sent")
                 else:
                     self._store.update(conn, host_uuid, row["profile_uuid"], status="pending",
@@ -142,7 +143,8 @@ class ResultHandler:
             for row in self._store.verified_scep(conn, host_uuid):
                 if row["profile_uuid"] not in holding:
                     self._store.update(conn, host_uuid, row["profile_uuid"], status="pending",
-                                       attempts=0, next_attempt_at=_now(conn),
+                                       attempts=0, ca_unreachable_retries=0,
+                                       next_attempt_at=_now(conn),
                                        detail="The certificate is missing from the host; re-sent")
             self._store.promote_verified(conn, host_uuid)
 
@@ -181,9 +183,11 @@ class ResultHandler:
             row = self._store.delivery(conn, host, profile)
             if row is None or row["operation_type"] != "install":
                 return
+            if self._command_of(conn, row, event) != row["command_uuid"]:
+                return  # about an older attempt (a late or redelivered event): a newer one is out
             if event.get("ca_unreachable") is True \
                     and row["ca_unreachable_retries"] < CA_UNREACHABLE_MAX_RETRIES:
-                self._ca_unreachable(conn, row, self._command_of(conn, row, event), text)
+                self._ca_unreachable(conn, row, text)
             elif row["status"] == "pending":
                 self._attempt_failed(conn, row, text, from_ca=True)
 
@@ -198,12 +202,11 @@ class ResultHandler:
         except (TypeError, ValueError):
             raise PoisonMessage("scep.result with a malformed code_sha256") from None
 
-    def _ca_unreachable(self, conn, row: dict[str, Any], command: str | None, text: str) -> None:
-        """Give the attempt back and re-send after the outage backoff. Once per attempt, whether
-        the host's own Error for it came first (even one that ended the delivery `failed`) or
-        comes later (then ignored)."""
-        if command is None or command != row["command_uuid"]:
-            return  # an older attempt's: a newer one is under way
+    def _ca_unreachable(self, conn, row: dict[str, Any], text: str) -> None:
+        """Give the current attempt back and re-send after the outage backoff. Once per attempt,
+        whether the host's own Error for it came first (even one that ended the delivery
+        `failed`) or comes later (then ignored)."""
+        command = row["command_uuid"]
         if row["ca_unreachable_command"] == command or row["status"] not in ("pending", "failed"):
             return  # already given back (a redelivered event), or the host got there anyway
         retries = row["ca_unreachable_retries"]

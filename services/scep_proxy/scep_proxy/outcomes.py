@@ -6,8 +6,9 @@ timeout, fail_info is the CertRep's failInfo name (badAlg … badCertId) or "", 
 the host was answered, ca_unreachable is true when the CA gave no HTTP answer at all (connection
 refused, timed out: the CA is down, which should not use up the host's attempts), and
 code_sha256 (hex) names the attempt: the one-time code the host used, as stored.
-Published only once the code is used up (the processor allowed the request); refusals before that
-are the processor's own decisions and are not echoed back.
+Published once the code is used up (the processor allowed the PKIOperation), and when an
+authorized GetCACaps/GetCACert finds the CA unreachable (the host's attempt ends there); refusals
+before that are the processor's own decisions and are not echoed back.
 """
 
 from __future__ import annotations

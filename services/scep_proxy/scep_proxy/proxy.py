@@ -114,7 +114,9 @@ def map_ca_answer(answer: CaAnswer, ca_name: str) -> Answer:
 
 
 def map_failure(failure: UpstreamFailure, ca_name: str) -> BadGateway:
-    unreachable = failure.kind in ("unreachable", "timeout")  # no HTTP answer from the CA
+    # No connection at all: the request never reached the CA (down, or its address unreachable).
+    # A timeout after sending is not that: the CA may be working on it, or have issued.
+    unreachable = failure.kind == "unreachable"
     if isinstance(failure, UpstreamTimeout):
         return GatewayTimeout(failure.detail, ca_name, verified_ca=True, unreachable=unreachable)
     return BadGateway(failure.detail, ca_name, verified_ca=True, unreachable=unreachable)
@@ -171,7 +173,15 @@ class ScepProxy:
             return cached
         params = {} if message is None else {"message": message}
         url = scep.operation_url(authorization.upstream_url, operation, **params)
-        answer = self._forward(authorization, operation, lambda: self._upstream.get(url))
+        try:
+            answer = self._forward(authorization, operation, lambda: self._upstream.get(url))
+        except BadGateway as failure:
+            if failure.unreachable:
+                # The host's SCEP request ends here, before its PKIOperation: tell the processor
+                # the CA is down, so this attempt is given back like one that met the outage later.
+                self._report(outcome_of_failure(scep_id, failure.status, failure.reason,
+                                                timed_out=False, unreachable=True), operation)
+            raise
         if answer.status == 200 and cacheable:
             self._answers.put(key, answer)
         return answer
@@ -230,8 +240,8 @@ class ScepProxy:
                         extra={"ca": ca_name, "operation": operation, "error": failure.detail})
             raise map_failure(failure, ca_name) from None
 
-    def _report(self, outcome: ScepOutcome) -> None:
-        log.info("PKIOperation done",
+    def _report(self, outcome: ScepOutcome, operation: str = scep.PKI_OPERATION) -> None:
+        log.info(f"{operation} done",
                  extra={"ca": outcome.ca_name, "host_uuid": outcome.host_uuid,
                         "outcome": outcome.outcome, "fail_info": outcome.fail_info,
                         "http_status": outcome.http_status})

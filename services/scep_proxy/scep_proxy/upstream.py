@@ -26,7 +26,8 @@ class CaAnswer:
 
 
 class UpstreamFailure(Exception):
-    """The CA gave no usable answer. `kind` is a metric label: unreachable, unreadable, …"""
+    """The CA gave no usable answer. `kind` is a metric label: unreachable (no connection: the
+    request never reached the CA), timeout, unreadable, misconfigured, http_status."""
 
     kind = "unreadable"
 
@@ -86,8 +87,11 @@ class Upstream:
                                   f"{CONNECT_TIMEOUT_SECONDS:g} s", "unreachable") from None
         except httpx.TimeoutException:
             raise UpstreamTimeout(self._timeout_detail()) from None
-        except (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        except httpx.ConnectError as exc:
             raise UpstreamFailure(f"the CA is unreachable ({_short(exc)})", "unreachable") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise UpstreamFailure(f"the CA's URL cannot be used ({_short(exc)})",
+                                  "misconfigured") from None
         except httpx.HTTPError as exc:
             raise UpstreamFailure(f"the CA's answer could not be read ({_short(exc)})") from None
 
