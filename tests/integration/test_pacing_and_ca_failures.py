@@ -13,6 +13,15 @@ def _asleep(mdm, host):
     mdm.fleet._by_token.pop(host.push_token.hex())  # ignores pushes: deliveries stay pending
 
 
+def _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor):
+    """One processor, one host that ignores pushes, the seed profile on its way to it."""
+    start_processor()
+    host = mdm.new_host()
+    _asleep(mdm, host)
+    assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
+    return host, upload(live_admin, SEED).json["profile_uuid"]
+
+
 def test_sends_are_paced_to_the_cas_issuance_rate(mdm, mdm_db, live_admin, custom_ca,
                                                    start_processor):
     start_processor()
@@ -44,11 +53,7 @@ def test_sends_are_paced_to_the_cas_issuance_rate(mdm, mdm_db, live_admin, custo
 
 def test_a_ca_refusal_uses_an_attempt_and_is_in_the_final_detail(mdm, mdm_db, live_admin, amqp_url,
                                                                   custom_ca, start_processor):
-    start_processor()
-    [host] = [mdm.new_host()]
-    _asleep(mdm, host)
-    assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
-    profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
+    host, profile_uuid = _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor)
     wait_for(lambda: statuses(live_admin, host).get(profile_uuid, {}).get("status") == "pending"
              and len(_commands(mdm_db, host)) == 1, what="first send")
     publisher = bus.Publisher(amqp_url)
@@ -79,11 +84,7 @@ def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_
                                                   start_processor):
     """No HTTP answer from the CA (`ca_unreachable`): the attempt does not count, whichever of the
     CA's event and the host's Error comes first, and a redelivered event gives it back once."""
-    start_processor()
-    host = mdm.new_host()
-    _asleep(mdm, host)
-    assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
-    profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
+    host, profile_uuid = _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor)
     publisher = bus.Publisher(amqp_url)
     down = _ca_down(host, profile_uuid)
 
@@ -129,11 +130,7 @@ def test_an_unreachable_ca_revives_an_attempt_the_host_reported_first(
         mdm, mdm_db, live_admin, amqp_url, custom_ca, start_processor):
     """The host's Error can reach the processor before the proxy's event: the attempt is counted,
     then given back, even the third one that had ended the delivery `failed`."""
-    start_processor()
-    host = mdm.new_host()
-    _asleep(mdm, host)
-    assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
-    profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
+    host, profile_uuid = _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor)
     publisher = bus.Publisher(amqp_url)
     for attempt in (1, 2, 3):
         _host_error(host, _sent(mdm_db, host, profile_uuid, attempt))
