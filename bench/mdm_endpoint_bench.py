@@ -45,6 +45,7 @@ from cryptography.x509.oid import NameOID
 from mdmscep_common import mdm_commands
 from mdmscep_common.db import Database, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
+from mdmscep_common.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -182,11 +183,16 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per worker (default: the product's MDM_HTTP_THREADS default)")
+    parser.add_argument("--threads-sweep", type=int, nargs="*", default=[],
+                        help="also measure these threads per worker at 50 hosts (a server each)")
     parser.add_argument("--load", choices=["wrk", "python"], default="wrk" if shutil.which("wrk")
                         else "python", help="load generator (wrk is Debian's package wrk)")
     add_common_arguments(parser)
     args = parser.parse_args()
+    if args.threads is None:
+        args.threads = load_settings({"SERVER_PRIVATE_KEY": "k" * 32}).mdm_http_threads
 
     run_id = uuid.uuid4().hex[:8]
     database_url = f"{PG_BASE}/mdmscep_bench_{run_id}"
@@ -198,6 +204,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mdm-bench-"))
     process = None
     results: list[dict] = []
+    sweep: list[dict] = []  # other threads per worker, at 50 hosts
     started_load = load_average()
     try:
         ca_cert, ca_key = _identity_ca()
@@ -225,67 +232,81 @@ def main() -> None:
                             "status, delivered_at) VALUES (%s, %s, %s, %s, 'acknowledged', now())",
                             commands)
         db.close()
-        port = free_port()
-        env = {**os.environ, "DATABASE_URL": database_url, "MDM_HTTP_PORT": str(port),
-               "AMQP_URL": f"{AMQP_BASE}/{vhost}", "HTTP_BIND_ADDRESS": "127.0.0.1",
-               "SERVER_PRIVATE_KEY": "bench-" + "k" * 40,
-               "MDM_IDENTITY_CA_CERTS": str(workdir / "ca.pem"),
-               "HTTP_WORKERS": str(args.workers), "HTTP_THREADS": str(args.threads)}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        process = subprocess.Popen([str(BIN / "mdm-endpoint"), "http"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}/mdm/connect"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("mdm-endpoint did not start")
-            time.sleep(0.2)
+        def start_server(threads: int) -> tuple[subprocess.Popen, str]:
+            port = free_port()
+            env = {**os.environ, "DATABASE_URL": database_url, "MDM_HTTP_PORT": str(port),
+                   "AMQP_URL": f"{AMQP_BASE}/{vhost}", "HTTP_BIND_ADDRESS": "127.0.0.1",
+                   "SERVER_PRIVATE_KEY": "bench-" + "k" * 40,
+                   "MDM_IDENTITY_CA_CERTS": str(workdir / "ca.pem"),
+                   "HTTP_WORKERS": str(args.workers), "MDM_HTTP_THREADS": str(threads)}
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            server = subprocess.Popen([str(BIN / "mdm-endpoint"), "http"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("mdm-endpoint did not start")
+                time.sleep(0.2)
+            address = f"http://127.0.0.1:{port}/mdm/connect"
+            for kind in KINDS:
+                # Warm-up: every worker's pools, caches and lazily built parsers.
+                warm = run_level(address, requests[kind], 4, 1.0)
+                if warm["errors"]:
+                    raise SystemExit(f"{kind}: {warm['errors']} requests failed in the warm-up")
+            return server, address
+
         scripts = {}
         for kind in KINDS:
             scripts[kind] = workdir / f"{kind}.lua"
             _lua_requests(requests[kind], scripts[kind])
-            # Warm-up: every worker's pools, caches and lazily built parsers.
-            warm = run_level(url, requests[kind], 4, 1.0)
-            if warm["errors"]:
-                raise SystemExit(f"{kind}: {warm['errors']} requests failed in the warm-up")
+        process, url = start_server(args.threads)
 
         def level(kind: str, concurrency: int, seconds: float) -> dict:
             if args.load == "wrk":
                 return run_level_wrk(url, scripts[kind], concurrency, seconds)
             return run_level(url, requests[kind], concurrency, seconds)
 
-        workers = _children(process.pid)
+        def measure(kind: str, concurrency: int, threads: int) -> dict:
+            load = load_average()
+            meter = CpuMeter({"mdm_endpoint": [process.pid, *_children(process.pid)]},
+                             database_url).start()
+            r = level(kind, concurrency, args.seconds)
+            cpu = meter.stop()
+            r = {"kind": kind, **r, "threads": threads, "load_average": load, "cpu_seconds": cpu,
+                 "cpu_seconds_system": meter.system, "seconds": args.seconds}
+            r.update({k: round(v, 2) for k, v in r.items() if isinstance(v, float)})
+            print(f"{kind:>12} {r['concurrency']:>11} {threads:>7} {r['requests']:>9} "
+                  f"{r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6}  "
+                  f"{', '.join(f'{k} {v:.1f} ({meter.system[k]:.1f} sys)' for k, v in cpu.items())}"
+                  f" (load {load[0]})", flush=True)
+            return r
+
         print(f"# mdm-endpoint: signed requests ({platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, gunicorn {args.workers} workers x {args.threads} threads, "
               f"{args.hosts} hosts, load generator {args.load} on the same machine; "
               f"load {started_load[0]})")
-        print(f"{'kind':>12} {'concurrency':>11} {'requests':>9} {'req/s':>8} {'p50 ms':>8} "
-              f"{'p99 ms':>8} {'errors':>6}  CPU s")
+        print(f"{'kind':>12} {'concurrency':>11} {'threads':>7} {'requests':>9} {'req/s':>8} "
+              f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  CPU s")
         for kind in args.kinds:
             for concurrency in args.concurrency:
-                load = load_average()
-                meter = CpuMeter({"mdm_endpoint": [process.pid, *workers]}, database_url).start()
-                r = level(kind, concurrency, args.seconds)
-                cpu = meter.stop()
-                r = {"kind": kind, **r, "load_average": load, "cpu_seconds": cpu,
-                     "cpu_seconds_system": meter.system, "seconds": args.seconds}
-                r.update({k: round(v, 2) for k, v in r.items() if isinstance(v, float)})
-                results.append(r)
-                print(f"{kind:>12} {r['concurrency']:>11} {r['requests']:>9} {r['rps']:>8.1f} "
-                      f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6}  "
-                      f"{', '.join(f'{k} {v:.1f} ({meter.system[k]:.1f} sys)' for k, v in cpu.items())}"
-                      f" (load {load[0]})",
-                      flush=True)
+                results.append(measure(kind, concurrency, args.threads))
         if args.profile_dir:  # separate, so that sampling does not touch the figures above
             for kind in args.kinds:
                 with Profile(args.profile_dir, f"mdm-{kind.lower()}", [process.pid],
                              subprocesses=True, gil=True):
                     level(kind, 50, PROFILE_SECONDS)
+        # Threads per worker: the same load on a server started with each other setting.
+        for threads in [t for t in args.threads_sweep if t != args.threads]:
+            process.terminate()
+            process.wait(30)
+            process, url = start_server(threads)
+            for kind in args.kinds:
+                sweep.append(measure(kind, 50, threads))
     finally:
         if process:
             process.terminate()
@@ -295,7 +316,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     write_json(args.json, {"benchmark": "mdm_endpoint", "load_generator": args.load,
                            "workers": args.workers, "threads": args.threads, "hosts": args.hosts,
-                           "load_average_start": started_load, "results": results})
+                           "load_average_start": started_load, "results": results,
+                           "threads_sweep": sweep})
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ BENCHMARKS = (
     Benchmark("delivery", "Delivery of one SCEP profile", "delivery_bench.py",
               ("--hosts", "1000", "10000", "100000", "--repeat", "3"), 600),
     Benchmark("mdm_endpoint", "MDM endpoint, signed requests", "mdm_endpoint_bench.py",
-              ("--concurrency", "10", "50", "200", "--seconds", "6"), 300),
+              ("--concurrency", "10", "50", "200", "--seconds", "6", "--threads-sweep", "2", "8"),
+              420),
     Benchmark("push", "Push fan-out", "push_bench.py", ("--hosts", "20000", "--rounds", "3"), 240),
     Benchmark("scep_proxy", "SCEP proxy", "scep_proxy_bench.py", ("--seconds", "4"), 300),
     Benchmark("retention", "Table sizes under retention", "retention_bench.py", (), 300,
@@ -534,6 +535,18 @@ def write_report(results: dict, info: dict, profiles: Path, written: list[str]) 
                          f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
                          f"{1000 * cpu.get('mdm_endpoint', 0) / n:.2f}, "
                          f"{1000 * cpu.get('postgresql', 0) / n:.2f} | {_load(r)} |")
+    if m.get("threads_sweep"):
+        rows = sorted([r for r in m["results"] if r["concurrency"] == 50] + m["threads_sweep"],
+                      key=lambda r: (r["kind"] != "Idle", r.get("threads", m.get("threads"))))
+        lines += ["", "Threads per gunicorn worker (`MDM_HTTP_THREADS`, default "
+                  f"{m.get('threads')}), 50 hosts at once, a server started for each setting: "
+                  "the endpoint is CPU-bound, and fewer threads contend less for the GIL; more "
+                  "threads help only while requests wait on a slower (remote) database.", "",
+                  "| kind | threads per worker | req/s | p50 ms | p99 ms | errors | load |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['kind']} | {r.get('threads', m.get('threads'))} | {r['rps']:,.0f} | "
+                         f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {_load(r)} |")
     lines += _error(m) + (["", "![mdm endpoint](benchmarks/mdm_endpoint.png)", ""]
                          if "mdm_endpoint.png" in written else [""])
 

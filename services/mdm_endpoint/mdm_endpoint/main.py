@@ -38,7 +38,7 @@ def run_http(settings) -> None:
         credentials.periodic_task(settings.credential_check_interval).start()
         return create_app(settings, db, publisher, dependency_checks(db, settings.amqp_url),
                           credentials=credentials)
-    serve_http(factory, settings.mdm_http_port, settings.http_workers, settings.http_threads,
+    serve_http(factory, settings.mdm_http_port, settings.http_workers, settings.mdm_http_threads,
                f"{SERVICE}-http", settings.secret_values(), host=settings.http_bind_address)
 
 
