@@ -57,7 +57,7 @@ BENCHMARKS = (
     Benchmark("delivery", "Delivery of one SCEP profile", "delivery_bench.py",
               ("--hosts", "1000", "10000", "100000", "--repeat", "3"), 600),
     Benchmark("mdm_endpoint", "MDM endpoint, signed requests", "mdm_endpoint_bench.py",
-              ("--concurrency", "10", "50", "200", "--seconds", "6", "--threads-sweep", "2", "8"),
+              ("--concurrency", "10", "50", "200", "--seconds", "6", "--threads-sweep", "4", "8"),
               420),
     Benchmark("push", "Push fan-out", "push_bench.py", ("--hosts", "20000", "--rounds", "3"), 240),
     Benchmark("scep_proxy", "SCEP proxy", "scep_proxy_bench.py", ("--seconds", "4"), 300),

@@ -17,12 +17,12 @@ def test_defaults_follow_the_contract():
     assert s.apns_url == "https://api.push.apple.com"
     assert (s.profile_reconcile_interval, s.profile_verify_interval, s.scep_code_ttl) == (30, 3600, 3600)
     assert s.enroll_secret is None
-    assert (s.http_workers, s.http_threads, s.mdm_http_threads) == (2, 8, 4)
+    assert (s.http_workers, s.http_threads, s.mdm_http_threads) == (2, 8, 2)
 
 
 def test_the_mdm_endpoint_has_its_own_thread_count():
-    s = load_settings({"SERVER_PRIVATE_KEY": KEY, "HTTP_THREADS": "16", "MDM_HTTP_THREADS": "2"})
-    assert (s.http_threads, s.mdm_http_threads) == (16, 2)
+    s = load_settings({"SERVER_PRIVATE_KEY": KEY, "HTTP_THREADS": "16", "MDM_HTTP_THREADS": "6"})
+    assert (s.http_threads, s.mdm_http_threads) == (16, 6)
 
 
 def test_grpc_addresses_follow_ports_unless_set():
