@@ -201,8 +201,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         http_bind_address=env.get("HTTP_BIND_ADDRESS") or "0.0.0.0",
         http_threads=_int(env, "HTTP_THREADS", 8, minimum=1),
         # mdm-endpoint is CPU-bound (a CMS signature per request): fewer threads per worker
-        # contend less for the GIL (make bench: with 2, ~35% more requests/s and a shorter
-        # tail than with 4 or 8 on 2 cores).
+        # contend less for the GIL (make bench compares 2, 4 and 8 threads: 8 serves fewer
+        # requests/s with a longer tail on 2 cores).
         mdm_http_threads=_int(env, "MDM_HTTP_THREADS", 2, minimum=1),
         server_private_key_previous=previous_key,
         processor_metrics_port=metrics_ports["PROCESSOR_METRICS_PORT"],
