@@ -114,6 +114,15 @@ class CpuMeter:
         return self.seconds
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (gunicorn's workers), from /proc."""
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

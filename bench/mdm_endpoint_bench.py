@@ -32,6 +32,7 @@ from benchlib import (
     CpuMeter,
     Profile,
     add_common_arguments,
+    child_pids,
     free_port,
     load_average,
     write_json,
@@ -168,14 +169,6 @@ def run_level_wrk(url: str, script: Path, concurrency: int, seconds: float) -> d
             "mean_ms": float(mean_value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[mean_unit]}
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                for c in (task / "children").read_text().split()]
-    except OSError:
-        return []
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50, 200])
@@ -273,7 +266,7 @@ def main() -> None:
 
         def measure(kind: str, concurrency: int, threads: int) -> dict:
             load = load_average()
-            meter = CpuMeter({"mdm_endpoint": [process.pid, *_children(process.pid)]},
+            meter = CpuMeter({"mdm_endpoint": [process.pid, *child_pids(process.pid)]},
                              database_url).start()
             r = level(kind, concurrency, args.seconds)
             cpu = meter.stop()

@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
-from benchlib import CpuMeter, Profile, add_common_arguments, load_average, write_json
+from benchlib import CpuMeter, Profile, add_common_arguments, child_pids, load_average, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> None:
         any_failed = False
         for clients in CLIENT_COUNTS:
             load = load_average()
-            meter = CpuMeter({name: [p.pid, *_children(p.pid)]
+            meter = CpuMeter({name: [p.pid, *child_pids(p.pid)]
                               for name, p in bench.proxies.items()}, bench.database_url).start()
             with Profile(args.profile_dir if clients == 1 else None, "scep-proxy-pki",
                          [bench.proxies["protected"].pid], subprocesses=True, idle=True):
@@ -338,14 +338,6 @@ def run(args: argparse.Namespace) -> None:
         bench.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     write_json(args.json, figures)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                for c in (task / "children").read_text().split()]
-    except OSError:
-        return []
 
 
 def main() -> None:

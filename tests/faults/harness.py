@@ -17,6 +17,7 @@ import httpx
 import psycopg
 
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = (ROOT / "tests" / "integration" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
@@ -242,10 +243,7 @@ def stack_env(database_url: str, amqp_url: str) -> dict[str, str]:
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not reached within {timeout:g} s")
+    value = eventually(predicate, timeout, interval)
+    if not value:
+        raise TimeoutError(f"{what} not reached within {timeout:g} s")
+    return value

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from mdm_endpoint.service import EventRelay
+from tests.support.waiting import eventually
 
 
 class FlakyPublisher:
@@ -24,15 +24,6 @@ class FlakyPublisher:
         self.taken.append((routing_key, body, message_id))
 
 
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_events_survive_an_outage_in_order_with_stable_ids():
     publisher = FlakyPublisher()
     relay = EventRelay(publisher, pause=0.01, max_pause=0.05)
@@ -46,7 +37,7 @@ def test_events_survive_an_outage_in_order_with_stable_ids():
     relay.publish("command.result", {"n": 6})
     assert publisher.calls_from_main == 2
     publisher.down.clear()
-    assert _wait(lambda: relay.pending() == 0)
+    assert eventually(lambda: relay.pending() == 0)
     assert [body["n"] for _, body, _ in publisher.taken] == list(range(7))
     ids = [message_id for *_, message_id in publisher.taken]
     assert all(ids) and len(set(ids)) == 7
@@ -60,5 +51,5 @@ def test_the_relay_is_bounded():
         relay.publish("host.enrolled", {"n": n})
     assert relay.pending() == 3
     publisher.down.clear()
-    assert _wait(lambda: relay.pending() == 0)
+    assert eventually(lambda: relay.pending() == 0)
     assert [body["n"] for _, body, _ in publisher.taken] == [7, 8, 9]  # the newest are kept

@@ -15,15 +15,7 @@ import pytest
 
 from mdmscep_common import bus
 from tests.support.tcp_proxy import TcpProxy
-
-
-def _wait(predicate, timeout=15.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -68,7 +60,7 @@ def test_message_is_acked_only_after_the_handler(amqp_url, queue_name):
     worker, thread = _start_worker(amqp_url, queue, lambda body, d: seen.append(body))
     try:
         bus.Publisher(amqp_url).publish("test.ok", {"n": 1})
-        assert _wait(lambda: seen == [{"n": 1}])
+        assert eventually(lambda: seen == [{"n": 1}], 15)
     finally:
         worker.stop()
         thread.join(10)
@@ -87,13 +79,13 @@ def test_consumer_killed_before_ack_gets_the_message_redelivered(amqp_url, queue
     hanging = consumer("--hang")
     try:
         bus.Publisher(amqp_url).publish("test.kill", {"job": "certificate"})
-        assert _wait(lambda: record.exists() and record.read_text().count("\n") == 1)
+        assert eventually(lambda: record.exists() and record.read_text().count("\n") == 1, 15)
     finally:
         hanging.kill()
         hanging.wait()
     healthy = consumer()
     try:
-        assert _wait(lambda: record.read_text().count("\n") == 2)
+        assert eventually(lambda: record.read_text().count("\n") == 2, 15)
     finally:
         healthy.terminate()
         healthy.wait(10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import plistlib
-import time
 
 import httpx
 import pytest
@@ -19,15 +18,7 @@ from hostsim.device import MdmRefused
 from mdmscep_common import mdm_commands
 from tests.integration.conftest import ENROLL_SECRET
 from tests.support.bus_listener import BusListener
-
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -80,7 +71,7 @@ def test_host_enrolls_is_pushed_and_gets_its_command(mdm, mdm_db, events, apns_p
     assert (answer.queued, answer.pushes_requested) == (1, 1)
     # Exactly one push, with the host's token, PushMagic and topic, over the push certificate;
     # the push wakes the host, which fetches and answers the command.
-    assert _wait(lambda: ("ProfileList", command_uuid, "Acknowledged") in host.handled)
+    assert eventually(lambda: ("ProfileList", command_uuid, "Acknowledged") in host.handled)
     pushes = mdm.apns.pushes_for(host.push_token.hex())
     assert len(pushes) == 1
     assert pushes[0].push_magic == host.push_magic and pushes[0].topic == apns_pki.topic
@@ -105,7 +96,7 @@ def test_enqueue_is_idempotent_and_replaces_stale_commands(mdm, mdm_db):
         rows = conn.execute("SELECT command_uuid, status FROM commands").fetchall()
     statuses = {r["command_uuid"]: r["status"] for r in rows}
     assert statuses == {first: "replaced", second: "queued"}
-    assert _wait(lambda: any(c == second for _, c, _ in host.handled))
+    assert eventually(lambda: any(c == second for _, c, _ in host.handled))
     assert all(c != first for _, c, _ in host.handled)
 
 
@@ -156,7 +147,7 @@ def test_unregistered_token_is_marked_and_not_pushed_again(mdm, mdm_db):
     mdm.apns.refusals[host.push_token.hex()] = (410, "Unregistered")
     c = mdm_commands.new_command_uuid()
     mdm.enqueue([(host.udid, c, "ProfileList", mdm_commands.profile_list(c))])
-    assert _wait(lambda: _host_row(mdm_db, host.udid)["push_token_invalid_at"] is not None)
+    assert eventually(lambda: _host_row(mdm_db, host.udid)["push_token_invalid_at"] is not None)
     # A fresh TokenUpdate makes the host pushable again.
     del mdm.apns.refusals[host.push_token.hex()]
     host.checkin({"MessageType": "TokenUpdate", "Topic": host.topic, "Token": host.push_token,

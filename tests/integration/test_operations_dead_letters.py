@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -19,18 +18,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mdmscep_common import bus, dlq
+from tests.support.waiting import wait_for
 
 CLI = str(Path(sys.executable).parent / "mdmscep-dlq")
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sample(metric: str, /, **labels: str) -> float:

@@ -24,6 +24,7 @@ from tests.conftest import ADMIN_TOKEN, AMQP_BASE, PG_BASE, RUN_ID, SERVER_PRIVA
 from tests.support.expiring_pki import ca_pem, push_certificate
 from tests.support.ports import free_port
 from tests.support.stack import start_stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +32,6 @@ METRICS_PORTS = ("PROCESSOR_METRICS_PORT", "MDM_GRPC_METRICS_PORT", "MDM_PUSH_ME
                  "SCEP_PROXY_GRPC_METRICS_PORT")
 HTTP_PORTS = ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT")
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Scrape:

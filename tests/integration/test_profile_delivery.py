@@ -17,19 +17,10 @@ from mdmscep_common import fleet_vars
 from tests.integration.conftest import PROXY_PUBLIC_URL, create_ca
 from tests.integration.test_configuration_profiles import upload
 from tests.support.scepserver import start_scepserver
+from tests.support.waiting import wait_for
 
 SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 SPECIAL_CHALLENGE = "a&b<c>\"d'"
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def statuses(admin, host):

@@ -39,6 +39,7 @@ from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.ports import free_port, wait_for_port
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually
 
 CHALLENGE = "custom-ca-challenge"
 CA = "Test_SCEP"
@@ -238,15 +239,6 @@ class CaLog:
 
     def requests(self) -> list[str]:
         return [line for line in self._server.log()[self._mark:].splitlines() if " op=" in line]
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -574,7 +566,7 @@ def test_per_ca_limit_refuses_with_retry_after_and_keeps_the_code(fake, make_pro
         "path": proxy_path(*first) + "?operation=PKIOperation", "data": pkcs_requests["right"]})
     try:
         holder.start()
-        assert _wait(lambda: fake.calls_for(first[2], "PKIOperation"))
+        assert eventually(lambda: fake.calls_for(first[2], "PKIOperation"))
         started = time.monotonic()
         response = proxy.client.post(proxy_path(*second) + "?operation=PKIOperation",
                                      data=pkcs_requests["right"])
@@ -626,7 +618,7 @@ def test_ca_answers_are_cached_until_config_changed(custom_ca, fake, make_proxy,
         bus.Publisher(amqp_url).publish(bus.CONFIG_CHANGED, {
             "kind": "certificate_authority", "action": "edited", "id": 1, "name": CA,
             "resend": True})
-        assert _wait(lambda: CA in forgotten)
+        assert eventually(lambda: CA in forgotten)
         assert proxy.client.get(path + "?operation=GetCACert").data == answers[0].data
         assert len(ca_log.requests()) == 2
     finally:
@@ -640,10 +632,10 @@ def test_config_listener_survives_a_broker_connection_loss(amqp_url):
     try:
         assert listener.ready.wait(10)
         relay.cut()
-        assert _wait(lambda: listener.connections >= 2, 20)
+        assert eventually(lambda: listener.connections >= 2, 20)
         bus.Publisher(amqp_url).publish(bus.CONFIG_CHANGED, {"kind": "certificate_authority",
                                                              "name": "Other_CA"})
-        assert _wait(lambda: "Other_CA" in forgotten)
+        assert eventually(lambda: "Other_CA" in forgotten)
         assert forgotten.count(None) >= 2  # everything dropped after each (re)connection
     finally:
         listener.stop()
@@ -709,7 +701,7 @@ def test_under_gunicorn_with_metrics_and_graceful_stop(base_env, fake, tmp_path,
     try:
         wait_for_port(port, timeout=20)
         base = f"http://127.0.0.1:{port}"
-        assert _wait(lambda: httpx.get(base + "/healthz").status_code == 200, 20), log_path.read_text()
+        assert eventually(lambda: httpx.get(base + "/healthz").status_code == 200, 20), log_path.read_text()
         host, profile, code = grant(fake)
         result = scepclient(base + proxy_path(host, profile, code), tmp_path / "device")
         assert result.returncode == 0, result.stderr + log_path.read_text()

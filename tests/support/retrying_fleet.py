@@ -61,26 +61,16 @@ class RetryingFleet(Fleet):
             self._timers = {t for t in self._timers if t.is_alive()}
         self.wake(host)
 
-    def _poll(self, host: SimulatedHost) -> None:
-        while True:
-            try:
-                host.poll()
-            except Exception as exc:  # noqa: BLE001 - keep the fleet going, report at the end
-                if transient(exc):
-                    self.transient_failures.append(f"{host.udid}: {exc}")
-                    self._retry_later(host)
-                else:
-                    log.warning("host poll failed: %s", exc)
-                    self.errors.append(f"{host.udid}: {exc}")
-            else:
-                with self._lock:
-                    self._failures.pop(host.udid, None)
-            with self._lock:
-                if host.udid in self._again:
-                    self._again.discard(host.udid)
-                    continue
-                self._scheduled.discard(host.udid)
-                return
+    def _poll_failed(self, host: SimulatedHost, exc: Exception) -> None:
+        if transient(exc):
+            self.transient_failures.append(f"{host.udid}: {exc}")
+            self._retry_later(host)
+        else:
+            super()._poll_failed(host, exc)
+
+    def _poll_succeeded(self, host: SimulatedHost) -> None:
+        with self._lock:
+            self._failures.pop(host.udid, None)
 
     def close(self) -> None:
         with self._lock:

@@ -54,14 +54,22 @@ class Fleet:
             try:
                 host.poll()
             except Exception as exc:  # noqa: BLE001 - keep the fleet going, report at the end
-                log.warning("host poll failed: %s", exc)
-                self.errors.append(f"{host.udid}: {exc}")
+                self._poll_failed(host, exc)
+            else:
+                self._poll_succeeded(host)
             with self._lock:
                 if host.udid in self._again:
                     self._again.discard(host.udid)
                     continue
                 self._scheduled.discard(host.udid)
                 return
+
+    def _poll_failed(self, host: SimulatedHost, exc: Exception) -> None:
+        log.warning("host poll failed: %s", exc)
+        self.errors.append(f"{host.udid}: {exc}")
+
+    def _poll_succeeded(self, host: SimulatedHost) -> None:
+        """A hook for fleets that keep per-host state about failed polls."""
 
     def poll_all(self) -> None:
         for host in self.hosts:
