@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mdmscep_common.one_time_codes import code_sha256 as code_hash
 from profile_processor.authority import ScepAuthority
-from profile_processor.rendering import code_hash
 
 HOST, PROFILE, CA, CODE, COMMAND = "HOST-1", "profile-1", "Test_SCEP", "code-abc", "CMD-1"
 

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mdmscep_common.one_time_codes import code_sha256 as code_hash
 from profile_processor.authority import ScepAuthority
-from profile_processor.rendering import CODE_BYTES, code_hash, new_one_time_code
+from profile_processor.rendering import CODE_BYTES, new_one_time_code
 from scep_proxy.scep_protocol import _CODE
 from tests.support.proxy_world import ProxyWorld
 

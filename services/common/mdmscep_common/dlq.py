@@ -30,8 +30,8 @@ from typing import Any
 import kombu
 
 from . import bus
+from .settings import DEFAULT_AMQP_URL
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_LIMIT = 1000
 # The work queues of the stack (each service's composition root declares its own).
 WORK_QUEUES = ("profile_processor.events", "mdm_endpoint.push_requested", "admin_config.events")

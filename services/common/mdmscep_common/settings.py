@@ -13,6 +13,9 @@ from urllib.parse import urlparse
 
 MIN_SERVER_PRIVATE_KEY_CHARS = 32
 
+# The local broker of a development machine; production sets AMQP_URL.
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
 
 class SettingsError(Exception):
     """A required variable is missing or a value cannot be used."""
@@ -160,7 +163,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         database_url=_url(env, "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mdmscep",
                           ("postgresql", "postgres")),
-        amqp_url=_url(env, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//",
+        amqp_url=_url(env, "AMQP_URL", DEFAULT_AMQP_URL,
                       ("amqp", "amqps")),
         server_private_key=key,
         admin_api_token=_optional(env, "ADMIN_API_TOKEN"),

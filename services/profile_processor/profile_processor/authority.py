@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
-
-from .rendering import code_hash
+from mdmscep_common.one_time_codes import code_sha256 as code_hash
 
 OPERATIONS = {"GetCACaps", "GetCACert", "PKIOperation"}
 

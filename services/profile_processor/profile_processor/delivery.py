@@ -16,10 +16,11 @@ from mdmscep_common import fleet_vars, mdm_commands
 from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.logs import register_secret
+from mdmscep_common.one_time_codes import code_sha256 as code_hash
 
 from .certificates import MAX_SPREAD, renewal_due_at
 from .commander_client import CommanderClient, HostCommand
-from .rendering import CertificateAuthorityForProfile, code_hash, install_profile_command, render_for_host
+from .rendering import CertificateAuthorityForProfile, install_profile_command, render_for_host
 from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,6 @@ proxy URL, and the renewal id, substituted textually and XML-escaped (CONTRACT.m
 from __future__ import annotations
 
 import binascii
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,10 +15,6 @@ CODE_BYTES = 24
 
 def new_one_time_code() -> str:
     return secrets.token_urlsafe(CODE_BYTES)
-
-
-def code_hash(code: str) -> bytes:
-    return hashlib.sha256(code.encode("utf-8")).digest()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ before that are the processor's own decisions and are not echoed back.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from mdmscep_common import bus
+from mdmscep_common.one_time_codes import code_sha256
 
 from .scep_protocol import MalformedMessage, ProxyId, read_cert_rep
 from .upstream import CaAnswer
@@ -85,7 +85,7 @@ def outcome_of_failure(scep_id: ProxyId, http_status: int, detail: str, timed_ou
 
 def _code_sha256(scep_id: ProxyId) -> str:
     # As the processor stores it (never the code itself: it must not leave the proxy).
-    return hashlib.sha256(scep_id.one_time_code.encode("utf-8")).hexdigest()
+    return code_sha256(scep_id.one_time_code).hex()
 
 
 class BackgroundPublisher:
