@@ -1,6 +1,7 @@
 """The fast paths of issue 10 do what the straightforward code did:
 
-- InstallProfile command plists built without plistlib's writer are byte for byte plistlib's;
+- InstallProfile command plists (mdm_commands.install_profile, built without plistlib's writer)
+  are byte for byte plistlib's;
 - the Mdm-Signature verifier that remembers parsed certificate sets and signature parts decides
   every (mutated) signature as the full parse of every request did;
 - the one-statement /mdm/connect exchange leaves the tables as seen + record_result +
@@ -29,7 +30,6 @@ from mdm_endpoint.identity import (
 )
 from mdm_endpoint.store import CommandStore, HostStore
 from mdmscep_common import mdm_commands
-from profile_processor.rendering import install_profile_command
 from tests.support.identity_pki import IdentityCa
 
 FUZZ = settings(max_examples=200, deadline=None,
@@ -38,18 +38,23 @@ FUZZ = settings(max_examples=200, deadline=None,
 
 # --- InstallProfile plists -----------------------------------------------------------------------
 
+def _plistlib(command_uuid: str, payload: bytes) -> bytes:
+    """The straightforward build the fast one must equal."""
+    return plistlib.dumps({"CommandUUID": command_uuid, "Command": {
+        "RequestType": "InstallProfile", "Payload": payload}}, fmt=plistlib.FMT_XML, sort_keys=True)
+
+
 @given(payload=st.binary(max_size=5000))
 @settings(max_examples=300, deadline=None)
 def test_install_profile_command_is_plistlibs(payload):
     command_uuid = mdm_commands.new_command_uuid()
-    assert install_profile_command(command_uuid, payload) == \
-        mdm_commands.install_profile(command_uuid, payload)
+    assert mdm_commands.install_profile(command_uuid, payload) == _plistlib(command_uuid, payload)
 
 
 @pytest.mark.parametrize("command_uuid", ["A&B", "<x>", "plain-but-ünïcode", ""])
 def test_unusual_command_uuids_go_through_plistlib(command_uuid):
-    assert install_profile_command(command_uuid, b"payload") == \
-        mdm_commands.install_profile(command_uuid, b"payload")
+    assert mdm_commands.install_profile(command_uuid, b"payload") == \
+        _plistlib(command_uuid, b"payload")
 
 
 # --- Mdm-Signature ------------------------------------------------------------------------------

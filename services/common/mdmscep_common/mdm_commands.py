@@ -6,7 +6,9 @@ CertificateList).
 
 from __future__ import annotations
 
+import binascii
 import plistlib
+import re
 import uuid
 
 INSTALL_PROFILE = "InstallProfile"
@@ -24,8 +26,52 @@ def _command(command_uuid: str, command: dict) -> bytes:
                           fmt=plistlib.FMT_XML, sort_keys=True)
 
 
-def install_profile(command_uuid: str, profile: bytes) -> bytes:
+def _install_profile_plistlib(command_uuid: str, profile: bytes) -> bytes:
     return _command(command_uuid, {"RequestType": INSTALL_PROFILE, "Payload": profile})
+
+
+class _InstallProfileLayout:
+    """_install_profile_plistlib's exact bytes without plistlib's per-line writer: the plist
+    around the payload is fixed, and its <data> is the payload's base64 in lines of a fixed
+    width. Taken from plistlib itself, and checked against it, once per process."""
+
+    MARK = "00000000-0000-4000-8000-000000000000"
+
+    def __init__(self):
+        empty = _install_profile_plistlib(self.MARK, b"")
+        data_open = empty.index(b"<data>\n") + len(b"<data>\n")
+        self.head = empty[:data_open]
+        close = empty.index(b"</data>", data_open)
+        self.indent = empty[empty.rindex(b"\n", 0, close) + 1:close]
+        tail = empty[close - len(self.indent):]
+        self.tail_before, _, self.tail_after = tail.partition(self.MARK.encode("ascii"))
+        sample = _install_profile_plistlib(self.MARK, bytes(range(256)) * 2)
+        first = sample[data_open:sample.index(b"\n", data_open)]
+        self.width = len(first) - len(self.indent)
+        self.ok = self.width > 0 and self.width % 4 == 0 and all(
+            self.build(self.MARK, payload) == _install_profile_plistlib(self.MARK, payload)
+            for payload in (b"", b"x", bytes(range(256)) * 7, b"<&>" * 1000))
+
+    def build(self, command_uuid: str, payload: bytes) -> bytes:
+        encoded = binascii.b2a_base64(payload, newline=False)
+        width, indent = self.width, self.indent
+        data = indent + (b"\n" + indent).join(
+            [encoded[i:i + width] for i in range(0, len(encoded), width)]) + b"\n" if encoded else b""
+        return b"".join((self.head, data, self.tail_before, command_uuid.encode("ascii"),
+                         self.tail_after))
+
+
+_LAYOUT = _InstallProfileLayout()
+# Command UUIDs as new_command_uuid makes them need no XML escaping.
+_PLAIN_UUID = re.compile(r"[0-9A-Fa-f-]{1,64}")
+
+
+def install_profile(command_uuid: str, profile: bytes) -> bytes:
+    """The InstallProfile command plist, byte for byte plistlib's, about ten times faster for a
+    profile of a few KB (the processor builds one per host and delivery)."""
+    if _LAYOUT.ok and _PLAIN_UUID.fullmatch(command_uuid):
+        return _LAYOUT.build(command_uuid, profile)
+    return _install_profile_plistlib(command_uuid, profile)
 
 
 def remove_profile(command_uuid: str, identifier: str) -> bytes:

@@ -20,7 +20,7 @@ from mdmscep_common.one_time_codes import code_sha256 as code_hash
 
 from .certificates import MAX_SPREAD, renewal_due_at
 from .commander_client import CommanderClient, HostCommand
-from .rendering import CertificateAuthorityForProfile, install_profile_command, render_for_host
+from .rendering import CertificateAuthorityForProfile, render_for_host
 from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Reconciler:
                 rendered = render_for_host(templates[row["profile_uuid"]], row["host_uuid"],
                                            row["profile_uuid"], challenges[row["profile_uuid"]],
                                            self._proxy_public_url)
-                payload = install_profile_command(command_uuid, rendered.payload)
+                payload = mdm_commands.install_profile(command_uuid, rendered.payload)
                 request_type, revision = mdm_commands.INSTALL_PROFILE, profile["revision"]
                 codes += [(code_hash(code), row["host_uuid"], row["profile_uuid"], ca_name,
                            command_uuid) for ca_name, code in rendered.codes]
