@@ -15,8 +15,10 @@ import argparse
 import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +30,8 @@ from mdmscep_common.bus import Publisher
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import Database, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
+from mdmscep_common.service_pki import write_service_pki
+from mdmscep_common.service_tls import ServiceTls
 from profile_processor.commander_client import CommanderClient
 from profile_processor.delivery import SEND_BATCH, Reconciler, challenge_context
 from profile_processor.store import DeliveryStore
@@ -71,10 +75,17 @@ def seed(db: Database, hosts: int, database_url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def _wait_for_grpc(address: str, process: subprocess.Popen, timeout: float = 30) -> None:
+def _tls_env(pki: Path, service: str) -> dict[str, str]:
+    return {"GRPC_TLS_CA_CERT": str(pki / "ca.crt"),
+            "GRPC_TLS_CERT": str(pki / service / "tls.crt"),
+            "GRPC_TLS_KEY": str(pki / service / "tls.key")}
+
+
+def _wait_for_grpc(address: str, tls: ServiceTls, process: subprocess.Popen,
+                   timeout: float = 30) -> None:
     import grpc
 
-    channel = grpc.insecure_channel(address)
+    channel = tls.channel(address, "mdm-endpoint")
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
     except grpc.FutureTimeoutError:
@@ -102,16 +113,22 @@ def main() -> None:
     amqp_url = f"{AMQP_BASE}/{vhost}"
     db = Database(database_url, max_size=8).open()
     port = free_port()
+    # Internal gRPC is mutual TLS: the Commander as mdm-endpoint, this process as the processor.
+    pki = Path(tempfile.mkdtemp(prefix="mdmscep-bench-pki-"))
+    write_service_pki(pki)
+    processor = _tls_env(pki, "profile-processor")
+    tls = ServiceTls.from_files("profile-processor", *processor.values())
     env = {**os.environ, "DATABASE_URL": database_url, "AMQP_URL": amqp_url,
-           "SERVER_PRIVATE_KEY": KEY, "MDM_GRPC_PORT": str(port), "MDM_GRPC_METRICS_PORT": "0"}
+           "SERVER_PRIVATE_KEY": KEY, "MDM_GRPC_PORT": str(port), "MDM_GRPC_METRICS_PORT": "0",
+           **_tls_env(pki, "mdm-endpoint")}
     commander = subprocess.Popen([str(BIN / "mdm-endpoint"), "grpc"], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = None
     results = []
     started_load = load_average()
     try:
-        _wait_for_grpc(f"127.0.0.1:{port}", commander)
-        client = CommanderClient(f"127.0.0.1:{port}")
+        _wait_for_grpc(f"127.0.0.1:{port}", tls, commander)
+        client = CommanderClient(f"127.0.0.1:{port}", tls)
         reconciler = Reconciler(db, DeliveryStore(), client, SecretBox(KEY), "https://proxy.bench",
                                 code_ttl=3600, verify_interval=3600)
         # The exchange exists before the clock starts (a fresh vhost has none).
@@ -167,6 +184,7 @@ def main() -> None:
         db.close()
         drop_database(database_url)
         _rabbitmqctl("delete_vhost", vhost)
+        shutil.rmtree(pki, ignore_errors=True)
     write_json(args.json, {"benchmark": "delivery", "send_batch": SEND_BATCH,
                            "load_average_start": started_load, "results": results})
 

@@ -185,7 +185,7 @@ def main() -> None:
     add_common_arguments(parser)
     args = parser.parse_args()
     if args.threads is None:
-        args.threads = load_settings({"SERVER_PRIVATE_KEY": "k" * 32}).mdm_http_threads
+        args.threads = load_settings({}, needs_server_private_key=False).mdm_http_threads
 
     run_id = uuid.uuid4().hex[:8]
     database_url = f"{PG_BASE}/mdmscep_bench_{run_id}"

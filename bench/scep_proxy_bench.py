@@ -94,6 +94,7 @@ class Bench:
         from tests.support.fake_profile_authority import FakeAuthorityServer
         from tests.support.ports import free_port, wait_for_port
         from tests.support.scepserver import start_scepserver
+        from tests.support.service_certs import tls_env
 
         self.ca = start_scepserver(challenge=CHALLENGE, workdir=self.workdir / "ca")
         self.authority = FakeAuthorityServer(max_workers=32)
@@ -115,7 +116,7 @@ class Bench:
             port = free_port()
             env = {**os.environ, "PYTHONPATH": str(ROOT),
                    "SERVER_PRIVATE_KEY": "bench-server-private-key-0123456789abcdef",
-                   "PROCESSOR_GRPC_ADDR": self.authority.address,
+                   "PROCESSOR_GRPC_ADDR": self.authority.address, **tls_env("scep-proxy"),
                    "DATABASE_URL": self.database_url,
                    "HTTP_WORKERS": str(self.args.workers), "HTTP_THREADS": str(self.args.threads),
                    "SCEP_PROXY_CA_CONCURRENCY": str(limit),

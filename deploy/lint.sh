@@ -71,7 +71,8 @@ step "Dockerfiles: hadolint"
 run "hadolint ${DOCKERFILES[*]}" "$BIN/hadolint" "${DOCKERFILES[@]}"
 
 step "Shell scripts: shellcheck"
-run "shellcheck" "$BIN/shellcheck" deploy/lint.sh deploy/docker/scepserver-entrypoint.sh
+run "shellcheck" "$BIN/shellcheck" deploy/lint.sh deploy/docker/scepserver-entrypoint.sh \
+  deploy/scep/csr-subject-policy.sh
 
 step "docker-compose.yml"
 run "Compose specification schema (check-jsonschema vendor.compose-spec)" \
@@ -123,7 +124,7 @@ for dir in deploy/k8s/base deploy/k8s/overlays/example; do
   fi
 done
 
-# tests/deploy run with the whole suite (make test).
+# tests/deploy and tests/security/test_deploy_isolation.py run with the whole suite (make test).
 
 printf '\n'
 if [ "$failures" -gt 0 ]; then

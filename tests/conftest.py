@@ -1,5 +1,6 @@
 """Test fixtures: a real PostgreSQL database and RabbitMQ vhost per test run (warehouse/nameko
-style), a transaction rolled back per test, real scepservers, and the gRPC ScepGateway."""
+style), a transaction rolled back per test, real scepservers, the internal gRPC service PKI, and
+the gRPC ScepGateway."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from psycopg.rows import dict_row
 from mdmscep_common.db import SingleConnectionDatabase, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
 from tests.support.scepserver import start_scepserver
+from tests.support.service_certs import service_pki_dir, service_tls, tls_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = uuid.uuid4().hex[:10]
@@ -48,13 +50,23 @@ def amqp_url():
 
 
 @pytest.fixture(scope="session")
-def base_env(database_url, amqp_url):
-    """Environment for stack processes started by tests."""
+def service_pki():
+    """The internal gRPC service CA and a certificate per service, once per session
+    (tests/support/service_certs.py); its directory."""
+    return service_pki_dir()
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url, amqp_url, service_pki):
+    """Environment for stack processes started by tests. The processes tests start on their own
+    are scep-proxy replicas asking the fake ProfileAuthority, so it carries scep-proxy's gRPC
+    certificate; start_stack drops it (the launcher issues every program its own)."""
     return {
         "DATABASE_URL": database_url,
         "AMQP_URL": amqp_url,
         "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
         "ADMIN_API_TOKEN": ADMIN_TOKEN,
+        **tls_env("scep-proxy", service_pki),
     }
 
 
@@ -80,15 +92,17 @@ def custom_ca(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def scep_gateway():
-    """scep-proxy's gRPC ScepGateway in-process, with a short probe timeout."""
+def scep_gateway(service_pki):
+    """scep-proxy's gRPC ScepGateway in-process, with a short probe timeout; yields its address
+    (callers use admin-config's certificate: service_certs.service_tls)."""
     from mdmscep.v1 import scep_gateway_pb2_grpc
     from mdmscep_common.grpc_server import GrpcServer
     from mdmscep_common.health import HealthChecks
     from scep_proxy.gateway import ScepGatewayServicer
 
     client = httpx.Client(timeout=5, follow_redirects=False)
-    server = GrpcServer(0, ["mdmscep.v1.ScepGateway"], HealthChecks({}), host="127.0.0.1")
+    server = GrpcServer(0, ["mdmscep.v1.ScepGateway"], HealthChecks({}),
+                        tls=service_tls("scep-proxy", service_pki))
     server.add(scep_gateway_pb2_grpc.add_ScepGatewayServicer_to_server,
                ScepGatewayServicer(client, probe_timeout=2.0))
     server.start()

@@ -3,7 +3,11 @@
 Copied into every service image as /opt/mdmscep/healthcheck.py and used by the images' HEALTHCHECK
 and by docker-compose.yml. HTTP roles ask `GET /healthz`, gRPC roles ask grpc.health.v1.Health, and
 the push worker (no port) checks that its database and broker answer. Kubernetes uses its native
-httpGet/grpc probes instead, except for the push worker.
+httpGet probes instead; its native grpc probe speaks no TLS, so gRPC roles need this script there
+too (internal gRPC is mutual TLS only).
+
+A gRPC role asks its own server with the container's own certificate (GRPC_TLS_*), on
+GRPC_BIND_ADDRESS (loopback when it listens on every address).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ ROLES = {
     "scep-proxy-grpc": ("grpc", "SCEP_PROXY_GRPC_PORT", 50053),
     "mdm-endpoint-push": ("deps", "", 0),
 }
+# gRPC role → the service identity its server's certificate names.
+GRPC_SERVICES = {"profile-processor": "profile-processor", "mdm-endpoint-grpc": "mdm-endpoint",
+                 "scep-proxy-grpc": "scep-proxy"}
 
 
 def check_http(port: int) -> bool:
@@ -36,11 +43,39 @@ def check_http(port: int) -> bool:
         return False
 
 
-def check_grpc(port: int) -> bool:
+def grpc_health_address(port: int) -> str:
+    """Where this container's gRPC server answers: GRPC_BIND_ADDRESS, or loopback when that
+    is every address (0.0.0.0, ::) or unset."""
+    import ipaddress
+
+    bind = os.environ.get("GRPC_BIND_ADDRESS") or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        return f"127.0.0.1:{port}"
+    if address.is_unspecified:
+        return f"127.0.0.1:{port}"
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def check_grpc(role: str, port: int) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    from mdmscep_common.service_tls import TLS_VARIABLES, ServiceTls
+    from mdmscep_common.settings import SettingsError
+
+    service = GRPC_SERVICES[role]
+    paths = {name: os.environ.get(name) for name in TLS_VARIABLES}
+    try:
+        missing = [name for name, path in paths.items() if not path]
+        if missing:
+            raise SettingsError(f"{', '.join(missing)} not set")
+        tls = ServiceTls.from_files(service, *paths.values())
+    except SettingsError as exc:
+        print(f"internal gRPC certificate: {exc}", file=sys.stderr)
+        return False
+    with tls.channel(grpc_health_address(port), service) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_SECONDS)
@@ -77,7 +112,7 @@ def main(argv: list[str]) -> int:
         healthy = check_dependencies()
     else:
         port = int(os.environ.get(port_variable) or default_port)
-        healthy = check_http(port) if kind == "http" else check_grpc(port)
+        healthy = check_http(port) if kind == "http" else check_grpc(argv[0], port)
     print("healthy" if healthy else "unhealthy")
     return 0 if healthy else 1
 

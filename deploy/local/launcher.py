@@ -7,6 +7,12 @@ backoff when it keeps dying at start) and logs each restart. Ctrl-C stops everyt
 Metrics: each HTTP service gets a PROMETHEUS_MULTIPROC_DIR of its own under the run directory, so
 its `/metrics` sums its gunicorn workers; the other processes serve `/metrics` on their
 *_METRICS_PORT (README "Configuration"), which do not collide: each process has its own.
+
+Internal gRPC (mutual TLS, mdmscep_common.service_tls): the launcher issues a service CA and one
+certificate per service into <run dir>/service-pki (mdmscep_common.service_pki, the layout of
+`mdmscep-service-pki`), and gives each program only its own service's certificate and key; the
+CA's private key is never written, so nothing else can be issued from the run directory. gRPC
+servers listen on GRPC_BIND_ADDRESS (127.0.0.1 unless set).
 """
 
 from __future__ import annotations
@@ -32,13 +38,31 @@ PROGRAMS = [
 # gunicorn services: one multiprocess metrics directory each (a shared one would mix services).
 HTTP_PROGRAMS = ("admin-config", "scep-proxy-http", "mdm-endpoint-http")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Each program's service identity on internal gRPC: the certificate it gets.
+PROGRAM_SERVICES = {
+    "admin-config": "admin-config",
+    "scep-proxy-http": "scep-proxy",
+    "scep-proxy-grpc": "scep-proxy",
+    "mdm-endpoint-http": "mdm-endpoint",
+    "mdm-endpoint-grpc": "mdm-endpoint",
+    "mdm-endpoint-push": "mdm-endpoint",
+    "profile-processor": "profile-processor",
+}
+SERVICE_PKI_DIR = "service-pki"
+GRPC_TLS_VARIABLES = ("GRPC_TLS_CA_CERT", "GRPC_TLS_CERT", "GRPC_TLS_KEY")
 
 
 def program_environment(name: str, run_dir: Path) -> str:
-    """supervisord `environment=` line of a program ("" when it needs nothing of its own)."""
+    """supervisord `environment=` line of a program: its own service's certificate and key (the
+    service CA is shared) and, for the HTTP programs, their metrics directory."""
+    pki = run_dir / SERVICE_PKI_DIR
+    service = PROGRAM_SERVICES[name]
+    variables = {"GRPC_TLS_CA_CERT": pki / "ca.crt",
+                 "GRPC_TLS_CERT": pki / service / "tls.crt",
+                 "GRPC_TLS_KEY": pki / service / "tls.key"}
     if name in HTTP_PROGRAMS:
-        return f'environment={MULTIPROC_ENV}="{run_dir / "metrics" / name}"\n'
-    return ""
+        variables[MULTIPROC_ENV] = run_dir / "metrics" / name
+    return "environment=" + ",".join(f'{k}="{v}"' for k, v in variables.items()) + "\n"
 
 
 def supervisord_conf(run_dir: Path) -> str:
@@ -87,9 +111,18 @@ def main() -> None:
     from mdmscep_common.db import ensure_database
     from mdmscep_common.logs import configure_logging
     from mdmscep_common.migrate import apply_migrations
+    from mdmscep_common.service_pki import write_service_pki
     from mdmscep_common.settings import load_settings_or_exit
 
     settings = load_settings_or_exit()
+    configured = [name for name in GRPC_TLS_VARIABLES if os.environ.get(name)]
+    if configured:
+        # One certificate for every program would give them all one identity, and the services
+        # would refuse each other's calls (mdmscep_common.grpc_callers).
+        print(f"configuration error: {', '.join(configured)} set: `make run` issues each service "
+              "its own internal gRPC certificate; unset GRPC_TLS_CA_CERT, GRPC_TLS_CERT and "
+              "GRPC_TLS_KEY (deploy/ sets them per service)", file=sys.stderr)
+        raise SystemExit(78)
     configure_logging("launcher", settings.secret_values())
     ensure_database(settings.database_url)
     applied = apply_migrations(settings.database_url)
@@ -102,6 +135,8 @@ def main() -> None:
     os.environ.pop(MULTIPROC_ENV, None)
     for name in HTTP_PROGRAMS:
         (run_dir / "metrics" / name).mkdir(parents=True, exist_ok=True)
+    # A new service CA each start (its key is never written, so an old one cannot issue more).
+    write_service_pki(run_dir / SERVICE_PKI_DIR, force=True)
     conf = run_dir / "supervisord.conf"
     conf.write_text(supervisord_conf(run_dir))
     print(f"launcher: supervisord config {conf} "

@@ -51,6 +51,55 @@ ROUTES = {
 }
 
 
+# --- Secrets and internal gRPC ------------------------------------------------------------------
+
+# Process → the service it belongs to: its Secret (mdmscep-<service>) and its gRPC certificate's
+# name (CN and SAN DNS, mdmscep_common.service_tls.SERVICES).
+SERVICE_OF = {
+    "admin-config": "admin-config",
+    "mdm-endpoint": "mdm-endpoint",
+    "mdm-endpoint-grpc": "mdm-endpoint",
+    "mdm-endpoint-push": "mdm-endpoint",
+    "scep-proxy": "scep-proxy",
+    "scep-proxy-grpc": "scep-proxy",
+    "profile-processor": "profile-processor",
+}
+SERVICES = ("admin-config", "profile-processor", "mdm-endpoint", "scep-proxy")
+
+# gRPC server process → the gRPC services it serves, and the processes that call it.
+GRPC_SERVES = {
+    "profile-processor": {"mdmscep.v1.ProfileAuthority"},
+    "mdm-endpoint-grpc": {"mdmscep.v1.Commander", "mdmscep.v1.HostRegistry"},
+    "scep-proxy-grpc": {"mdmscep.v1.ScepGateway"},
+}
+GRPC_CALLERS = {
+    "profile-processor": {"scep-proxy"},
+    "mdm-endpoint-grpc": {"profile-processor", "admin-config"},
+    "scep-proxy-grpc": {"admin-config"},
+}
+# Every process that serves or calls gRPC: it needs its service's certificate.
+GRPC_PROCESSES = set(GRPC_CALLERS) | set().union(*GRPC_CALLERS.values())
+GRPC_TLS_VARIABLES = {"GRPC_TLS_CA_CERT": "ca.crt", "GRPC_TLS_CERT": "tls.crt",
+                      "GRPC_TLS_KEY": "tls.key"}
+
+# The secrets a process may hold (README "Configuration"); every one of them, in any variable.
+SECRET_VARIABLES = {"DATABASE_URL", "AMQP_URL", "SERVER_PRIVATE_KEY", "ADMIN_API_TOKEN",
+                    "ENROLL_SECRET", "IDENTITY_SCEP_CHALLENGE"}
+CONNECTIONS = {"DATABASE_URL", "AMQP_URL"}
+PROCESS_SECRETS = {
+    "admin-config": CONNECTIONS | {"SERVER_PRIVATE_KEY", "ADMIN_API_TOKEN"},
+    "mdm-endpoint": CONNECTIONS | {"SERVER_PRIVATE_KEY", "ENROLL_SECRET", "IDENTITY_SCEP_CHALLENGE"},
+    "mdm-endpoint-grpc": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
+    "mdm-endpoint-push": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
+    "scep-proxy": CONNECTIONS,
+    "scep-proxy-grpc": CONNECTIONS,
+    "profile-processor": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
+}
+MIGRATE_SECRETS = {"DATABASE_URL"}
+# What the SCEP proxy, which every host reaches, must never hold.
+NOT_FOR_SCEP_PROXY = {"SERVER_PRIVATE_KEY", "ADMIN_API_TOKEN", "ENROLL_SECRET"}
+
+
 def load_module(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -124,7 +124,7 @@ def test_scepserver_image_is_debian_scep_with_initialising_entrypoint():
 
 def test_dockerignore_keeps_local_state_out_of_images():
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", ".venv", ".env", "**/*.egg-info", "**/__pycache__"} <= set(ignored)
+    assert {".git", ".venv", ".env", ".service-pki", "**/*.egg-info", "**/__pycache__"} <= set(ignored)
 
 
 # --- docker-compose.yml ------------------------------------------------------------------------
@@ -155,13 +155,20 @@ def test_compose_starts_what_make_run_starts(compose):
 
 
 @needs_yaml
-def test_compose_shares_one_environment_with_a_required_server_key(compose):
+def test_compose_shares_one_environment_and_adds_each_service_its_own(compose):
+    """The settings are shared (x-env); each process adds its secrets (tests/security/
+    test_deploy_isolation.py checks which) and, with gRPC, its certificate's paths."""
     env = compose["x-env"]
-    assert env["SERVER_PRIVATE_KEY"].startswith("${SERVER_PRIVATE_KEY:?")
+    assert not set(env) & {"SERVER_PRIVATE_KEY", "ADMIN_API_TOKEN", "ENROLL_SECRET",
+                           "IDENTITY_SCEP_CHALLENGE"}, "secrets are per service"
     for process in PROCESSES:
-        assert compose["services"][process.name]["environment"] == env
-    assert compose["services"]["migrate"]["environment"] == env
-    assert set(env) <= settings_variables(), "only variables the services read"
+        environment = compose["services"][process.name]["environment"]
+        assert environment.items() >= env.items(), process.name
+        if "SERVER_PRIVATE_KEY" in environment:
+            assert environment["SERVER_PRIVATE_KEY"].startswith("${SERVER_PRIVATE_KEY:?"), \
+                "compose refuses to start without it"
+        assert set(environment) <= settings_variables(), "only variables the services read"
+    assert set(compose["services"]["migrate"]["environment"]) <= settings_variables()
 
 
 @needs_yaml
@@ -186,6 +193,12 @@ def test_compose_infrastructure_is_pinned_and_checked(compose):
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             assert (ROOT / source).exists() if source.startswith(".") else source in compose["volumes"]
+        for network in service.get("networks", []):
+            assert network in compose["networks"], f"{name} joins unknown network {network}"
+        for secret in service.get("secrets", []):
+            assert secret["source"] in compose["secrets"], f"{name} mounts unknown {secret}"
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("./.service-pki/"), "made by mdmscep-service-pki"
 
 
 @needs_yaml
@@ -294,7 +307,9 @@ def check_probes(process, container):
             assert probe["httpGet"]["path"] == "/healthz"
             assert ports[probe["httpGet"]["port"]] == process.port
         elif process.kind == "grpc":
-            assert probe["grpc"]["port"] == process.port == ports["grpc"]
+            # Kubernetes' grpc probe speaks no TLS: healthcheck.py asks over mutual TLS.
+            assert probe["exec"]["command"] == ["python", "/opt/mdmscep/healthcheck.py", process.name]
+            assert ports["grpc"] == process.port
         else:
             assert probe["exec"]["command"][-1] == process.name
             assert set(ports) <= {"metrics"}  # a worker serves only Prometheus metrics
@@ -344,11 +359,22 @@ def test_services_and_grpc_addresses_reach_their_pods(rendered):
 @needs_yaml
 def test_configuration_uses_known_variables_and_marked_example_secrets(rendered):
     config = objects_of(rendered, "ConfigMap")["mdmscep-config"]["data"]
-    secret = objects_of(rendered, "Secret")["mdmscep-secrets"]["stringData"]
-    assert set(config) | set(secret) <= settings_variables()
-    assert "SERVER_PRIVATE_KEY" in secret and len(secret["SERVER_PRIVATE_KEY"]) >= 32
-    assert all("EXAMPLE-ONLY" in value for value in secret.values())
-    assert not set(config) & set(secret)
+    assert set(config) <= settings_variables()
+    secrets = objects_of(rendered, "Secret")
+    assert secrets, "one Secret per service (secrets.yaml)"
+    for secret in secrets.values():
+        data = secret["stringData"]
+        variables = {key for key in data if key.isupper()}
+        assert variables <= settings_variables()
+        assert set(data) - variables <= {"ca.crt", "tls.crt", "tls.key"}, "the gRPC TLS files"
+        if "SERVER_PRIVATE_KEY" in data:
+            assert len(data["SERVER_PRIVATE_KEY"]) >= 32
+        assert all("EXAMPLE-ONLY" in value for value in data.values())
+        assert not set(config) & variables
+    for deployment in objects_of(rendered, "Deployment").values():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert {v["name"] for v in container.get("env", [])} <= settings_variables() | {
+                "PROMETHEUS_MULTIPROC_DIR"}
 
 
 @needs_yaml

@@ -24,6 +24,7 @@ from mdm_endpoint.app import create_app
 from mdm_endpoint.identity import IdentityVerifier
 from mdm_endpoint.store import CommandStore
 from mdmscep_common import bus
+from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.mdm_commands import profile_list
 from mdmscep_common.settings import load_settings
@@ -114,7 +115,7 @@ def test_the_commander_queues_while_the_broker_is_down_and_pushes_when_it_is_bac
         conn.execute("INSERT INTO hosts (uuid, enrolled) VALUES (%s, true) ON CONFLICT DO NOTHING",
                      ("C0FFEE00-0000-4000-8000-0000000000BB",))
     publisher = bus.Publisher(rabbit.amqp_url)
-    commander = Commander(db, CommandStore(), publisher)
+    commander = Commander(db, CommandStore(), publisher, SecretBox(SERVER_PRIVATE_KEY))
     command = str(uuid.uuid4()).upper()
     rabbit.stop()
     try:

@@ -8,6 +8,7 @@ from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
+from tests.support.service_certs import service_tls, tls_env
 
 
 class AdminClient:
@@ -48,8 +49,11 @@ def publisher():
 @pytest.fixture
 def admin_app(db, scep_gateway, publisher, database_url):
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
-                              "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url})
-    services = build_services(settings, db, ScepGatewayClient(scep_gateway, 2.0), publisher)
+                              "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url,
+                              **tls_env("admin-config")})
+    services = build_services(settings, db,
+                              ScepGatewayClient(scep_gateway, service_tls("admin-config"), 2.0),
+                              publisher)
     app = create_app(services, HealthChecks({}))
     app.testing = True
     return app
@@ -146,7 +150,8 @@ def mdm_server(mdm_settings, mdm_db):
 
 @pytest.fixture(scope="session")
 def commander(mdm_settings, mdm_db):
-    """The Commander gRPC server; yields its address."""
+    """mdm-endpoint's gRPC server (Commander, HostRegistry) with its certificate; yields its
+    address."""
     from mdm_endpoint.commander import Commander, CommanderServicer
     from mdm_endpoint.host_registry import HostRegistry, HostRegistryServicer
     from mdm_endpoint.store import CommandStore
@@ -155,10 +160,11 @@ def commander(mdm_settings, mdm_db):
     from mdmscep_common.grpc_server import GrpcServer
 
     server = GrpcServer(mdm_settings.mdm_grpc_port, ["mdmscep.v1.Commander"], HealthChecks({}),
-                        host="127.0.0.1")
+                        tls=service_tls("mdm-endpoint"))
     publisher = Publisher(mdm_settings.amqp_url)
     server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
-               CommanderServicer(Commander(mdm_db, CommandStore(), publisher)))
+               CommanderServicer(Commander.for_settings(mdm_settings, mdm_db, CommandStore(),
+                                                        publisher)))
     server.add(host_registry_pb2_grpc.add_HostRegistryServicer_to_server,
                HostRegistryServicer(HostRegistry(mdm_db, publisher)))
     server.start()
@@ -221,12 +227,12 @@ class MdmHarness:
         return host
 
     def enqueue(self, commands):
-        """commands: (host_uuid, command_uuid, request_type, payload[, replaces])."""
-        import grpc
-
+        """commands: (host_uuid, command_uuid, request_type, payload[, replaces]), queued as the
+        profile-processor (the Commander's only caller)."""
         from mdmscep.v1 import commander_pb2, commander_pb2_grpc
 
-        with grpc.insecure_channel(self.commander_addr) as channel:
+        with service_tls("profile-processor").channel(self.commander_addr,
+                                                      "mdm-endpoint") as channel:
             return commander_pb2_grpc.CommanderStub(channel).Enqueue(commander_pb2.EnqueueRequest(
                 commands=[commander_pb2.HostCommand(host_uuid=c[0], command_uuid=c[1],
                                                     request_type=c[2], payload=c[3],
@@ -258,9 +264,11 @@ def live_admin_app(mdm_db, scep_gateway, amqp_url, database_url, commander, clea
 
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url,
-                              "MDM_GRPC_ADDR": commander})
+                              "MDM_GRPC_ADDR": commander, **tls_env("admin-config")})
     publisher = Publisher(amqp_url)
-    services = build_services(settings, mdm_db, ScepGatewayClient(scep_gateway, 2.0), publisher)
+    services = build_services(settings, mdm_db,
+                              ScepGatewayClient(scep_gateway, service_tls("admin-config"), 2.0),
+                              publisher)
     yield create_app(services, HealthChecks({}))
     publisher.close()
 
@@ -293,7 +301,7 @@ def start_processor(mdm_settings, mdm_db, commander):
             "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY, "DATABASE_URL": mdm_settings.database_url,
             "AMQP_URL": mdm_settings.amqp_url, "MDM_GRPC_ADDR": commander,
             "SCEP_PROXY_PUBLIC_URL": PROXY_PUBLIC_URL, "PROFILE_RECONCILE_INTERVAL": "1",
-            "PROFILE_RETRY_BACKOFF": "0.1", **env})
+            "PROFILE_RETRY_BACKOFF": "0.1", **tls_env("profile-processor"), **env})
         loop, worker, authority, client = build(settings, mdm_db)
         threads = [threading.Thread(target=loop.run, daemon=True),
                    threading.Thread(target=worker.run, daemon=True)]

@@ -20,6 +20,7 @@ from scep_proxy.limits import FleetCaLimiter
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, grant, proxy_path, scepclient
 from tests.support.fake_profile_authority import FakeAuthorityServer
+from tests.support.service_certs import tls_env
 
 CA = "Limited_CA"
 LIMIT = 2
@@ -94,6 +95,7 @@ def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path)
         settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                                   "DATABASE_URL": database_url,
                                   "PROCESSOR_GRPC_ADDR": authority.address,
+                                  **tls_env("scep-proxy"),
                                   "SCEP_PROXY_QUEUE_TIMEOUT": "30"})
         limiter = FleetCaLimiter(database_url, 4, 30.0, max_connections=8)
         parts = build_proxy(settings, _NoPublisher(), limiter=limiter)

@@ -90,8 +90,9 @@ def test_enqueue_is_idempotent_and_replaces_stale_commands(mdm, mdm_db):
     assert mdm.enqueue([(host.udid, first, "CertificateList", payload)]).queued == 0
     assert mdm.enqueue([(host.udid, second, "CertificateList",
                          mdm_commands.certificate_list(second), first)]).queued == 1
-    assert mdm.enqueue([("unknown-host", mdm_commands.new_command_uuid(), "ProfileList",
-                         b"<plist/>")]).queued == 0
+    unknown = mdm_commands.new_command_uuid()
+    assert mdm.enqueue([("unknown-host", unknown, "ProfileList",
+                         mdm_commands.profile_list(unknown))]).queued == 0
     with mdm_db.transaction() as conn:
         rows = conn.execute("SELECT command_uuid, status FROM commands").fetchall()
     statuses = {r["command_uuid"]: r["status"] for r in rows}

@@ -1,8 +1,9 @@
 """SERVER_PRIVATE_KEY rotation against real PostgreSQL, with the real `admin-config rotate-key`
 command: it refuses (changing nothing) while a secret opens with neither key, re-encrypts every
-challenge from the previous key to the new one in one go (no old-key ciphertext remains, nothing
-else changes, so no profile is re-sent), and afterwards the processor, holding only the new key,
-still renders profiles with each CA's challenge."""
+challenge from the previous key (or the legacy format) to the new one in one go (no old-key
+ciphertext remains, nothing else changes, so no profile is re-sent), and afterwards the
+processor, holding only the new key, still renders profiles with each CA's challenge. And the
+real `mdm-endpoint rotate-key` for the queued command payloads."""
 
 from __future__ import annotations
 
@@ -19,17 +20,21 @@ import pytest
 from psycopg.rows import dict_row
 
 from admin_config.certificate_authorities import challenge_context
+from mdm_endpoint.command_payloads import open_payload, payload_context, seal_payload
+from mdmscep_common import mdm_commands
 from mdmscep_common.crypto import DecryptionError, SecretBox
 from mdmscep_common.db import Database, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
 from profile_processor.delivery import Reconciler
 from profile_processor.store import DeliveryStore
 from tests.conftest import PG_BASE, RUN_ID
+from tests.support.legacy_secrets import seal_v1
 
 OLD_KEY = "the-old-server-private-key-0123456789"
 NEW_KEY = "the-new-server-private-key-9876543210"
 STRANGER_KEY = "a-key-nobody-has-anymore-000000000000"
 ADMIN = str(Path(sys.executable).parent / "admin-config")
+MDM_ENDPOINT = str(Path(sys.executable).parent / "mdm-endpoint")
 SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 CHALLENGES = {"Test_SCEP": "a&b<c>\"d'", "Second_CA": "second-challenge", "Edited_CA": "edited"}
 
@@ -131,8 +136,138 @@ def test_rotate_key_re_encrypts_every_secret_and_every_ca_stays_usable(rotation_
         CHALLENGES["Test_SCEP"]
 
 
-def test_rotate_key_needs_the_previous_key(rotation_db):
-    result = subprocess.run([ADMIN, "rotate-key"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "DATABASE_URL": rotation_db,
-                                 "SERVER_PRIVATE_KEY": NEW_KEY, "SERVER_PRIVATE_KEY_PREVIOUS": ""})
-    assert result.returncode != 0 and "SERVER_PRIVATE_KEY_PREVIOUS" in result.stderr
+def test_rotate_key_re_encrypts_legacy_secrets_of_the_current_key_without_a_previous_key(
+        rotation_db):
+    """A challenge stored before format 2 (keyed with the first 32 bytes of the key) still opens,
+    is not "under the current key", and rotate-key, needing no previous key for it, re-encrypts
+    it in the current format."""
+    context = challenge_context("Legacy_CA")
+    legacy = seal_v1(NEW_KEY, b"legacy&challenge", context)
+    assert SecretBox(NEW_KEY).decrypt(legacy, context) == "legacy&challenge"
+    assert not SecretBox(NEW_KEY).opens_with_current_key(legacy, context)
+    with psycopg.connect(rotation_db, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted) "
+                     "VALUES ('Legacy_CA', 'http://ca.test/scep', %s)", (legacy,))
+        try:
+            done = rotate(rotation_db, previous="")
+            assert done.returncode == 0, done.stderr
+            assert "re-encrypted 1 secret(s) under SERVER_PRIVATE_KEY" in done.stdout
+            after = stored(conn)["Legacy_CA"]["challenge_encrypted"]
+            assert after[:1] == b"\x02" and SecretBox(NEW_KEY).opens_with_current_key(after, context)
+            assert SecretBox(NEW_KEY).decrypt(after, context) == "legacy&challenge"
+        finally:
+            conn.execute("DELETE FROM certificate_authorities WHERE name = 'Legacy_CA'")
+
+
+def test_rotate_key_without_the_previous_key_names_it_for_secrets_under_another_key(rotation_db):
+    context = challenge_context("Old_Key_CA")
+    with psycopg.connect(rotation_db, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted) "
+                     "VALUES ('Old_Key_CA', 'http://ca.test/scep', %s)",
+                     (SecretBox(OLD_KEY).encrypt("old", context),))
+        try:
+            before = stored(conn)
+            result = rotate(rotation_db, previous="")
+            assert result.returncode != 0
+            assert "Old_Key_CA" in result.stderr and "SERVER_PRIVATE_KEY_PREVIOUS" in result.stderr
+            assert stored(conn) == before
+        finally:
+            conn.execute("DELETE FROM certificate_authorities WHERE name = 'Old_Key_CA'")
+
+
+def rotate_commands(url: str, *args: str, new=NEW_KEY, previous=OLD_KEY) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": url, "SERVER_PRIVATE_KEY": new,
+           "SERVER_PRIVATE_KEY_PREVIOUS": previous}
+    return subprocess.run([MDM_ENDPOINT, "rotate-key", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_mdm_endpoint_rotate_key_brings_every_command_payload_under_the_new_key(rotation_db):
+    """Queued command payloads (rendered profiles: challenges and live codes) are mdm-endpoint's:
+    `mdm-endpoint rotate-key` re-encrypts those under the previous key or in the legacy format,
+    seals those stored in clear by an older version, reports (without failing) a queued one no
+    key opens, and changes nothing else; the host still gets each command as it was queued."""
+    host = f"H-{uuid.uuid4()}"
+    plists = {name: mdm_commands.profile_list(mdm_commands.new_command_uuid())
+              for name in ("clear", "previous", "legacy", "current", "lost")}
+    uuids = {name: plistlib.loads(p)["CommandUUID"] for name, p in plists.items()}
+
+    def sealed(name, box):
+        return seal_payload(box, host, uuids[name], plists[name])
+
+    stored_payloads = {
+        "clear": plists["clear"],  # queued by a version that stored payloads in clear
+        "previous": sealed("previous", SecretBox(OLD_KEY)),
+        "legacy": seal_v1(NEW_KEY, plists["legacy"], payload_context(host, uuids["legacy"])),
+        "current": sealed("current", SecretBox(NEW_KEY)),
+        "lost": sealed("lost", SecretBox(STRANGER_KEY)),
+    }
+    statuses = {"legacy": "acknowledged"}  # finished commands are rotated too
+
+    def rows(conn):
+        return {r["command_uuid"]: (r["status"], bytes(r["payload"])) for r in conn.execute(
+            "SELECT command_uuid, status, payload FROM commands WHERE host_uuid = %s",
+            (host,)).fetchall()}
+
+    with psycopg.connect(rotation_db, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("INSERT INTO hosts (uuid, enrolled) VALUES (%s, true)", (host,))
+        for name, payload in stored_payloads.items():
+            conn.execute("INSERT INTO commands (host_uuid, command_uuid, request_type, payload, "
+                         "status) VALUES (%s, %s, 'ProfileList', %s, %s)",
+                         (host, uuids[name], payload, statuses.get(name, "queued")))
+        before = rows(conn)
+
+        dry = rotate_commands(rotation_db, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "would re-encrypt 3 command payload(s)" in dry.stdout and rows(conn) == before
+
+        done = rotate_commands(rotation_db)
+        assert done.returncode == 0, done.stderr
+        assert ("re-encrypted 3 command payload(s) under SERVER_PRIVATE_KEY (2 from the previous "
+                "key or the legacy format, 1 stored in clear); 1 already used it") in done.stdout
+        assert "1 queued command(s) open with neither key" in done.stderr
+        assert uuids["lost"] in done.stderr
+        for secret in (OLD_KEY, NEW_KEY, STRANGER_KEY):
+            assert secret not in done.stdout + done.stderr
+        after = rows(conn)
+        new = SecretBox(NEW_KEY)
+        for name in ("clear", "previous", "legacy", "current"):
+            status, payload = after[uuids[name]]
+            context = payload_context(host, uuids[name])
+            assert status == before[uuids[name]][0]
+            assert new.opens_with_current_key(payload, context)
+            assert open_payload(new, host, uuids[name], payload) == plists[name]
+            with pytest.raises(DecryptionError):
+                SecretBox(OLD_KEY).open(payload, context)
+        assert after[uuids["current"]] == before[uuids["current"]]  # nothing to do: untouched
+        assert after[uuids["lost"]] == before[uuids["lost"]]
+
+        again = rotate_commands(rotation_db)
+        assert "re-encrypted 0 command payload(s)" in again.stdout
+        assert "4 already used it" in again.stdout
+        conn.execute("DELETE FROM hosts WHERE uuid = %s", (host,))
+
+
+def test_mdm_endpoint_rotate_key_never_waits_for_a_check_in_and_says_what_it_left(rotation_db):
+    """A row a check-in holds is skipped (no waiting, so no deadlock with check-ins), tried again
+    in later rounds, and reported with exit status 1 if it stayed busy; a second run does it."""
+    host, command_uuid = f"H-{uuid.uuid4()}", mdm_commands.new_command_uuid()
+    with psycopg.connect(rotation_db, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("INSERT INTO hosts (uuid, enrolled) VALUES (%s, true)", (host,))
+        conn.execute("INSERT INTO commands (host_uuid, command_uuid, request_type, payload) "
+                     "VALUES (%s, %s, 'ProfileList', %s)",
+                     (host, command_uuid, seal_payload(SecretBox(OLD_KEY), host, command_uuid,
+                                                       mdm_commands.profile_list(command_uuid))))
+        with psycopg.connect(rotation_db) as check_in:  # holds the row, as /mdm/connect does
+            check_in.execute("SELECT 1 FROM commands WHERE command_uuid = %s FOR UPDATE",
+                             (command_uuid,))
+            busy = rotate_commands(rotation_db)
+            check_in.rollback()
+        assert busy.returncode == 1, busy.stdout + busy.stderr
+        assert "1 command(s) were in use by check-ins each time: run rotate-key again" in busy.stderr
+        done = rotate_commands(rotation_db)
+        assert done.returncode == 0 and "re-encrypted 1 command payload(s)" in done.stdout
+        payload = bytes(conn.execute("SELECT payload FROM commands WHERE command_uuid = %s",
+                                     (command_uuid,)).fetchone()["payload"])
+        assert SecretBox(NEW_KEY).opens_with_current_key(payload, payload_context(host, command_uuid))
+        conn.execute("DELETE FROM hosts WHERE uuid = %s", (host,))

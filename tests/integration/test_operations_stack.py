@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import grpc
 import httpx
 import psycopg
 import pytest
@@ -19,6 +18,7 @@ from admin_config.certificate_authorities import challenge_context
 from mdmscep.v1 import commander_pb2, commander_pb2_grpc
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import drop_database, ensure_database
+from mdmscep_common.mdm_commands import profile_list
 from mdmscep_common.migrate import apply_migrations
 from tests.conftest import ADMIN_TOKEN, AMQP_BASE, PG_BASE, RUN_ID, SERVER_PRIVATE_KEY, _rabbitmqctl
 from tests.support.expiring_pki import ca_pem, push_certificate
@@ -145,10 +145,12 @@ def test_metrics_move_with_activity_and_carry_no_codes_or_hosts(ops, custom_ca):
     with psycopg.connect(ops["database_url"]) as conn:
         conn.execute("INSERT INTO hosts (uuid, enrolled, push_token, push_magic, topic) "
                      "VALUES (%s, true, %s, 'magic', 'topic')", (push_host, b"\x01" * 32))
-    with grpc.insecure_channel(f"127.0.0.1:{stack.port('MDM_GRPC_PORT')}") as channel:
+    command_uuid = str(uuid.uuid4())
+    with stack.channel("MDM_GRPC_PORT", caller="profile-processor") as channel:
         commander_pb2_grpc.CommanderStub(channel).Enqueue(commander_pb2.EnqueueRequest(commands=[
-            commander_pb2.HostCommand(host_uuid=push_host, command_uuid=str(uuid.uuid4()),
-                                      request_type="ProfileList", payload=b"<plist/>")]),
+            commander_pb2.HostCommand(host_uuid=push_host, command_uuid=command_uuid,
+                                      request_type="ProfileList",
+                                      payload=profile_list(command_uuid))]),
             timeout=10)
 
     def moved(var, metric, **labels):

@@ -38,6 +38,7 @@ from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES, encode_get_message, read
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.ports import free_port, wait_for_port
+from tests.support.service_certs import tls_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
@@ -189,6 +190,7 @@ class Proxy:
     def __init__(self, authority_address: str, publisher, **env: str):
         self.settings = load_settings({
             "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY, "PROCESSOR_GRPC_ADDR": authority_address,
+            **tls_env("scep-proxy"),
             "SCEP_UPSTREAM_TIMEOUT": "3", **env})
         self.parts = build_proxy(self.settings, publisher)
         self.proxy = self.parts.proxy
@@ -574,7 +576,9 @@ def test_per_ca_limit_refuses_with_retry_after_and_keeps_the_code(fake, make_pro
         assert 0.25 < time.monotonic() - started < 1.5
         assert int(response.headers["Retry-After"]) > 0
         assert f"CA {CA}" in response.get_data(as_text=True)
-        assert fake.calls_for(second[2]) == [] and not fake.code_used(second[2])
+        # Authorized before waiting for a slot (forged URLs never wait), then given back.
+        assert [c.operation for c in fake.calls_for(second[2])] == ["PKIOperation", "GiveBack"]
+        assert not fake.code_used(second[2])
     finally:
         holder.join(10)
         silent.close()

@@ -2,7 +2,7 @@
 
 Against the real ProfileAuthority decision (profile_processor.authority.ScepAuthority) over the
 real tables, in a transaction rolled back after each test; and through the proxy for what it adds
-(refusals never echo the code, guessing is limited per host id)."""
+(refusals never echo the code, guessing is limited per client address)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
 from profile_processor.authority import ScepAuthority
 from profile_processor.rendering import CODE_BYTES, new_one_time_code
+from scep_proxy.client_limits import REFUSAL_BURST
 from scep_proxy.scep_protocol import _CODE
 from tests.support.proxy_world import ProxyWorld
 
@@ -163,21 +164,25 @@ def proxy():
     world.close()
 
 
-def test_the_proxy_never_echoes_a_code_and_limits_guessing_per_host(proxy):
+def test_the_proxy_never_echoes_a_code_and_limits_guessing_per_client(proxy):
     host, profile, code = proxy.grant()
     guesses = []
-    for _ in range(40):
+    for _ in range(REFUSAL_BURST + 20):
         guess = new_one_time_code()
         response = proxy.client.get(proxy.path(host, profile, guess),
-                                    query_string={"operation": "GetCACaps"})
+                                    query_string={"operation": "GetCACaps"},
+                                    environ_base={"REMOTE_ADDR": "127.0.0.5"})
         guesses.append(response.status_code)
         assert guess not in response.get_data(as_text=True)
-    # The first refusals are the processor's 403; then the host id is answered 429 without
-    # asking it, so guessing costs the attacker time and the processor nothing.
-    assert guesses[:20] == [403] * 20 and set(guesses[20:]) == {429}
+    # The first refusals are the processor's 403; then the guessing address is answered 429
+    # without asking it, so guessing costs the attacker time and the processor nothing.
+    assert guesses[:REFUSAL_BURST] == [403] * REFUSAL_BURST
+    assert set(guesses[REFUSAL_BURST:]) == {429}
     asked = [c for c in proxy.fake.calls if c.host_uuid == host]
-    assert len(asked) == 20
-    # A host that never guesses is not touched.
+    assert len(asked) == REFUSAL_BURST
+    # The host itself, from its own address, is not touched; nor is any other host.
+    assert proxy.client.get(proxy.path(host, profile, code), query_string={
+        "operation": "GetCACaps"}, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
     other_host, other_profile, other_code = proxy.grant()
     assert proxy.client.get(proxy.path(other_host, other_profile, other_code),
                             query_string={"operation": "GetCACaps"}).status_code == 200

@@ -22,6 +22,7 @@ from mdmscep_common.settings import load_settings
 from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support import raw_http
+from tests.support.admin_doubles import NoProber
 from tests.support.identity_pki import IdentityCa
 from tests.support.proxy_world import ProxyWorld
 
@@ -53,11 +54,6 @@ def _both(url, method, limit, headers):
     body = b"0" * (limit + 1)
     return (raw_http.send(url, method, body, headers).status,
             raw_http.send(url, method, _chunks(body), headers, chunked=True).status)
-
-
-class NoProber:
-    def probe(self, url):
-        raise AssertionError("not reached")
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 - The only URL the proxy ever contacts is the CA's, as the processor answers it for an authorized
   id: nothing in the request (path, query, message, headers) can point it elsewhere, it follows
   no redirect, and an authority answer that is not an http(s) URL is refused.
-- Per host id (scep_proxy.host_limits): refusals by the processor spend a bucket; once empty the
-  host id gets 429 with Retry-After without the processor being asked; allowed requests spend
-  nothing; the bucket refills; memory stays bounded.
+- Per client address (scep_proxy.client_limits): refusals by the processor spend a bucket; once
+  empty the address gets 429 with Retry-After without the processor being asked; allowed requests
+  spend nothing; the bucket refills; memory stays bounded; the host id in the URL plays no part.
 - Metrics labels never carry a code, a host id or an unauthorized CA name.
 """
 
@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
+from scep_proxy.client_limits import REFUSAL_BURST, ClientRefusalLimiter
 from scep_proxy.errors import TooManyRequests
-from scep_proxy.host_limits import REFUSAL_BURST, HostRefusalLimiter
 from tests.support.proxy_world import CA, ProxyWorld
 from tests.unit.test_scep_proxy_protocol import scep_message
 
@@ -127,7 +127,7 @@ def test_an_authority_answer_that_is_no_http_url_is_refused(world, url):
     assert response.status_code == 502 and "no usable SCEP URL" in response.get_data(as_text=True)
 
 
-# --- per host id -----------------------------------------------------------------------------
+# --- per client address ----------------------------------------------------------------------
 
 class Clock:
     def __init__(self):
@@ -139,7 +139,7 @@ class Clock:
 
 def test_the_bucket_empties_with_refusals_only_and_refills():
     clock = Clock()
-    limiter = HostRefusalLimiter(burst=3, refill_per_second=0.5, clock=clock)
+    limiter = ClientRefusalLimiter(burst=3, refill_per_second=0.5, clock=clock)
     for _ in range(100):
         limiter.check("H")  # allowed requests never spend anything
     for _ in range(3):
@@ -149,7 +149,7 @@ def test_the_bucket_empties_with_refusals_only_and_refills():
         limiter.check("H", CA)
     assert refused.value.status == 429 and refused.value.retry_after == 2
     assert "CA Test_SCEP" in refused.value.text()
-    limiter.check("other")  # other host ids are not affected
+    limiter.check("other")  # other addresses are not affected
     clock.now += 2
     limiter.check("H")  # one refusal back after 1 / rate seconds
     clock.now += 60
@@ -158,13 +158,13 @@ def test_the_bucket_empties_with_refusals_only_and_refills():
 
 
 def test_buckets_are_bounded():
-    limiter = HostRefusalLimiter(burst=2, max_hosts=100, clock=Clock())
+    limiter = ClientRefusalLimiter(burst=2, max_clients=100, clock=Clock())
     for i in range(10_000):
-        limiter.refused(f"host-{i}")
+        limiter.refused(f"198.51.100.{i % 256}:{i}")
     assert limiter.tracked() == 100
 
 
-def test_through_the_proxy_a_refused_host_id_gets_429_without_asking(world):
+def test_through_the_proxy_a_refused_client_gets_429_without_asking(world):
     host, profile, code = world.grant(status="verified")  # every request is refused (409)
     path = world.path(host, profile, code)
     statuses = [world.client.get(path, query_string={"operation": "GetCACaps"}).status_code
@@ -174,6 +174,21 @@ def test_through_the_proxy_a_refused_host_id_gets_429_without_asking(world):
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert len([c for c in world.fake.calls if c.host_uuid == host]) == REFUSAL_BURST
     assert not world.fake.code_used(code)
+    # The same host id from another address is asked about as usual: the limit is the caller's.
+    other = world.client.get(path, query_string={"operation": "GetCACaps"},
+                             environ_base={"REMOTE_ADDR": "127.0.0.9"})
+    assert other.status_code == 409
+
+
+def test_refusals_under_a_hosts_id_do_not_hold_that_host_back(world):
+    host, profile, code = world.grant()
+    forged = world.path(host, profile, "forged-code")
+    for _ in range(REFUSAL_BURST + 5):
+        world.client.post(forged + "?operation=PKIOperation", data=PKCS_REQ,
+                          environ_base={"REMOTE_ADDR": "127.0.0.7"})
+    real = world.client.post(world.path(host, profile, code) + "?operation=PKIOperation",
+                             data=PKCS_REQ, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert real.status_code == 200 and world.fake.code_used(code)
 
 
 def test_a_busy_healthy_host_is_never_limited(world):

@@ -3,6 +3,9 @@
 It answers AuthorizeScep from a table the test controls (CAs, host deliveries, one-time codes)
 with the statuses of the real processor (proto: 400/403/404/409), uses a code up on PKIOperation,
 and records every call so a test can tell whether a code was asked about or used up.
+
+It is served like the real one (GrpcServer: mutual TLS, only scep-proxy may call it) with the
+profile-processor certificate of the tests' service PKI (tests/support/service_certs.py).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass, field
 
-import grpc
-
 from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
+from mdmscep_common.grpc_server import GrpcServer
+from mdmscep_common.health import HealthChecks
+from mdmscep_common.service_tls import PROFILE_PROCESSOR
+
+from .service_certs import service_tls
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,18 @@ class FakeProfileAuthority(profile_authority_pb2_grpc.ProfileAuthorityServicer):
         with self._lock:
             return self._decide(call)
 
+    def GiveBackScepCode(self, request, context):  # noqa: N802 - gRPC method name
+        call = Call(request.host_uuid, request.profile_uuid, request.ca_name,
+                    request.one_time_code, "GiveBack")
+        with self._lock:
+            self.calls.append(call)
+            delivery = self.deliveries.get((call.host_uuid, call.profile_uuid))
+            given_back = (delivery is not None and delivery.ca_name == call.ca_name
+                          and delivery.status == "pending" and call.one_time_code in delivery.used)
+            if given_back:
+                delivery.used.discard(call.one_time_code)
+        return profile_authority_pb2.GiveBackScepCodeResponse(given_back=given_back)
+
     def _decide(self, call: Call):
         def refuse(status: int, reason: str):
             return profile_authority_pb2.AuthorizeScepResponse(
@@ -114,13 +131,16 @@ class FakeProfileAuthority(profile_authority_pb2_grpc.ProfileAuthorityServicer):
 
 
 class FakeAuthorityServer:
-    """The fake served on a loopback port: pass `address` as PROCESSOR_GRPC_ADDR."""
+    """The fake served on a loopback port: pass `address` as PROCESSOR_GRPC_ADDR, and the
+    scep-proxy identity of service_certs.tls_env to the proxy."""
 
     def __init__(self, fake: FakeProfileAuthority | None = None, max_workers: int = 16):
         self.fake = fake or FakeProfileAuthority()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-        profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server(self.fake, self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server = GrpcServer(0, ["mdmscep.v1.ProfileAuthority"], HealthChecks({}),
+                                  tls=service_tls(PROFILE_PROCESSOR), max_workers=max_workers)
+        self._server.add(profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server,
+                         self.fake)
+        self.port = self._server.port
         self._server.start()
 
     @property
@@ -128,4 +148,4 @@ class FakeAuthorityServer:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self._server.stop(grace=0).wait()
+        self._server.stop(grace=0)

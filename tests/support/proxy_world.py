@@ -20,6 +20,7 @@ from scep_proxy.scep_protocol import OID_MESSAGE_TYPE, OID_PKI_STATUS
 
 from .fake_profile_authority import FakeAuthorityServer
 from .identity_pki import IdentityCa
+from .service_certs import tls_env
 
 SERVER_PRIVATE_KEY = "test-server-private-key-0123456789abcdef"
 CA = "Test_SCEP"
@@ -112,6 +113,7 @@ class ProxyWorld:
         self.publisher = RecordingPublisher()
         self.settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                                        "PROCESSOR_GRPC_ADDR": self.authority.address,
+                                       **tls_env("scep-proxy"),
                                        "SCEP_UPSTREAM_TIMEOUT": "3", "SCEP_PROXY_CACHE_TTL": "0",
                                        **env})
         self.parts = build_proxy(self.settings, self.publisher)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .ports import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -41,7 +44,9 @@ class ScepServer:
 
 
 def start_scepserver(challenge: str | None = None, organization: str = "mdmscep test CA",
-                     workdir: Path | None = None, valid_days: int | None = None) -> ScepServer:
+                     workdir: Path | None = None, valid_days: int | None = None,
+                     csr_verifier: Path | None = None,
+                     env: dict[str, str] | None = None) -> ScepServer:
     if shutil.which("scepserver") is None:
         raise RuntimeError("scepserver is not installed: run `make scep` (Debian package scep)")
     root = Path(workdir or tempfile.mkdtemp(prefix="scepserver-"))
@@ -55,6 +60,9 @@ def start_scepserver(challenge: str | None = None, organization: str = "mdmscep 
         args += ["-challenge", challenge]
     if valid_days is not None:
         args += ["-crtvalid", str(valid_days)]
-    process = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    if csr_verifier is not None:
+        args += ["-csrverifierexec", str(csr_verifier)]
+    process = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})})
     wait_for_port(port)
     return ScepServer(port, depot, challenge, process, log_path)

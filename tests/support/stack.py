@@ -1,4 +1,7 @@
-"""The stack as real processes, started with the same launcher as `make run`."""
+"""The stack as real processes, started with the same launcher as `make run`.
+
+The launcher issues the stack's own service CA and certificates (<run dir>/service-pki); tests
+talk gRPC to the stack with those (Stack.channel), as one of its services."""
 
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mdmscep_common.service_tls import MDM_ENDPOINT, PROFILE_PROCESSOR, SCEP_PROXY, ServiceTls
+from mdmscep_common.settings import SettingsError
+
 from .ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +27,10 @@ LAUNCHER = ROOT / "deploy" / "local" / "launcher.py"
 
 PORT_VARS = ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT", "PROCESSOR_GRPC_PORT",
              "MDM_GRPC_PORT", "SCEP_PROXY_GRPC_PORT")
+# gRPC port variable → the service listening there (the name its certificate gives it).
+GRPC_SERVERS = {"PROCESSOR_GRPC_PORT": PROFILE_PROCESSOR, "MDM_GRPC_PORT": MDM_ENDPOINT,
+                "SCEP_PROXY_GRPC_PORT": SCEP_PROXY}
+GRPC_TLS_VARIABLES = ("GRPC_TLS_CA_CERT", "GRPC_TLS_CERT", "GRPC_TLS_KEY")
 
 
 @dataclass
@@ -35,6 +45,16 @@ class Stack:
 
     def url(self, var: str) -> str:
         return f"http://127.0.0.1:{self.port(var)}"
+
+    def tls(self, service: str) -> ServiceTls:
+        """`service`'s certificate from the stack's own service PKI (issued by the launcher)."""
+        pki = self.run_dir / "service-pki"
+        return ServiceTls.from_files(service, str(pki / "ca.crt"), str(pki / service / "tls.crt"),
+                                     str(pki / service / "tls.key"))
+
+    def channel(self, var: str, caller: str) -> grpc.Channel:
+        """A channel to the gRPC server on port `var`, calling as `caller`."""
+        return self.tls(caller).channel(f"127.0.0.1:{self.port(var)}", GRPC_SERVERS[var])
 
     @property
     def admin_url(self) -> str:
@@ -58,8 +78,11 @@ class Stack:
                     return False
             except httpx.HTTPError:
                 return False
-        return all(grpc_serving(self.port(var)) for var in
-                   ("PROCESSOR_GRPC_PORT", "MDM_GRPC_PORT", "SCEP_PROXY_GRPC_PORT"))
+        try:
+            channels = [self.channel(var, PROFILE_PROCESSOR) for var in GRPC_SERVERS]
+        except SettingsError:  # the launcher has not issued the certificates yet
+            return False
+        return all(grpc_serving(channel) for channel in channels)
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -81,8 +104,9 @@ class Stack:
                 self.process.wait()
 
 
-def grpc_serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+def grpc_serving(channel: grpc.Channel) -> bool:
+    """grpc.health.v1 says SERVING on `channel` (closed afterwards)."""
+    with channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=2)
@@ -95,7 +119,8 @@ def start_stack(base_env: dict[str, str], workdir: Path, **overrides: str) -> St
     env = {**os.environ, **base_env, "HTTP_WORKERS": "1", "HTTP_THREADS": "8"}
     for var in PORT_VARS:
         env[var] = str(free_port())
-    for var in ("PROCESSOR_GRPC_ADDR", "MDM_GRPC_ADDR", "SCEP_PROXY_GRPC_ADDR"):
+    # The launcher issues each program its own certificate (and refuses GRPC_TLS_* given to it).
+    for var in ("PROCESSOR_GRPC_ADDR", "MDM_GRPC_ADDR", "SCEP_PROXY_GRPC_ADDR", *GRPC_TLS_VARIABLES):
         env.pop(var, None)
     env["MDM_PUBLIC_URL"] = f"http://127.0.0.1:{env['MDM_HTTP_PORT']}"
     env["SCEP_PROXY_PUBLIC_URL"] = f"http://127.0.0.1:{env['SCEP_PROXY_HTTP_PORT']}"

@@ -1,10 +1,10 @@
-import grpc
 from flask import Flask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz
+from tests.support.service_certs import service_tls
 
 
 def test_healthz_is_503_while_a_dependency_fails():
@@ -23,10 +23,11 @@ def test_grpc_health_follows_the_checks():
     state = {"ok": False}
     server = GrpcServer(0, ["mdmscep.v1.Demo"], HealthChecks({"x": lambda: state["ok"]},
                                                              cache_seconds=0),
-                        host="127.0.0.1", poll_seconds=0.05)
+                        tls=service_tls("mdm-endpoint"), poll_seconds=0.05)
     server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with service_tls("admin-config").channel(f"127.0.0.1:{server.port}",
+                                                 "mdm-endpoint") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
 
             def status(service=""):

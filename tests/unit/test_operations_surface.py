@@ -21,8 +21,9 @@ from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz, register_metrics
 from mdmscep_common.settings import SettingsError, load_settings
 from tests.support.expiring_pki import ca_pem
+from tests.support.service_certs import service_tls
 
-KEY = "k" * 32
+KEY = "unit-test-server-private-key-0123456789"
 
 
 def sample(metric, /, **labels):
@@ -52,13 +53,14 @@ def test_http_metrics_are_labelled_by_route_never_by_path():
 
 
 def test_grpc_calls_are_counted_by_method_and_code():
-    server = GrpcServer(0, ["mdmscep.v1.Demo"], HealthChecks({}), host="127.0.0.1")
+    server = GrpcServer(0, ["mdmscep.v1.Demo"], HealthChecks({}), tls=service_tls("scep-proxy"))
     server.start()
     method = "/grpc.health.v1.Health/Check"
     ok = sample("mdmscep_grpc_requests_total", method=method, code="OK")
     missing = sample("mdmscep_grpc_requests_total", method=method, code="NOT_FOUND")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with service_tls("admin-config").channel(f"127.0.0.1:{server.port}",
+                                                 "scep-proxy") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             with pytest.raises(grpc.RpcError) as failure:
@@ -129,7 +131,7 @@ def test_reminder_stages(days_left, expected):
 
 
 def test_the_previous_key_opens_old_secrets_while_new_ones_use_the_current_key():
-    old, new = "o" * 32, "n" * 32
+    old, new = "old-unit-test-server-private-key-0123", "new-unit-test-server-private-key-4567"
     stored_old = SecretBox(old).encrypt("challenge", b"ca:1")
     box = SecretBox(new, previous_server_private_key=old)
     before = sample("mdmscep_secrets_opened_with_previous_key_total")

@@ -64,6 +64,10 @@ class TableAuthority:
             raise self.refuse
         return Authorization(scep_id.ca_name, CA_URL, 1)
 
+    def give_back(self, scep_id):
+        self.calls.append((scep_id.one_time_code, "GiveBack"))
+        return True
+
 
 class ScriptedCa:
     """An Upstream whose answers the test sets; records the URLs and bodies it was sent."""
@@ -258,7 +262,7 @@ def test_refusal_carries_the_processors_status(world):
     assert world.ca.sent == [] and world.publisher.messages == []
 
 
-def test_full_ca_refuses_with_retry_after_before_authorization():
+def test_full_ca_refuses_with_retry_after_and_gives_the_code_back():
     world = World(slots=1, queue_timeout=0.1)
     world.ca.hold = threading.Event()
     first = threading.Thread(target=world.post, args=(PKCS_REQ, "first"))
@@ -271,7 +275,9 @@ def test_full_ca_refuses_with_retry_after_before_authorization():
         response = world.post(PKCS_REQ, code="second")
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
-        assert [c for c, _ in world.authority.calls] == ["first"]
+        # Authorized first (forged URLs never wait for a slot), then the code given back.
+        assert world.authority.calls == [("first", "PKIOperation"), ("second", "PKIOperation"),
+                                         ("second", "GiveBack")]
     finally:
         world.ca.hold.set()
         first.join(5)

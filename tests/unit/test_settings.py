@@ -2,7 +2,7 @@ import pytest
 
 from mdmscep_common.settings import SettingsError, load_settings
 
-KEY = "k" * 32
+KEY = "unit-test-server-private-key-0123456789"
 
 
 def test_defaults_follow_the_contract():

@@ -23,8 +23,10 @@ def _services():
 
 @api.before_request
 def authenticate():
-    g.actor = _services().auth.actor_for(request.headers.get("Authorization"),
-                                         client=request.remote_addr or "")
+    auth = _services().auth
+    # Several X-Forwarded-For lines reach WSGI as one, joined in order (the last from the proxy).
+    client = auth.client(request.remote_addr, request.headers.get("X-Forwarded-For"))
+    g.actor = auth.actor_for(request.headers.get("Authorization"), client=client)
     # PostgreSQL text cannot hold NUL: such a parameter can only be bad input.
     if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
         raise BadRequest("Parameters cannot contain NUL characters",

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import dependency_checks
 from mdmscep_common.http import Warnings, register_healthz, register_metrics
+from mdmscep_common.service_tls import ADMIN_CONFIG, ServiceTls
 from mdmscep_common.settings import Settings
 
 from .activities import ActivityService
@@ -51,12 +52,14 @@ def build_services(settings: Settings, db, prober, publisher, host_registry=None
     activity_store = ActivityStore()
     profile_store = ProfileStore()
     return Services(
-        auth=Authenticator(db, ApiTokenStore(), settings.admin_api_token),
+        auth=Authenticator(db, ApiTokenStore(), settings.admin_api_token,
+                           trusted_proxies=settings.trusted_proxies),
         certificate_authorities=CertificateAuthorityService(
             db, CertificateAuthorityStore(), activity_store, SecretBox.from_settings(settings),
             prober, publisher, profile_store),
         activities=ActivityService(db, activity_store),
-        hosts=HostDirectory(db, host_registry or HostRegistryClient(settings.mdm_grpc_addr),
+        hosts=HostDirectory(db, host_registry or HostRegistryClient(
+                                settings.mdm_grpc_addr, ServiceTls.from_settings(settings, ADMIN_CONFIG)),
                             activity_store),
         profiles=ProfileService(db, profile_store, CertificateAuthorityNames(), activity_store,
                                 publisher),
@@ -105,6 +108,7 @@ def create_production_app(settings: Settings) -> Flask:
     db = Database(settings.database_url, name="admin-config").open()
     services = build_services(settings, db,
                               ScepGatewayClient(settings.scep_proxy_grpc_addr,
+                                                ServiceTls.from_settings(settings, ADMIN_CONFIG),
                                                 settings.scep_probe_timeout),
                               Publisher(settings.amqp_url))
     # Custom-CA expiry checks, activity retention, credential.expiring events (operations.py).

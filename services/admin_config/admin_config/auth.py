@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
-import threading
-import time
-from collections import OrderedDict
+
+from mdmscep_common.client_address import client_address
+from mdmscep_common.failure_limits import FailureLimit, FailureLimiter
 
 from .errors import TooManyRequests, Unauthorized
 from .store import ApiTokenStore
 
+log = logging.getLogger(__name__)
+
 BOOTSTRAP_ACTOR = "admin"
 TOKEN_PREFIX = "mdmscep_"  # noqa: S105 - a prefix, not a secret
+# A random bootstrap token this long is past guessing, as a created one is (43 base64 characters,
+# 256 bits): a client over its failure limit still learns whether a token is right.
+MIN_BOOTSTRAP_TOKEN_CHARS = 32
 
 
 def new_token() -> str:
@@ -25,52 +31,50 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-class FailedAuthLimiter:
-    """A bucket of failed token checks per client address (10, one back every 6 s): guessing
-    tokens gets 429 before any token is looked at. Bounded in memory (least recent dropped)."""
-
-    def __init__(self, burst: int = 10, refill_seconds: float = 6.0, max_clients: int = 50_000):
-        self._burst = burst
-        self._refill = refill_seconds
-        self._max = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _level(self, client: str, now: float) -> float:
-        tokens, at = self._buckets.get(client, (float(self._burst), now))
-        return min(float(self._burst), tokens + (now - at) / self._refill)
-
-    def check(self, client: str) -> None:
-        with self._lock:
-            if client in self._buckets and self._level(client, time.monotonic()) < 1:
-                raise TooManyRequests("Too many failed authentication attempts; retry later",
-                                      int(self._refill) + 1)
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            self._buckets[client] = (self._level(client, now) - 1, now)
-            self._buckets.move_to_end(client)
-            while len(self._buckets) > self._max:
-                self._buckets.popitem(last=False)
+# Failed token checks per client address, shared by every admin-config worker and replica.
+ADMIN_AUTH_FAILURES_TABLE = "admin_auth_failures"
+ADMIN_AUTH_FAILURE_LIMIT = FailureLimit(burst=10, refill_seconds=6.0)
 
 
 class Authenticator:
+    """Who is calling: the actor for a bearer token.
+
+    A valid token is always accepted, from any client, however many failures its address has:
+    one client's guesses (or everyone's, behind one load balancer) never lock an admin out. Only
+    failing checks are limited: past ADMIN_AUTH_FAILURE_LIMIT a client's failures get 429 with
+    Retry-After instead of 401. That 429 still tells a guesser its guess was wrong, which is
+    harmless for tokens made by `tokens create` (256 random bits: no rate makes guessing them
+    possible); the limit keeps the noise and the database work of a guessing client down. The
+    bootstrap ADMIN_API_TOKEN is chosen by the operator, so it must be long and random too
+    (a short one is warned about at start).
+    """
+
     def __init__(self, db, tokens: ApiTokenStore, bootstrap_token: str | None,
-                 limiter: FailedAuthLimiter | None = None):
+                 limiter: FailureLimiter | None = None, trusted_proxies: tuple = ()):
         self._db = db
         self._tokens = tokens
         self._bootstrap = bootstrap_token.encode("utf-8") if bootstrap_token else None
-        self._limiter = limiter or FailedAuthLimiter()
+        self._limiter = limiter or FailureLimiter(db, ADMIN_AUTH_FAILURES_TABLE,
+                                                  ADMIN_AUTH_FAILURE_LIMIT)
+        self._trusted_proxies = trusted_proxies
+        if bootstrap_token and len(bootstrap_token) < MIN_BOOTSTRAP_TOKEN_CHARS:
+            log.warning("ADMIN_API_TOKEN is short: use at least %d random characters (or a token "
+                        "from `admin-config tokens create`)", MIN_BOOTSTRAP_TOKEN_CHARS)
+
+    def client(self, remote_addr: str | None, forwarded_for: str | None) -> str:
+        """The address failures are counted against (X-Forwarded-For from TRUSTED_PROXIES)."""
+        return client_address(remote_addr, forwarded_for, self._trusted_proxies)
 
     def actor_for(self, authorization: str | None, client: str = "") -> str:
         """The actor name for an `Authorization` header; Unauthorized, or TooManyRequests for a
-        client that failed too often."""
-        self._limiter.check(client)
+        failing check from a client over its limit."""
         try:
             return self._actor_for(authorization)
         except Unauthorized:
-            self._limiter.failed(client)
+            retry_after = self._limiter.failed(client)
+            if retry_after:
+                raise TooManyRequests("Too many failed authentication attempts; retry later",
+                                      retry_after) from None
             raise
 
     def _actor_for(self, authorization: str | None) -> str:

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from mdmscep_common import bus
+from mdmscep_common.ca_addresses import forbidden_host
 from mdmscep_common.ca_keys import challenge_context, slot_lock_class
 from mdmscep_common.crypto import DecryptionError, SecretBox
 from mdmscep_common.logs import register_secret
@@ -111,6 +112,13 @@ def validate_url(url: Any) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise field_error(UnprocessableEntity, "url",
                           "Custom SCEP Proxy URL must be an http or https URL")
+    # What the URL itself says (an address or a metadata service's name) is a 422 like the
+    # scheme; a name that resolves to such an address fails the probe (400, "Invalid SCEP
+    # URL"), and scep-proxy refuses to connect to it later too (mdmscep_common/ca_addresses.py).
+    if forbidden_host(parts.hostname):
+        raise field_error(UnprocessableEntity, "url",
+                          "Custom SCEP Proxy URL cannot point to a link-local or cloud metadata "
+                          "address")
     return url
 
 

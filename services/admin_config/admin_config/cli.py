@@ -13,8 +13,11 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+
+from .terminal import printable
 
 API = "/api/v1/fleet"
 
@@ -26,7 +29,7 @@ class CliError(Exception):
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return "(none)"
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    cells = [[printable(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
@@ -42,7 +45,7 @@ class AdminApi:
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise CliError(f"cannot reach the admin API: {exc}") from None
         if response.status_code >= 400:
             try:
@@ -51,9 +54,15 @@ class AdminApi:
                 message = body.get("message", "") + (f" ({reasons})" if reasons else "")
             except ValueError:
                 message = response.text.strip()[:300]
-            raise CliError(f"{response.status_code}: {message}")
+            raise CliError(f"{response.status_code}: {printable(message)}")
         self.last = response.json() if response.content else {}
         return self.last or None
+
+
+def _segment(value: str) -> str:
+    """`value` as one path segment of an API URL: percent-encoded, so an argument cannot reach
+    another route (`../api_tokens/x`) or put control characters in the request line."""
+    return quote(value, safe="") if value not in (".", "..") else value.replace(".", "%2E")
 
 
 def _limits(args) -> dict[str, Any]:
@@ -74,8 +83,15 @@ def _challenge(args) -> str:
 def run(args, api: AdminApi) -> str:
     result = dispatch(args, api)
     if args.json:
-        return json.dumps(result.data, indent=2, sort_keys=True)
+        # ensure_ascii: every control or non-ASCII character in the data appears as a \u escape,
+        # never raw (scripts read the same strings back).
+        return json.dumps(result.data, indent=2, sort_keys=True, ensure_ascii=True)
     return result.text
+
+
+def _fields(data: dict[str, Any]) -> str:
+    """`key: value` lines of a record from the API."""
+    return "\n".join(f"{printable(k)}: {printable(v)}" for k, v in data.items())
 
 
 class Result:
@@ -101,20 +117,22 @@ def dispatch(args, api: AdminApi) -> Result:
     if kind == "token":
         if action == "create":
             data = api.call("POST", "/api_tokens", json={"name": args.name})
-            return Result(data, f"token for {data['name']} (shown once):\n{data['token']}")
+            return Result(data, f"token for {printable(data['name'])} (shown once):\n"
+                                f"{printable(data['token'])}")
         if action == "list":
             return _table(api.call("GET", "/api_tokens"), "api_tokens",
                           ["name", "created_at", "last_used_at", "revoked_at"])
-        api.call("DELETE", f"/api_tokens/{args.name}")
+        api.call("DELETE", f"/api_tokens/{_segment(args.name)}")
         return Result({}, f"revoked {args.name}")
     if kind == "host" and action in ("show", "delete", "resend"):
         if action == "show":
-            data = api.call("GET", f"/hosts/{args.host_uuid}")
-            return Result(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+            data = api.call("GET", f"/hosts/{_segment(args.host_uuid)}")
+            return Result(data, _fields(data))
         if action == "delete":
-            api.call("DELETE", f"/hosts/{args.host_uuid}")
+            api.call("DELETE", f"/hosts/{_segment(args.host_uuid)}")
             return Result({}, f"deleted host {args.host_uuid}; it can enroll again")
-        api.call("POST", f"/hosts/{args.host_uuid}/configuration_profiles/{args.profile_uuid}/resend")
+        api.call("POST", f"/hosts/{_segment(args.host_uuid)}/configuration_profiles/"
+                         f"{_segment(args.profile_uuid)}/resend")
         return Result({}, f"re-sending {args.profile_uuid} to {args.host_uuid}")
     if kind == "host" and action == "list":
         params = {**paging, **{k: v for k, v in (("status", args.status),
@@ -126,20 +144,20 @@ def dispatch(args, api: AdminApi) -> Result:
         if action == "replace":
             path = Path(args.file)
             with path.open("rb") as f:
-                data = api.call("PUT", f"/configuration_profiles/{args.profile_uuid}",
+                data = api.call("PUT", f"/configuration_profiles/{_segment(args.profile_uuid)}",
                                 files={"profile": (path.name, f)})
             return Result(data, f"replaced {args.profile_uuid} with {path.name}; hosts get the new "
                                 "content without a removal")
         if action == "summary":
-            data = api.call("GET", f"/configuration_profiles/{args.profile_uuid}/summary")
+            data = api.call("GET", f"/configuration_profiles/{_segment(args.profile_uuid)}/summary")
             return Result(data, "  ".join(f"{s}: {data[s]}" for s in
                                           ("pending", "verifying", "verified", "failed", "total")))
         if action == "hosts":
             params = {**paging, **({"status": args.status} if args.status else {})}
-            return _table(api.call("GET", f"/configuration_profiles/{args.profile_uuid}/hosts",
+            return _table(api.call("GET", f"/configuration_profiles/{_segment(args.profile_uuid)}/hosts",
                                    params=params), "hosts",
                           ["host_uuid", "serial_number", "status", "detail"])
-        data = api.call("POST", f"/configuration_profiles/{args.profile_uuid}/retry_failed")
+        data = api.call("POST", f"/configuration_profiles/{_segment(args.profile_uuid)}/retry_failed")
         return Result(data, f"retrying {data['hosts']} failed host(s)")
     if kind == "activity":
         params = {**paging, **{k: v for k, v in (("type", args.type), ("actor", args.actor)) if v}}
@@ -158,16 +176,14 @@ def legacy(args, api: AdminApi) -> str:
             return table(api.call("GET", "/certificate_authorities")["certificate_authorities"],
                          ["id", "name", "type"])
         if action == "stats":
-            data = api.call("GET", f"/certificate_authorities/{args.id}/stats")
-            return "\n".join(f"{k}: {v}" for k, v in data.items())
+            return _fields(api.call("GET", f"/certificate_authorities/{args.id}/stats"))
         if action == "add":
             body = {"name": args.name, "url": args.url, "challenge": _challenge(args),
                     **_limits(args)}
             ca = api.call("POST", "/certificate_authorities", json={"custom_scep_proxy": body})
-            return f"added certificate authority {ca['name']} (id {ca['id']})"
+            return f"added certificate authority {printable(ca['name'])} (id {ca['id']})"
         if action == "show":
-            ca = api.call("GET", f"/certificate_authorities/{args.id}")
-            return "\n".join(f"{k}: {v}" for k, v in ca.items())
+            return _fields(api.call("GET", f"/certificate_authorities/{args.id}"))
         if action == "edit":
             body: dict[str, Any] = _limits(args)
             if args.url:
@@ -187,16 +203,16 @@ def legacy(args, api: AdminApi) -> str:
             with path.open("rb") as f:
                 answer = api.call("POST", "/configuration_profiles", files={"profile": (path.name, f)})
             return f"uploaded {path.name}: profile_uuid {answer['profile_uuid']}"
-        api.call("DELETE", f"/configuration_profiles/{args.profile_uuid}")
+        api.call("DELETE", f"/configuration_profiles/{_segment(args.profile_uuid)}")
         return f"deleted profile {args.profile_uuid}; hosts that have it get RemoveProfile"
     if kind == "host":
         if action == "list":
             return table(api.call("GET", "/hosts")["hosts"],
                          ["uuid", "serial_number", "enrolled", "last_seen_at"])
         if action == "certificates":
-            rows = api.call("GET", f"/hosts/{args.host_uuid}/certificates")["certificates"]
+            rows = api.call("GET", f"/hosts/{_segment(args.host_uuid)}/certificates")["certificates"]
             return table(rows, ["profile_name", "serial", "subject", "issuer", "not_after"])
-        rows = api.call("GET", f"/hosts/{args.host_uuid}/configuration_profiles")["profiles"]
+        rows = api.call("GET", f"/hosts/{_segment(args.host_uuid)}/configuration_profiles")["profiles"]
         return table(rows, ["name", "identifier", "operation_type", "status", "detail"])
     if kind == "certificates":
         params = {"per_page": args.limit}
@@ -288,9 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if not args.token:
         sys.exit("mdmscep: no token: pass --token or set MDMSCEP_TOKEN")
+    # Everything printed passes printable() (admin_config/terminal.py): values are escaped where
+    # they are laid out, and this catches whatever else carries server or host data.
     try:
-        print(run(args, AdminApi(args.server, args.token)))
+        print(printable(run(args, AdminApi(args.server, args.token)), keep_newlines=True))
     except CliError as exc:
-        sys.exit(f"mdmscep: {exc}")
+        sys.exit(f"mdmscep: {printable(exc)}")
     except OSError as exc:
-        sys.exit(f"mdmscep: {exc}")
+        sys.exit(f"mdmscep: {printable(exc)}")

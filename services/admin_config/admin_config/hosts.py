@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from mdmscep.v1 import host_registry_pb2, host_registry_pb2_grpc
+from mdmscep_common.service_tls import MDM_ENDPOINT, ServiceTls
 from mdmscep_common.timefmt import rfc3339
 
 from .errors import BadRequest, NotFound, ServiceUnavailable
@@ -16,8 +17,8 @@ STATUSES = ("pending", "verifying", "verified", "failed")
 
 
 class HostRegistryClient:
-    def __init__(self, address: str, timeout: float = 10.0):
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, tls: ServiceTls, timeout: float = 10.0):
+        self._channel = tls.channel(address, MDM_ENDPOINT)
         self._stub = host_registry_pb2_grpc.HostRegistryStub(self._channel)
         self._timeout = timeout
 

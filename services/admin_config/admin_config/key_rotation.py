@@ -1,5 +1,8 @@
-"""`admin-config rotate-key`: re-encrypt every stored secret from SERVER_PRIVATE_KEY_PREVIOUS to
-SERVER_PRIVATE_KEY in one transaction (docs/operations.md "Rotating SERVER_PRIVATE_KEY").
+"""`admin-config rotate-key`: re-encrypt every stored secret of admin-config's tables that does not
+yet use SERVER_PRIVATE_KEY in the current format (docs/operations.md "Rotating SERVER_PRIVATE_KEY"),
+in one transaction: secrets under SERVER_PRIVATE_KEY_PREVIOUS, and secrets in the legacy format
+(mdmscep_common.crypto, 0x01) under either key, which is why it also runs without a previous key.
+Queued MDM commands are mdm-endpoint's: `mdm-endpoint rotate-key`.
 
 Rows are locked while they are re-encrypted, so an edit made meanwhile waits and then sees the new
 ciphertext. Nothing else changes: `updated_at` stays, so the processor does not re-send profiles.
@@ -29,7 +32,8 @@ class EncryptedColumn:
     describe: Callable[[dict[str, Any]], str]
 
 
-# Every secret stored encrypted. A new encrypted column is added here, or rotation misses it.
+# Every secret admin-config stores encrypted (a new encrypted column is added here, or rotation
+# misses it). Queued command payloads are mdm-endpoint's: mdm_endpoint.key_rotation.
 ENCRYPTED_COLUMNS = (
     EncryptedColumn("certificate_authorities", "id", "challenge_encrypted", ("name",),
                     lambda row: challenge_context(row["name"]),
@@ -52,11 +56,11 @@ class UnreadableSecrets(Exception):
         self.report = report
 
 
-def rotate_key(db, current_key: str, previous_key: str, dry_run: bool = False,
+def rotate_key(db, current_key: str, previous_key: str | None, dry_run: bool = False,
                columns: tuple[EncryptedColumn, ...] = ENCRYPTED_COLUMNS) -> RotationReport:
-    """Re-encrypt under `current_key` every secret that opens only with `previous_key`."""
-    current = SecretBox(current_key)
-    previous = SecretBox(previous_key)
+    """Re-encrypt under `current_key`, in the current format, every secret that does not already
+    open with it in that format but opens with `previous_key` or in the legacy format."""
+    box = SecretBox(current_key, previous_key)
     report = RotationReport()
     with db.transaction() as conn:
         for col in columns:
@@ -67,14 +71,14 @@ def rotate_key(db, current_key: str, previous_key: str, dry_run: bool = False,
             for row in rows:
                 context, stored = col.context(row), bytes(row[col.column])
                 try:
-                    if current.opens_with_current_key(stored, context):
+                    if box.opens_with_current_key(stored, context):
                         report.already_current.append(col.describe(row))
                         continue
-                    plaintext = previous.decrypt(stored, context)
+                    plaintext = box.open(stored, context)
                 except DecryptionError:
                     report.unreadable.append(col.describe(row))
                     continue
-                updates.append((current.encrypt(plaintext, context), row[col.key]))
+                updates.append((box.seal(plaintext, context), row[col.key]))
                 report.reencrypted.append(col.describe(row))
             if updates and not dry_run:
                 with conn.cursor() as cur:

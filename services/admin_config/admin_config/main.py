@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from mdmscep_common.http import serve_http
+from mdmscep_common.service_tls import service_tls_or_exit
 from mdmscep_common.settings import load_settings_or_exit
 
 SERVICE = "admin-config"
@@ -14,6 +15,7 @@ SERVICE = "admin-config"
 def _serve(settings, _args) -> None:
     from .app import create_production_app
 
+    service_tls_or_exit(settings, SERVICE)  # its workers call gRPC: fail fast here
     serve_http(lambda: create_production_app(settings), settings.admin_http_port,
                settings.http_workers, settings.http_threads, SERVICE, settings.secret_values(),
                host=settings.http_bind_address)
@@ -56,9 +58,6 @@ def _rotate_key(settings, args) -> None:
     from .key_rotation import UnreadableSecrets, rotate_key
 
     configure_logging(f"{SERVICE}-cli", settings.secret_values())
-    if not settings.server_private_key_previous:
-        sys.exit("rotate-key needs the old key in SERVER_PRIVATE_KEY_PREVIOUS and the new one in "
-                 "SERVER_PRIVATE_KEY (docs/operations.md)")
     db = Database(settings.database_url, name=f"{SERVICE}-cli").open()
     try:
         report = rotate_key(db, settings.server_private_key, settings.server_private_key_previous,
@@ -66,6 +65,9 @@ def _rotate_key(settings, args) -> None:
     except UnreadableSecrets as exc:
         for name in exc.report.unreadable:
             print(f"opens with neither key: {name}", file=sys.stderr)
+        if not settings.server_private_key_previous:
+            print("(to rotate from an old key, set it in SERVER_PRIVATE_KEY_PREVIOUS and the new "
+                  "one in SERVER_PRIVATE_KEY: docs/operations.md)", file=sys.stderr)
         sys.exit("nothing was changed; re-enter those challenges (mdmscep ca edit ID "
                  "--new-challenge) or fix the keys, then run rotate-key again")
     finally:
@@ -106,8 +108,9 @@ def main() -> None:
     revoke = tokens_sub.add_parser("revoke", help="revoke a token")
     revoke.add_argument("name")
     tokens_sub.add_parser("list", help="list tokens (never their values)")
-    rotate = sub.add_parser("rotate-key", help="re-encrypt stored secrets from "
-                            "SERVER_PRIVATE_KEY_PREVIOUS to SERVER_PRIVATE_KEY (one transaction)")
+    rotate = sub.add_parser("rotate-key", help="re-encrypt stored secrets under SERVER_PRIVATE_KEY "
+                            "(from SERVER_PRIVATE_KEY_PREVIOUS, or from the legacy format; one "
+                            "transaction)")
     rotate.add_argument("--dry-run", action="store_true", help="check every secret, change nothing")
     sub.add_parser("prune", help="delete activities past ACTIVITY_RETENTION_DAYS now (the service "
                    "also does it every PRUNE_INTERVAL)")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from mdmscep.v1 import scep_gateway_pb2, scep_gateway_pb2_grpc
+from mdmscep_common.service_tls import SCEP_PROXY, ServiceTls
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,8 @@ class GatewayUnavailable(Exception):
 
 
 class ScepGatewayClient:
-    def __init__(self, address: str, probe_timeout: float):
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, tls: ServiceTls, probe_timeout: float):
+        self._channel = tls.channel(address, SCEP_PROXY)
         self._stub = scep_gateway_pb2_grpc.ScepGatewayStub(self._channel)
         # The probe itself is bounded by probe_timeout; the RPC gets a little more.
         self._deadline = probe_timeout + 5

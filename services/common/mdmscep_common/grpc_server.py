@@ -1,5 +1,5 @@
-"""gRPC server scaffolding: grpc.health.v1 with real readiness, call metrics, and graceful
-SIGTERM."""
+"""gRPC server scaffolding: mutual TLS with per-method callers, grpc.health.v1 with real
+readiness, call metrics, and graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import metrics
+from .grpc_callers import CallerAuthorization
 from .health import HealthChecks
+from .service_tls import ServiceTls
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +54,27 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer)
 
 
-class GrpcServer:
-    """A grpc.Server whose health service reports NOT_SERVING while a dependency is down."""
+def listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
-    def __init__(self, port: int, service_names: list[str], checks: HealthChecks,
-                 max_workers: int = 16, host: str = "0.0.0.0", poll_seconds: float = 2.0):
+
+class GrpcServer:
+    """A grpc.Server over mutual TLS only (callers need a certificate from the service CA, and
+    each method admits only its callers: grpc_callers.py), on `host` (GRPC_BIND_ADDRESS), whose
+    health service reports NOT_SERVING while a dependency is down."""
+
+    def __init__(self, port: int, service_names: list[str], checks: HealthChecks, *,
+                 tls: ServiceTls, host: str = "127.0.0.1", max_workers: int = 16,
+                 poll_seconds: float = 2.0):
+        # Metrics first, so a refused caller is counted (PERMISSION_DENIED) like any answer.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                                  interceptors=[MetricsInterceptor()],
+                                  interceptors=[MetricsInterceptor(), CallerAuthorization()],
                                   options=[("grpc.max_receive_message_length", 64 << 20)])
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self.host = host
+        self.port = self.server.add_secure_port(listen_address(host, port),
+                                                tls.server_credentials())
         self._service_names = ["", *service_names]
         self._checks = checks
         self._poll_seconds = poll_seconds
@@ -86,7 +98,7 @@ class GrpcServer:
         self._update_health()
         self.server.start()
         threading.Thread(target=self._watch_health, name="grpc-health", daemon=True).start()
-        log.info("gRPC server started", extra={"port": self.port})
+        log.info("gRPC server started", extra={"host": self.host, "port": self.port})
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         self._stopping.set()

@@ -60,7 +60,24 @@ class _InstallProfileLayout:
         return b"".join((self.head, data, self.tail_before, command_uuid.encode("ascii"),
                          self.tail_after))
 
+    def matches(self, payload: bytes, command_uuid: str) -> bool:
+        """Whether `payload` is build(command_uuid, some bytes): the fixed text around a <data>
+        of base64 lines only. Nothing between head and tail can be markup (no `<`), so a plist
+        parser reads exactly {Command: {Payload: data, RequestType: InstallProfile},
+        CommandUUID: command_uuid}; and the base64 is well-formed (whole quads, padding only at
+        the end), so it decodes (checked without decoding: binascii is slower than the rest)."""
+        tail = b"".join((self.tail_before, command_uuid.encode("ascii"), self.tail_after))
+        if len(payload) < len(self.head) + len(tail) or not payload.startswith(self.head) \
+                or not payload.endswith(tail):
+            return False
+        encoded = payload[len(self.head):len(payload) - len(tail)].translate(None, b"\n\t")
+        if encoded.translate(None, _BASE64_BYTES):
+            return False  # something other than base64 and its line layout
+        return len(encoded) % 4 == 0 and b"=" not in encoded[:-2] \
+            and not (encoded[-2:-1] == b"=" and encoded[-1:] != b"=")
 
+
+_BASE64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _LAYOUT = _InstallProfileLayout()
 # Command UUIDs as new_command_uuid makes them need no XML escaping.
 _PLAIN_UUID = re.compile(r"[0-9A-Fa-f-]{1,64}")
@@ -72,6 +89,14 @@ def install_profile(command_uuid: str, profile: bytes) -> bytes:
     if _LAYOUT.ok and _PLAIN_UUID.fullmatch(command_uuid):
         return _LAYOUT.build(command_uuid, profile)
     return _install_profile_plistlib(command_uuid, profile)
+
+
+def is_install_profile(payload: bytes, command_uuid: str) -> bool:
+    """Whether `payload` is an InstallProfile for `command_uuid` exactly as install_profile's
+    fast path builds it: checked without parsing (the Commander checks every command it queues;
+    anything this does not recognise, it parses)."""
+    return _LAYOUT.ok and bool(_PLAIN_UUID.fullmatch(command_uuid)) \
+        and _LAYOUT.matches(payload, command_uuid)
 
 
 def remove_profile(command_uuid: str, identifier: str) -> bytes:

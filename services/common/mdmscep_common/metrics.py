@@ -96,7 +96,8 @@ IDENTITY_REBINDS = Counter(
 # -- secrets (mdmscep_common.crypto) ------------------------------------------------------------
 SECRETS_OPENED_WITH_PREVIOUS_KEY = Counter(
     "mdmscep_secrets_opened_with_previous_key", "Secrets that opened only with "
-    "SERVER_PRIVATE_KEY_PREVIOUS (run admin-config rotate-key)")
+    "SERVER_PRIVATE_KEY_PREVIOUS, or in the format before key derivation (run admin-config "
+    "rotate-key and mdm-endpoint rotate-key)")
 
 
 class Exposition(Protocol):

@@ -54,7 +54,7 @@ def main() -> None:
     from .logs import configure_logging
     from .settings import load_settings_or_exit
 
-    settings = load_settings_or_exit()
+    settings = load_settings_or_exit(needs_server_private_key=False)  # DDL only: no secrets
     configure_logging("migrate", settings.secret_values())
     ensure_database(settings.database_url)
     applied = apply_migrations(settings.database_url)

@@ -6,12 +6,15 @@ failing later on the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-MIN_SERVER_PRIVATE_KEY_CHARS = 32
+from .client_address import parse_trusted_proxies
+from .crypto import MIN_KEY_CHARS as MIN_SERVER_PRIVATE_KEY_CHARS
+from .crypto import UnusableKey, check_server_private_key
 
 # The local broker of a development machine; production sets AMQP_URL.
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -25,7 +28,8 @@ class SettingsError(Exception):
 class Settings:
     database_url: str
     amqp_url: str
-    server_private_key: str = field(repr=False)
+    # None in the services that never encrypt nor decrypt (load_settings needs_server_private_key).
+    server_private_key: str | None = field(repr=False)
     admin_api_token: str | None = field(repr=False)
     admin_http_port: int
     mdm_http_port: int
@@ -73,6 +77,14 @@ class Settings:
     prune_batch_size: int
     credential_check_interval: float
     credential_warning_days: float
+    # scep-proxy's ca_requests rows (per-CA statistics of the last hour) are kept this long.
+    ca_request_retention_days: float = 1.0
+    trusted_proxies: tuple = ()
+    # Internal gRPC: mutual TLS (mdmscep_common.service_tls) and where servers listen.
+    grpc_tls_ca_cert: str | None = None
+    grpc_tls_cert: str | None = None
+    grpc_tls_key: str | None = None
+    grpc_bind_address: str = "127.0.0.1"
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in a log line."""
@@ -123,18 +135,50 @@ def _optional(env: dict[str, str], name: str) -> str | None:
     return value if value else None
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Read and validate the configuration; raises SettingsError naming the variable."""
-    env = dict(os.environ if env is None else env)
+def _grpc_client_host(bind_address: str) -> str:
+    """Where a service on this machine reaches a gRPC server bound to `bind_address` (the
+    default of *_GRPC_ADDR): the address itself, or loopback when it listens everywhere."""
+    try:
+        address = ipaddress.ip_address(bind_address)
+    except ValueError:
+        raise SettingsError(f"GRPC_BIND_ADDRESS must be an IP address (such as 127.0.0.1 or "
+                            f"0.0.0.0), got {bind_address!r}") from None
+    if address.is_unspecified:
+        return "127.0.0.1"
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _server_private_keys(env: dict[str, str], needed: bool) -> tuple[str | None, str | None]:
+    """SERVER_PRIVATE_KEY and SERVER_PRIVATE_KEY_PREVIOUS of a service that encrypts or decrypts
+    secrets at rest; (None, None) for one that does not (it never reads them)."""
+    if not needed:
+        return None, None
     key = env.get("SERVER_PRIVATE_KEY", "")
     if not key:
         raise SettingsError(
-            "SERVER_PRIVATE_KEY is required: a string of at least 32 characters "
-            "(it keys the encryption of SCEP challenges at rest)")
-    if len(key) < MIN_SERVER_PRIVATE_KEY_CHARS:
+            "SERVER_PRIVATE_KEY is required: a secret of at least 32 characters "
+            "(it keys the encryption of secrets at rest)")
+    try:
+        check_server_private_key(key)
+    except UnusableKey as exc:
+        raise SettingsError(f"SERVER_PRIVATE_KEY {exc}") from None
+    # The previous key is the one being rotated away from: only its length is checked, so a
+    # placeholder that was used can still be rotated out (docs/operations.md).
+    previous_key = env.get("SERVER_PRIVATE_KEY_PREVIOUS") or None
+    if previous_key is not None and len(previous_key) < MIN_SERVER_PRIVATE_KEY_CHARS:
         raise SettingsError(
-            f"SERVER_PRIVATE_KEY must be at least {MIN_SERVER_PRIVATE_KEY_CHARS} characters, "
-            f"got {len(key)}")
+            f"SERVER_PRIVATE_KEY_PREVIOUS must be at least {MIN_SERVER_PRIVATE_KEY_CHARS} "
+            f"characters, got {len(previous_key)}")
+    return key, previous_key
+
+
+def load_settings(env: dict[str, str] | None = None, *,
+                  needs_server_private_key: bool = True) -> Settings:
+    """Read and validate the configuration; raises SettingsError naming the variable.
+    `needs_server_private_key`: False for a service that never encrypts nor decrypts secrets at
+    rest (the SCEP proxy, migrations): it starts without SERVER_PRIVATE_KEY and never holds it."""
+    env = dict(os.environ if env is None else env)
+    key, previous_key = _server_private_keys(env, needs_server_private_key)
     ports = {
         name: _int(env, name, default, minimum=1)
         for name, default in (
@@ -155,11 +199,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name, port in metrics_ports.items():
         if port > 65535:
             raise SettingsError(f"{name} must be a TCP port (1-65535) or 0, got {port}")
-    previous_key = env.get("SERVER_PRIVATE_KEY_PREVIOUS") or None
-    if previous_key is not None and len(previous_key) < MIN_SERVER_PRIVATE_KEY_CHARS:
-        raise SettingsError(
-            f"SERVER_PRIVATE_KEY_PREVIOUS must be at least {MIN_SERVER_PRIVATE_KEY_CHARS} "
-            f"characters, got {len(previous_key)}")
+    try:
+        trusted_proxies = parse_trusted_proxies(env.get("TRUSTED_PROXIES"))
+    except ValueError as exc:
+        raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
+    grpc_bind_address = env.get("GRPC_BIND_ADDRESS") or "127.0.0.1"
+    grpc_host = _grpc_client_host(grpc_bind_address)
     return Settings(
         database_url=_url(env, "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mdmscep",
                           ("postgresql", "postgres")),
@@ -174,10 +219,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         mdm_grpc_port=ports["MDM_GRPC_PORT"],
         scep_proxy_grpc_port=ports["SCEP_PROXY_GRPC_PORT"],
         processor_grpc_addr=env.get("PROCESSOR_GRPC_ADDR")
-        or f"127.0.0.1:{ports['PROCESSOR_GRPC_PORT']}",
-        mdm_grpc_addr=env.get("MDM_GRPC_ADDR") or f"127.0.0.1:{ports['MDM_GRPC_PORT']}",
+        or f"{grpc_host}:{ports['PROCESSOR_GRPC_PORT']}",
+        mdm_grpc_addr=env.get("MDM_GRPC_ADDR") or f"{grpc_host}:{ports['MDM_GRPC_PORT']}",
         scep_proxy_grpc_addr=env.get("SCEP_PROXY_GRPC_ADDR")
-        or f"127.0.0.1:{ports['SCEP_PROXY_GRPC_PORT']}",
+        or f"{grpc_host}:{ports['SCEP_PROXY_GRPC_PORT']}",
         mdm_public_url=_url(env, "MDM_PUBLIC_URL", "http://127.0.0.1:8081", ("http", "https")),
         scep_proxy_public_url=_url(env, "SCEP_PROXY_PUBLIC_URL", "http://127.0.0.1:8082",
                                    ("http", "https")),
@@ -215,17 +260,24 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         command_retention_days=_float(env, "COMMAND_RETENTION_DAYS", 2.0, minimum=0.0),
         scep_code_retention_days=_float(env, "SCEP_CODE_RETENTION_DAYS", 1.0, minimum=0.0),
         activity_retention_days=_float(env, "ACTIVITY_RETENTION_DAYS", 365.0, minimum=1.0),
+        ca_request_retention_days=_float(env, "CA_REQUEST_RETENTION_DAYS", 1.0, minimum=0.05),
         prune_interval=_float(env, "PRUNE_INTERVAL", 600.0, minimum=1.0),
         prune_batch_size=_int(env, "PRUNE_BATCH_SIZE", 5000, minimum=1),
         credential_check_interval=_float(env, "CREDENTIAL_CHECK_INTERVAL", 86400.0, minimum=1.0),
         credential_warning_days=_float(env, "CREDENTIAL_WARNING_DAYS", 30.0, minimum=0.0),
+        # Load balancers whose X-Forwarded-For names the client (mdmscep_common.client_address).
+        trusted_proxies=trusted_proxies,
+        grpc_tls_ca_cert=_optional(env, "GRPC_TLS_CA_CERT"),
+        grpc_tls_cert=_optional(env, "GRPC_TLS_CERT"),
+        grpc_tls_key=_optional(env, "GRPC_TLS_KEY"),
+        grpc_bind_address=grpc_bind_address,
     )
 
 
-def load_settings_or_exit() -> Settings:
+def load_settings_or_exit(needs_server_private_key: bool = True) -> Settings:
     """Entry points call this: a configuration error ends the process with exit status 78."""
     try:
-        return load_settings()
+        return load_settings(needs_server_private_key=needs_server_private_key)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(78) from None

@@ -10,11 +10,13 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from mdmscep_common.credentials import CredentialMonitor
+from mdmscep_common.crypto import SecretBox
+from mdmscep_common.failure_limits import FailureLimiter
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz, register_metrics
 from mdmscep_common.settings import Settings
 
-from .enrollment import enrollment_profile, push_topic
+from .enrollment import enroll_failure_limiter, enrollment_profile, push_topic
 from .identity import IdentityVerifier, load_ca_certificates
 from .service import MdmService
 from .store import CommandStore, HostStore
@@ -33,6 +35,7 @@ class Dependencies:
     verifier: IdentityVerifier
     service: MdmService
     topic: str
+    enroll_failures: FailureLimiter
 
     def enrollment_profile(self) -> bytes:
         return enrollment_profile(self.settings.mdm_public_url, self.topic,
@@ -63,8 +66,9 @@ def create_app(settings: Settings, db, publisher, health: HealthChecks,
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["mdm_endpoint"] = Dependencies(
         settings=settings, verifier=verifier or identity_verifier(settings),
-        service=MdmService(db, HostStore(), CommandStore(), publisher),
-        topic=configured_topic(settings))
+        service=MdmService(db, HostStore(), CommandStore(), publisher,
+                           SecretBox.from_settings(settings)),
+        topic=configured_topic(settings), enroll_failures=enroll_failure_limiter(db))
     app.register_blueprint(mdm)
     register_healthz(app, health, credentials.warnings if credentials else None)
     register_metrics(app)

@@ -1,4 +1,7 @@
-"""gRPC Commander: the processor queues per-host commands in batches; we request their pushes."""
+"""gRPC Commander: the processor queues per-host commands in batches; we request their pushes.
+
+Only the commands the product sends are queued (accepted_commands), all of a call or none, and
+their payloads are sealed before they are stored (command_payloads)."""
 
 from __future__ import annotations
 
@@ -8,35 +11,47 @@ import grpc
 
 from mdmscep.v1 import commander_pb2, commander_pb2_grpc
 from mdmscep_common import bus
-from mdmscep_common.mdm_commands import CERTIFICATE_LIST, INSTALL_PROFILE, PROFILE_LIST, REMOVE_PROFILE
+from mdmscep_common.crypto import SecretBox
 
+from .accepted_commands import InvalidCommand, check_command
+from .command_payloads import seal_payload
 from .service import EventRelay
 from .store import CommandStore
 
 log = logging.getLogger(__name__)
 
-REQUEST_TYPES = {INSTALL_PROFILE, REMOVE_PROFILE, PROFILE_LIST, CERTIFICATE_LIST}
 MAX_COMMANDS_PER_CALL = 50_000
-MAX_PAYLOAD_BYTES = 4 << 20
 PUSH_HOSTS_PER_MESSAGE = 1000
 
 
 class Commander:
     """The Commander's logic (no gRPC types), so it can be called and tested directly."""
 
-    def __init__(self, db, commands: CommandStore, publisher):
+    def __init__(self, db, commands: CommandStore, publisher, secrets: SecretBox):
         self._db = db
         self._commands = commands
+        self._secrets = secrets
         # The commands are committed before the pushes are asked for: a push the broker cannot
         # take now is asked for again when it is back, instead of failing the call (which made
         # the processor re-send with new commands, leaving these queued with codes it never
         # stored).
         self._events = EventRelay(publisher)
 
+    @classmethod
+    def for_settings(cls, settings, db, commands: CommandStore, publisher) -> Commander:
+        return cls(db, commands, publisher, SecretBox.from_settings(settings))
+
     def enqueue(self, commands: list[tuple[str, str, str, bytes]],
                 replaces: list[tuple[str, str]]) -> tuple[int, int]:
+        """Queue (host_uuid, command_uuid, request_type, payload) after checking every one; raises
+        InvalidCommand (nothing queued, no push) for the first that is not acceptable."""
+        for index, (host, command_uuid, request_type, payload) in enumerate(commands):
+            check_command(index, host, command_uuid, request_type, payload)
+        sealed = [(host, command_uuid, request_type,
+                   seal_payload(self._secrets, host, command_uuid, payload))
+                  for host, command_uuid, request_type, payload in commands]
         with self._db.transaction() as conn:
-            queued = self._commands.enqueue(conn, commands, replaces)
+            queued = self._commands.enqueue(conn, sealed, replaces)
         # Push every host named, not only those with new rows: a retried call (after a lost
         # answer or a failed publish) must still wake its hosts.
         hosts = sorted({host for host, *_ in commands})
@@ -56,13 +71,14 @@ class CommanderServicer(commander_pb2_grpc.CommanderServicer):
                           f"at most {MAX_COMMANDS_PER_CALL} commands per call")
         commands, replaces = [], []
         for c in request.commands:
-            if not c.host_uuid or not c.command_uuid or c.request_type not in REQUEST_TYPES:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              "each command needs host_uuid, command_uuid and a known request_type")
-            if not c.payload or len(c.payload) > MAX_PAYLOAD_BYTES:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload empty or too large")
             commands.append((c.host_uuid, c.command_uuid, c.request_type, bytes(c.payload)))
             if c.replaces_command_uuid:
                 replaces.append((c.host_uuid, c.replaces_command_uuid))
-        queued, pushed = self._commander.enqueue(commands, replaces)
+        try:
+            queued, pushed = self._commander.enqueue(commands, replaces)
+        except InvalidCommand as exc:
+            log.warning("Enqueue refused: nothing of the call was queued",
+                        extra={"reason": str(exc), "commands": len(commands)})
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{exc}; nothing of this call was queued")
         return commander_pb2.EnqueueResponse(queued=queued, pushes_requested=pushed)

@@ -1,4 +1,5 @@
-"""The enrollment profile a host installs to join: device identity by SCEP, then the MDM payload.
+"""The enrollment profile a host installs to join: device identity by SCEP, then the MDM payload;
+and the limit on wrong enrollment secrets that guards it.
 
 Apple: Device Management → MDM payload (com.apple.mdm) and SCEP payload (com.apple.security.scep).
 """
@@ -11,8 +12,20 @@ import uuid
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from mdmscep_common.failure_limits import FailureLimit, FailureLimiter
+
 # Every right an MDM server can ask for (Apple's AccessRights bit mask, 1..4096).
 ALL_ACCESS_RIGHTS = 8191
+
+# Wrong ENROLL_SECRETs per client address, shared by every mdm-endpoint worker and replica: the
+# secret is chosen by the operator and may be guessable, so a client over its limit is refused
+# before its secret is compared (a host that knows the secret does not fail ten times).
+ENROLL_FAILURES_TABLE = "enroll_failures"
+ENROLL_FAILURE_LIMIT = FailureLimit(burst=10, refill_seconds=6.0)
+
+
+def enroll_failure_limiter(db) -> FailureLimiter:
+    return FailureLimiter(db, ENROLL_FAILURES_TABLE, ENROLL_FAILURE_LIMIT)
 
 
 def push_topic(certificate_pem: bytes) -> str:

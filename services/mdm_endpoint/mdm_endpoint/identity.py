@@ -1,7 +1,11 @@
 """Device identity: verify `Mdm-Signature` (base64 detached CMS SignedData over the exact body)
 and that its signer chains to the identity CA(s) in MDM_IDENTITY_CA_CERTS.
 
-asn1crypto parses the CMS structure; cryptography does the signature math (it has no CMS verify).
+asn1crypto parses the CMS structure; cryptography does the signature math (it has no CMS verify)
+and the path validation (cryptography.x509.verification: RFC 5280 chain building with
+basicConstraints, pathLenConstraint, validity of every certificate on the path, the trust anchor
+included, and a budget on signature checks), with the extension rules of IDENTITY_CA_POLICY and
+DEVICE_IDENTITY_POLICY below.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import binascii
 import datetime
 import hashlib
 import hmac
-import time
+import logging
 from dataclasses import dataclass
 
 from asn1crypto import cms, core
@@ -20,8 +24,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import verification
+
+log = logging.getLogger(__name__)
 
 MAX_SIGNATURE_HEADER_CHARS = 64 * 1024
+# Certificates below the trust anchor on a path: the device's identity certificate and up to
+# three intermediate CAs (an identity CA is usually the anchor itself or one level below it).
 MAX_CHAIN_DEPTH = 4
 
 _HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
@@ -49,6 +58,40 @@ class DeviceIdentity:
 def load_ca_certificates(path: str) -> list[x509.Certificate]:
     with open(path, "rb") as f:
         return list(x509.load_pem_x509_certificates(f.read()))
+
+
+def _issuer_may_sign_certificates(policy, certificate, key_usage) -> None:
+    if key_usage is not None and not key_usage.key_cert_sign:
+        raise ValueError("an issuer's keyUsage does not allow keyCertSign")
+
+
+def _device_is_not_a_ca(policy, certificate, basic_constraints) -> None:
+    if basic_constraints is not None and basic_constraints.ca:
+        raise ValueError("the identity certificate is a CA certificate")
+
+
+def _device_may_sign(policy, certificate, key_usage) -> None:
+    if key_usage is not None and not key_usage.digital_signature:
+        raise ValueError("the identity certificate's keyUsage does not allow digitalSignature")
+
+
+# Every issuer on the path (the trust anchor too): basicConstraints present with cA=TRUE (the
+# library then enforces pathLenConstraint) and, when keyUsage is present, keyCertSign. Other
+# extensions are not required: identity CAs (micromdm scepserver, enterprise SCEP CAs) are not
+# web PKI CAs, and the web PKI defaults would refuse, for instance, a CA without keyUsage.
+IDENTITY_CA_POLICY = (
+    verification.ExtensionPolicy.permit_all()
+    .require_present(x509.BasicConstraints, verification.Criticality.AGNOSTIC, None)
+    .may_be_present(x509.KeyUsage, verification.Criticality.AGNOSTIC,
+                    _issuer_may_sign_certificates))
+# The device's identity certificate: not a CA, and allowed to sign when keyUsage is present.
+# (scepserver's have keyUsage digitalSignature and no basicConstraints; no subjectAltName is
+# required, unlike the web PKI defaults for a client.)
+DEVICE_IDENTITY_POLICY = (
+    verification.ExtensionPolicy.permit_all()
+    .may_be_present(x509.BasicConstraints, verification.Criticality.AGNOSTIC,
+                    _device_is_not_a_ca)
+    .may_be_present(x509.KeyUsage, verification.Criticality.AGNOSTIC, _device_may_sign))
 
 
 class ParsedParts:
@@ -185,11 +228,8 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _within_validity(cert: x509.Certificate, now: datetime.datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-
-
-CHAIN_CACHE_SECONDS = 600
+# Verified paths, by the exact bytes of the signer's certificate and the other certificates
+# sent with it: every request of a host carries the same ones. Bounded.
 CHAIN_CACHE_MAX = 200_000
 # Certificate sets with their signers, and parts of signatures parsed in full (a host's requests
 # come in bursts: Idle, Acknowledged, Idle, …, each with the same certificates). Bounded.
@@ -204,14 +244,36 @@ class _Signer:
     others: list[x509.Certificate]
     fingerprint: bytes
     public_key: object
+    chain_key: bytes  # sha256 of the exact certificates, signer first (the path cache's key)
+
+
+def _warn_unless_issuer(anchor: x509.Certificate) -> None:
+    """IDENTITY_CA_POLICY holds for the trust anchor too: one that fails it vouches for no
+    device, which an operator should hear at start rather than from every host's 403."""
+    extensions = anchor.extensions
+    try:
+        is_ca = extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    try:
+        signs_certificates = extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    except x509.ExtensionNotFound:
+        signs_certificates = True
+    if not (is_ca and signs_certificates):
+        log.warning("an identity CA certificate cannot issue device identities (basicConstraints "
+                    "cA=TRUE and, with keyUsage, keyCertSign are required): no identity it "
+                    "issued will be accepted", extra={"subject": anchor.subject.rfc4514_string()})
 
 
 class IdentityVerifier:
     def __init__(self, trust_anchors: list[x509.Certificate]):
-        self._anchors = trust_anchors
-        # Certificates whose chain was verified recently (sha256 → until): every check-in of a
-        # host is signed by the same certificate, so its chain is not re-verified each time.
-        self._chain_ok: dict[bytes, float] = {}
+        for anchor in trust_anchors:
+            _warn_unless_issuer(anchor)
+        self._store = verification.Store(trust_anchors) if trust_anchors else None
+        # Paths verified before (chain_key → the time all their certificates are valid in):
+        # only the path's answer is remembered, for exactly those certificates; the signature
+        # over each body is always verified.
+        self._verified_paths: dict[bytes, tuple[datetime.datetime, datetime.datetime]] = {}
         # Parts of signatures parsed in full before; per certificate set among them, its
         # signers (signer id bytes → _Signer).
         self._parsed = ParsedParts(SIGNER_CACHE_MAX * 4)
@@ -230,7 +292,12 @@ class IdentityVerifier:
             key = cert.public_key()
         except (ValueError, TypeError):
             raise SignatureMalformed("the signer's public key cannot be read") from None
-        found = _Signer(cert, others, hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(), key)
+        path = hashlib.sha256()
+        for certificate in (cert, *others):
+            der = certificate.public_bytes(Encoding.DER)
+            path.update(len(der).to_bytes(4, "big") + der)
+        found = _Signer(cert, others, hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(), key,
+                        path.digest())
         if known is not None and len(known) < 8:
             known[sid_key] = found
         return found
@@ -260,38 +327,31 @@ class IdentityVerifier:
         else:
             covered = body
         _verify_signature(cert, signature, covered, hash_cls, found.public_key)
-        now = time.monotonic()
-        if self._chain_ok.get(fingerprint, 0.0) < now:
-            self._check_chain(cert, others)
-            if len(self._chain_ok) >= CHAIN_CACHE_MAX:
-                self._chain_ok.clear()
-            until = min(now + CHAIN_CACHE_SECONDS,
-                        now + (cert.not_valid_after_utc - _now()).total_seconds())
-            self._chain_ok[fingerprint] = until
+        now = _now()
+        valid = self._verified_paths.get(found.chain_key)
+        if valid is None or not valid[0] <= now <= valid[1]:
+            valid = self._verify_path(cert, others, now)
+            if len(self._verified_paths) >= CHAIN_CACHE_MAX:
+                self._verified_paths.clear()
+            self._verified_paths[found.chain_key] = valid
         return DeviceIdentity(cert, fingerprint)
 
-    def _check_chain(self, cert: x509.Certificate, intermediates: list[x509.Certificate]) -> None:
-        now = _now()
-        if not _within_validity(cert, now):
-            raise SignatureInvalid("the identity certificate is expired or not yet valid")
-        current = cert
-        for _ in range(MAX_CHAIN_DEPTH):
-            for anchor in self._anchors:
-                if _issued_by(current, anchor):
-                    return
-            parent = next((c for c in intermediates if _issued_by(current, c)
-                           and _within_validity(c, now)), None)
-            if parent is None:
-                break
-            current = parent
-        raise SignatureInvalid("the identity certificate is not issued by a trusted identity CA")
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-        return True
-    except (ValueError, TypeError, InvalidSignature):
-        return False
+    def _verify_path(self, cert: x509.Certificate, others: list[x509.Certificate],
+                     now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
+        """A valid path from the signer to a trust anchor at `now`, through the other
+        certificates sent; the time in which every certificate on it is valid."""
+        if self._store is None:
+            raise SignatureInvalid("no identity CA is configured (MDM_IDENTITY_CA_CERTS)")
+        verifier = (verification.PolicyBuilder().store(self._store).time(now)
+                    .max_chain_depth(MAX_CHAIN_DEPTH - 1)  # intermediates between leaf and anchor
+                    .extension_policies(ca_policy=IDENTITY_CA_POLICY,
+                                        ee_policy=DEVICE_IDENTITY_POLICY)
+                    .build_client_verifier())
+        try:
+            path = verifier.verify(cert, others).chain
+        except verification.VerificationError as exc:
+            reason = str(exc).split(" (encountered processing")[0][:200]
+            raise SignatureInvalid("the identity certificate does not chain to a trusted "
+                                   f"identity CA: {reason}") from None
+        return (max(c.not_valid_before_utc for c in path),
+                min(c.not_valid_after_utc for c in path))

@@ -1,5 +1,6 @@
 """mdm-endpoint entry points: `mdm-endpoint http` (Apple check-in/commands, gunicorn),
-`mdm-endpoint grpc` (Commander) and `mdm-endpoint push` (APNs push worker)."""
+`mdm-endpoint grpc` (Commander) and `mdm-endpoint push` (APNs push worker); and
+`mdm-endpoint rotate-key` (command payloads under SERVER_PRIVATE_KEY: key_rotation)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.retention import PeriodicTask, pruning_task
+from mdmscep_common.service_tls import service_tls_or_exit
 from mdmscep_common.settings import load_settings_or_exit
 
 SERVICE = "mdm-endpoint"
@@ -47,13 +49,15 @@ def run_grpc(settings) -> None:
     from .host_registry import HostRegistry, HostRegistryServicer
     from .store import CommandStore
 
+    tls = service_tls_or_exit(settings, SERVICE)
     configure_logging(f"{SERVICE}-grpc", settings.secret_values())
     db = Database(settings.database_url, max_size=8, name=SERVICE).open()
     publisher = Publisher(settings.amqp_url)
     server = GrpcServer(settings.mdm_grpc_port, ["mdmscep.v1.Commander", "mdmscep.v1.HostRegistry"],
-                        dependency_checks(db, settings.amqp_url))
+                        dependency_checks(db, settings.amqp_url), tls=tls,
+                        host=settings.grpc_bind_address)
     server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
-               CommanderServicer(Commander(db, CommandStore(), publisher)))
+               CommanderServicer(Commander.for_settings(settings, db, CommandStore(), publisher)))
     server.add(host_registry_pb2_grpc.add_HostRegistryServicer_to_server,
                HostRegistryServicer(HostRegistry(db, publisher)))
     server.start()
@@ -121,7 +125,15 @@ def run_push(settings) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog=SERVICE)
-    parser.add_argument("role", choices=["http", "grpc", "push"])
+    parser.add_argument("role", choices=["http", "grpc", "push", "rotate-key"],
+                        help="a process, or rotate-key: re-encrypt queued command payloads under "
+                        "SERVER_PRIVATE_KEY (docs/operations.md)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="rotate-key: check every command payload, change nothing")
     args = parser.parse_args()
     settings = load_settings_or_exit()
+    if args.role == "rotate-key":
+        from .key_rotation import main as rotate_key
+
+        raise SystemExit(rotate_key(settings, dry_run=args.dry_run))
     {"http": run_http, "grpc": run_grpc, "push": run_push}[args.role](settings)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.parsers.expat import ExpatError
 
+from .plist_bounds import PlistTooComplex, check_plist_bounds
+
 CHECKIN_TYPES = {"Authenticate", "TokenUpdate", "CheckOut"}
 RESULT_STATUSES = {"Idle", "Acknowledged", "Error", "CommandFormatError", "NotNow"}
 MAX_UDID_CHARS = 64
@@ -24,6 +26,12 @@ class ProtocolError(ValueError):
 def parse_plist(body: bytes) -> dict[str, Any]:
     if not body:
         raise ProtocolError("empty body")
+    try:
+        # Before plistlib: a small plist can expand to far more work than its size (see
+        # plist_bounds), and this runs before any transaction or lock is taken.
+        check_plist_bounds(body)
+    except PlistTooComplex as exc:
+        raise ProtocolError(f"body is not an acceptable property list: {exc}") from None
     try:
         message = plistlib.loads(body)
     except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, LookupError,
@@ -104,29 +112,40 @@ class CommandResult:
     udid: str
     status: str
     command_uuid: str
-    raw: dict[str, Any] = field(repr=False)
+    # What the result reports for `command.result`, JSON-safe, built when the body is parsed
+    # (before any transaction): ErrorChain, ProfileList, CertificateList.
+    details: dict[str, Any] = field(repr=False)
 
     def event(self, request_type: str | None) -> dict[str, Any]:
         """The `command.result` message body (JSON-safe)."""
-        event: dict[str, Any] = {"host_uuid": self.udid, "command_uuid": self.command_uuid,
-                                 "request_type": request_type or "", "status": self.status}
-        chain = self.raw.get("ErrorChain")
-        if isinstance(chain, list):
-            event["error_chain"] = [_json_safe(item) for item in chain if isinstance(item, dict)]
-        profiles = self.raw.get("ProfileList")
-        if isinstance(profiles, list):
-            event["profile_list"] = [
-                {"identifier": p.get("PayloadIdentifier", ""), "uuid": p.get("PayloadUUID", ""),
-                 "display_name": p.get("PayloadDisplayName", "")}
-                for p in profiles if isinstance(p, dict)]
-        certificates = self.raw.get("CertificateList")
-        if isinstance(certificates, list):
-            event["certificate_list"] = [
-                {"common_name": c.get("CommonName", ""), "is_identity": bool(c.get("IsIdentity")),
-                 "data": base64.b64encode(c["Data"]).decode() if isinstance(c.get("Data"), bytes)
-                 else ""}
-                for c in certificates if isinstance(c, dict)]
-        return event
+        return {"host_uuid": self.udid, "command_uuid": self.command_uuid,
+                "request_type": request_type or "", "status": self.status, **self.details}
+
+
+def _result_details(message: dict[str, Any]) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    chain = message.get("ErrorChain")
+    if isinstance(chain, list):
+        details["error_chain"] = [_json_safe(item) for item in chain if isinstance(item, dict)]
+    profiles = message.get("ProfileList")
+    if isinstance(profiles, list):
+        details["profile_list"] = [
+            {"identifier": _string(p, "PayloadIdentifier"), "uuid": _string(p, "PayloadUUID"),
+             "display_name": _string(p, "PayloadDisplayName")}
+            for p in profiles if isinstance(p, dict)]
+    certificates = message.get("CertificateList")
+    if isinstance(certificates, list):
+        details["certificate_list"] = [
+            {"common_name": _string(c, "CommonName"), "is_identity": bool(c.get("IsIdentity")),
+             "data": base64.b64encode(c["Data"]).decode() if isinstance(c.get("Data"), bytes)
+             else ""}
+            for c in certificates if isinstance(c, dict)]
+    return details
+
+
+def _string(item: dict[str, Any], key: str) -> str:
+    value = item.get(key, "")
+    return value if isinstance(value, str) else ""
 
 
 def _json_safe(value: Any) -> Any:
@@ -152,4 +171,4 @@ def parse_result(body: bytes) -> CommandResult:
         raise ProtocolError("CommandUUID is missing")
     if len(command_uuid) > 128:
         raise ProtocolError("CommandUUID is too long")
-    return CommandResult(udid, status, command_uuid, message)
+    return CommandResult(udid, status, command_uuid, _result_details(message))

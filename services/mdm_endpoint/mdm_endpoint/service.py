@@ -11,7 +11,10 @@ import uuid
 from typing import Any, Protocol
 
 from mdmscep_common import bus, metrics
+from mdmscep_common.crypto import SecretBox
+from mdmscep_common.one_time_codes import redact_codes_in_bytes
 
+from .command_payloads import open_next
 from .identity import DeviceIdentity
 from .protocol import Authenticate, CheckOut, TokenUpdate, parse_checkin, parse_result
 from .store import CertificateBoundElsewhere, CommandStore, HostStore
@@ -102,11 +105,13 @@ class EventRelay:
 
 
 class MdmService:
-    def __init__(self, db, hosts: HostStore, commands: CommandStore, publisher: Publisher):
+    def __init__(self, db, hosts: HostStore, commands: CommandStore, publisher: Publisher,
+                 secrets: SecretBox):
         self._db = db
         self._hosts = hosts
         self._commands = commands
         self._events = EventRelay(publisher)
+        self._secrets = secrets  # opens queued command payloads (command_payloads)
 
     def _publish(self, routing_key: str, body: dict[str, Any]) -> None:
         # After the commit; kept and published again if the broker cannot take it now.
@@ -119,7 +124,7 @@ class MdmService:
 
     def checkin(self, body: bytes, identity: DeviceIdentity) -> None:
         """Authenticate, TokenUpdate or CheckOut (Apple: Check-in)."""
-        message = parse_checkin(body)
+        message = parse_checkin(body)  # parsed in full before the transaction (see connect)
         event = None
         replaced = None
         with self._db.transaction() as conn:
@@ -158,6 +163,11 @@ class MdmService:
 
     def connect(self, body: bytes, identity: DeviceIdentity) -> bytes | None:
         """Store a command result and return the next command for the host (Apple: Commands)."""
+        # All of the body's parsing (its bounds, plistlib, the event's details) is done here,
+        # before the transaction: the exchange below locks the host's row until the commit.
+        # A host's error may quote the proxy URL it could not reach, one-time code included: the
+        # code is masked before the result is stored or published.
+        body = redact_codes_in_bytes(body)
         result = parse_result(body)
         event = None
         with self._db.transaction() as conn:
@@ -167,6 +177,8 @@ class MdmService:
                 conn, result.udid, identity.sha256, result.status, result.command_uuid, body)
             if bound != identity.sha256:
                 raise IdentityMismatch("the signing certificate is not bound to this device")
+            payload, unreadable = open_next(self._secrets, self._commands, conn, result.udid,
+                                            command, include_not_now=result.status == "Idle")
             if result.status != "Idle":
                 if request_type is None:
                     log.warning("result for an unknown command",
@@ -175,4 +187,6 @@ class MdmService:
                     event = result.event(request_type)
         if event:
             self._publish(bus.COMMAND_RESULT, event)
-        return command.payload if command else None
+        for closed in unreadable:
+            self._publish(bus.COMMAND_RESULT, closed.result_event(result.udid))
+        return payload

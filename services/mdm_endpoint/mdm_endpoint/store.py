@@ -101,19 +101,11 @@ class HostStore:
 
 
 class CommandStore:
-    def __init__(self) -> None:
-        self._lz4: bool | None = None  # does the server compress TOAST with lz4? (asked once)
-
-    def _fast_compression(self, conn: psycopg.Connection) -> None:
-        """Command payloads (a few KB each) are compressed by PostgreSQL when stored; lz4 costs
-        a fraction of the default pglz's CPU. Used in this transaction when the server has it
-        (PostgreSQL 14+ built with lz4); values read back the same either way."""
-        if self._lz4 is None:
-            row = conn.execute("SELECT 'lz4' = ANY(enumvals) AS lz4 FROM pg_settings "
-                               "WHERE name = 'default_toast_compression'").fetchone()
-            self._lz4 = bool(row and (row["lz4"] if isinstance(row, dict) else row[0]))
-        if self._lz4:
-            conn.execute("SET LOCAL default_toast_compression = 'lz4'")
+    def close_unreadable(self, conn: psycopg.Connection, udid: str, command_uuid: str) -> None:
+        """A taken command whose payload cannot be opened (command_payloads.open_next) is
+        finished as an error: it would block the host's queue otherwise."""
+        conn.execute("UPDATE commands SET status = 'error', completed_at = now() "
+                     "WHERE command_uuid = %s AND host_uuid = %s", (command_uuid, udid))
 
     def clear_queue(self, conn: psycopg.Connection, udid: str) -> None:
         conn.execute("DELETE FROM commands WHERE host_uuid = %s AND status IN ('queued', 'not_now')",
@@ -190,7 +182,8 @@ class CommandStore:
 
     def enqueue(self, conn: psycopg.Connection, commands: list[tuple[str, str, str, bytes]],
                 replaces: list[tuple[str, str]]) -> int:
-        """Queue (host_uuid, command_uuid, request_type, payload) for known hosts in one statement;
+        """Queue (host_uuid, command_uuid, request_type, payload) for known hosts in one statement,
+        the payloads as given (the Commander seals them: command_payloads);
         drop still-queued commands being replaced. Returns the number of commands newly queued
         (a command UUID already known is not queued twice). The arrays go in binary (%b): as
         text every payload would be hex-escaped here and unescaped by PostgreSQL."""
@@ -203,7 +196,6 @@ class CommandStore:
                 ([h for h, _ in replaces], [c for _, c in replaces]))
         if not commands:
             return 0
-        self._fast_compression(conn)
         rows = conn.execute(
             """INSERT INTO commands (host_uuid, command_uuid, request_type, payload)
                SELECT n.host_uuid, n.command_uuid, n.request_type, n.payload

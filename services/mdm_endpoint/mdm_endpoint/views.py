@@ -9,6 +9,7 @@ import threading
 import psycopg
 from flask import Blueprint, Response, current_app, request
 
+from mdmscep_common.client_address import client_address
 from mdmscep_common.http import request_body
 
 from .identity import SignatureInvalid, SignatureMalformed, SignatureMissing
@@ -65,9 +66,21 @@ def database_unavailable(exc: Exception):
 @mdm.get("/enroll")
 def enroll():
     deps = _deps()
-    secret = request.args.get("secret", "")
     expected = deps.settings.enroll_secret
-    if not expected or not hmac.compare_digest(secret.encode(), expected.encode()):
+    if not expected:
+        return _text(403, "enrollment requires the enrollment secret")
+    # Wrong secrets are counted per client (enrollment.ENROLL_FAILURE_LIMIT); one over its limit
+    # is refused before its secret is compared.
+    client = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                            deps.settings.trusted_proxies)
+    retry_after = deps.enroll_failures.retry_after(client)
+    if retry_after:
+        response = _text(429, "too many wrong enrollment secrets from this address; retry later")
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+    secret = request.args.get("secret", "")
+    if not hmac.compare_digest(secret.encode(), expected.encode()):
+        deps.enroll_failures.failed(client)
         return _text(403, "enrollment requires the enrollment secret")
     if not deps.settings.identity_scep_url:
         return _text(503, "enrollment is not configured (IDENTITY_SCEP_URL)")

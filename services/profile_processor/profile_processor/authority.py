@@ -3,6 +3,11 @@
 Allowed only for an enrolled host whose delivery of the profile is pending, the CA the profile
 uses, and a one-time code that is current, unused and unexpired. PKIOperation uses the code up
 atomically; GetCACaps/GetCACert only check it.
+
+GiveBackScepCode undoes that use when the proxy could not forward the PKIOperation (the CA's
+slots were all taken: the host got 503 and retries with the same URL). The proxy authorizes before
+it takes a slot, so forged URLs never hold or wait for one; one gRPC call on the happy path, a
+second only for a request refused busy.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
 
 OPERATIONS = {"GetCACaps", "GetCACert", "PKIOperation"}
+# A PKIOperation refused busy waited at most SCEP_PROXY_QUEUE_TIMEOUT (seconds) after using its
+# code up; a code used longer ago than this went to the CA and is never given back.
+GIVE_BACK_WINDOW_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,26 @@ class ScepAuthority:
                     return _refuse(403, "one-time code already used")
             return Decision(True, upstream_url=ca["url"], ca_id=ca["id"])
 
+    def give_back(self, host_uuid: str, profile_uuid: str, ca_name: str, code: str) -> bool:
+        """Make a code used up by AuthorizeScep(PKIOperation) usable again, if it belongs to this
+        host, profile and CA, is still the delivery's current and pending attempt, and was used
+        within GIVE_BACK_WINDOW_SECONDS."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                """UPDATE scep_codes c SET used_at = NULL
+                   FROM host_profiles hp
+                   WHERE c.code_sha256 = %s AND c.host_uuid = %s AND c.profile_uuid = %s
+                     AND c.ca_name = %s AND c.used_at IS NOT NULL
+                     AND c.used_at > now() - make_interval(secs => %s)
+                     AND c.expires_at > now()
+                     AND hp.host_uuid = c.host_uuid AND hp.profile_uuid = c.profile_uuid
+                     AND hp.command_uuid = c.command_uuid AND hp.status = 'pending'
+                     AND hp.operation_type = 'install'
+                   RETURNING 1""",
+                (code_hash(code), host_uuid, profile_uuid, ca_name,
+                 GIVE_BACK_WINDOW_SECONDS)).fetchone()
+            return row is not None
+
 
 class ProfileAuthorityServicer(profile_authority_pb2_grpc.ProfileAuthorityServicer):
     def __init__(self, authority: ScepAuthority):
@@ -87,3 +115,8 @@ class ProfileAuthorityServicer(profile_authority_pb2_grpc.ProfileAuthorityServic
         return profile_authority_pb2.AuthorizeScepResponse(
             allowed=decision.allowed, reason=decision.reason, upstream_url=decision.upstream_url,
             ca_id=decision.ca_id, http_status=decision.http_status)
+
+    def GiveBackScepCode(self, request, context):  # noqa: N802 - gRPC method name
+        given_back = self._authority.give_back(request.host_uuid, request.profile_uuid,
+                                               request.ca_name, request.one_time_code)
+        return profile_authority_pb2.GiveBackScepCodeResponse(given_back=given_back)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
-
 from mdmscep.v1 import commander_pb2, commander_pb2_grpc
+from mdmscep_common.service_tls import MDM_ENDPOINT, ServiceTls
 
 BATCH = 1000
 
@@ -21,8 +20,8 @@ class HostCommand:
 
 
 class CommanderClient:
-    def __init__(self, address: str, timeout: float = 30.0):
-        self._channel = grpc.insecure_channel(address, options=[
+    def __init__(self, address: str, tls: ServiceTls, timeout: float = 30.0):
+        self._channel = tls.channel(address, MDM_ENDPOINT, options=[
             ("grpc.max_send_message_length", 256 << 20)])
         self._stub = commander_pb2_grpc.CommanderStub(self._channel)
         self._timeout = timeout

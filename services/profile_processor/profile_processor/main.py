@@ -15,6 +15,7 @@ from mdmscep_common.health import dependency_checks
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.retention import pruning_task
+from mdmscep_common.service_tls import ServiceTls, service_tls_or_exit
 from mdmscep_common.settings import Settings, load_settings_or_exit
 
 from .authority import ProfileAuthorityServicer, ScepAuthority
@@ -62,7 +63,7 @@ class ReconcileLoop:
 
 def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthority, CommanderClient]:
     store = DeliveryStore()
-    commander = CommanderClient(settings.mdm_grpc_addr)
+    commander = CommanderClient(settings.mdm_grpc_addr, ServiceTls.from_settings(settings, SERVICE))
     reconciler = Reconciler(db, store, commander, SecretBox.from_settings(settings),
                             settings.scep_proxy_public_url, settings.scep_code_ttl,
                             settings.profile_verify_interval, settings.profile_renewal_days,
@@ -97,11 +98,13 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
 
 def main() -> None:
     settings = load_settings_or_exit()
+    tls = service_tls_or_exit(settings, SERVICE)
     configure_logging(SERVICE, settings.secret_values())
     db = Database(settings.database_url, max_size=8, name=SERVICE).open()
     loop, worker, authority, commander = build(settings, db)
     server = GrpcServer(settings.processor_grpc_port, ["mdmscep.v1.ProfileAuthority"],
-                        dependency_checks(db, settings.amqp_url))
+                        dependency_checks(db, settings.amqp_url), tls=tls,
+                        host=settings.grpc_bind_address)
     server.add(profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server,
                ProfileAuthorityServicer(authority))
     server.start()

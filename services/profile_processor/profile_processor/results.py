@@ -9,6 +9,7 @@ from typing import Any
 
 from mdmscep_common import mdm_commands
 from mdmscep_common.bus import PoisonMessage
+from mdmscep_common.one_time_codes import redact_codes
 
 from .certificates import ScepDelivery, load_ca_certificates, match_certificates, uses_renewal_id
 from .commander_client import CommanderClient
@@ -28,7 +29,9 @@ CA_UNREACHABLE_MAX_RETRIES = 150
 
 
 def error_text(event: dict[str, Any]) -> str:
-    """The device's own words: each ErrorChain entry's description (and code)."""
+    """The device's own words: each ErrorChain entry's description (and code), with the one-time
+    code of any proxy URL it quotes masked (mdm-endpoint masks them too; this is for results
+    published before it did)."""
     parts = []
     for entry in event.get("error_chain") or []:
         if not isinstance(entry, dict):
@@ -37,7 +40,7 @@ def error_text(event: dict[str, Any]) -> str:
         code = entry.get("ErrorCode")
         domain = entry.get("ErrorDomain")
         label = f"{domain} {code}" if domain and code is not None else ""
-        parts.append(f"{text} ({label})" if label else str(text))
+        parts.append(redact_codes(f"{text} ({label})" if label else str(text)))
     if not parts:
         return f"The host answered {event.get('status', 'Error')} without details"
     return "; ".join(p for p in parts if p)[:2000]
@@ -71,6 +74,10 @@ class ResultHandler:
             if row is None or row["status"] != "pending":
                 return  # superseded or already handled
             host, profile = row["host_uuid"], row["profile_uuid"]
+            if status in FAILURE_STATUSES and row["operation_type"] == "install":
+                # The host is done with this attempt: its codes are never needed again (the
+                # re-send brings new ones), and a code its error quoted is dead from now on.
+                self._store.expire_codes(conn, host, profile, command_uuid)
             if status == "Acknowledged":
                 if row["operation_type"] == "remove":
                     self._store.delete(conn, host, profile)

@@ -214,6 +214,13 @@ class DeliveryStore:
                FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s FOR UPDATE""",
             (host_uuid, profile_uuid)).fetchone()
 
+    def expire_codes(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str,
+                     command_uuid: str) -> None:
+        """The codes of an attempt the host has finished: none of them can be used from now on."""
+        conn.execute("UPDATE scep_codes SET expires_at = now() WHERE host_uuid = %s "
+                     "AND profile_uuid = %s AND command_uuid = %s AND expires_at > now()",
+                     (host_uuid, profile_uuid, command_uuid))
+
     def command_of_code(self, conn: psycopg.Connection, code_sha256: bytes) -> str | None:
         """The command (attempt) a one-time code was issued with."""
         row = conn.execute("SELECT command_uuid FROM scep_codes WHERE code_sha256 = %s",

@@ -12,10 +12,12 @@ from werkzeug.exceptions import HTTPException
 
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz, register_metrics
+from mdmscep_common.service_tls import SCEP_PROXY, ServiceTls
 from mdmscep_common.settings import Settings
 
 from .authority import Authority, CachingAuthority, ProfileAuthorityClient
 from .cache import TtlCache
+from .client_limits import SharedClientRefusalLimiter
 from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
 from .outcomes import Publisher
@@ -44,10 +46,12 @@ class ProxyParts:
 
 
 def build_proxy(settings: Settings, publisher: Publisher, authority: Authority | None = None,
-                metrics: ProxyMetrics | None = None, limiter=None) -> ProxyParts:
+                metrics: ProxyMetrics | None = None, limiter=None,
+                client_limiter=None) -> ProxyParts:
     closers = []
     if authority is None:
-        client = ProfileAuthorityClient(settings.processor_grpc_addr)
+        client = ProfileAuthorityClient(settings.processor_grpc_addr,
+                                        ServiceTls.from_settings(settings, SCEP_PROXY))
         closers.append(client.close)
         authority = client
     http_client = upstream_client(settings.scep_upstream_timeout,
@@ -60,7 +64,9 @@ def build_proxy(settings: Settings, publisher: Publisher, authority: Authority |
         limiter=limiter or CaLimiter(settings.scep_proxy_ca_concurrency,
                                      settings.scep_proxy_queue_timeout),
         publisher=publisher,
-        metrics=metrics or ProxyMetrics())
+        metrics=metrics or ProxyMetrics(),
+        client_limiter=client_limiter,
+        trusted_proxies=settings.trusted_proxies)
     return ProxyParts(proxy, closers)
 
 
@@ -106,7 +112,9 @@ def create_production_app(settings: Settings) -> Flask:
     # Fleet-wide per-CA limit (every replica shares the slots) and per-CA statistics.
     limiter = FleetCaLimiter(settings.database_url, settings.scep_proxy_ca_concurrency,
                              settings.scep_proxy_queue_timeout, settings.http_threads)
-    parts = build_proxy(settings, publisher, limiter=limiter)
+    # Refused requests per client address, counted for every worker and replica.
+    parts = build_proxy(settings, publisher, limiter=limiter,
+                        client_limiter=SharedClientRefusalLimiter(db))
     parts.closers.append(limiter.close)
     listener = ConfigListener(settings.amqp_url, parts.proxy.forget_ca).start()
     # A gunicorn worker leaves through sys.exit after draining: flush queued scep.result events.

@@ -1,7 +1,8 @@
 """Asking the profile-processor whether a proxy URL may go upstream (gRPC ProfileAuthority).
 
 For PKIOperation the processor uses the one-time code up; GetCACaps/GetCACert only check it, so
-their answers may be cached for a few seconds (CachingAuthority).
+their answers may be cached for a few seconds (CachingAuthority). A PKIOperation the proxy then
+cannot forward (no free slot at the CA) gives its code back (GiveBackScepCode).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
+from mdmscep_common.service_tls import PROFILE_PROCESSOR, ServiceTls
 
 from .cache import TtlCache
 from .errors import AuthorityUnavailable, BadGateway, Refused
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 AUTHORIZE_TIMEOUT_SECONDS = 5.0
 AUTHORIZATION_CACHE_SECONDS = 5.0
 MAX_REASON_CHARS = 200
+GIVE_BACK_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class Authorization:
 class Authority(Protocol):
     def authorize(self, scep_id: ProxyId, operation: str) -> Authorization: ...
 
+    def give_back(self, scep_id: ProxyId) -> bool: ...
+
 
 def _reason_for_host(reason: str, code: str) -> str:
     """The processor's reason, on one short line and without the code, whatever it sent."""
@@ -48,8 +53,8 @@ def _reason_for_host(reason: str, code: str) -> str:
 class ProfileAuthorityClient:
     """AuthorizeScep over gRPC: Refused with the processor's status, or AuthorityUnavailable."""
 
-    def __init__(self, address: str, timeout: float = AUTHORIZE_TIMEOUT_SECONDS):
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, tls: ServiceTls, timeout: float = AUTHORIZE_TIMEOUT_SECONDS):
+        self._channel = tls.channel(address, PROFILE_PROCESSOR)
         self._stub = profile_authority_pb2_grpc.ProfileAuthorityStub(self._channel)
         self._timeout = timeout
 
@@ -75,6 +80,25 @@ class ProfileAuthorityClient:
             raise BadGateway("the CA has no usable SCEP URL", scep_id.ca_name, verified_ca=True)
         return Authorization(scep_id.ca_name, answer.upstream_url, answer.ca_id)
 
+    def give_back(self, scep_id: ProxyId) -> bool:
+        """GiveBackScepCode: the PKIOperation this code was used up for never reached the CA.
+        Tried twice; False (logged) when the processor could not be told, so the code stays used
+        and the host's attempt ends as if the CA had refused it."""
+        request = profile_authority_pb2.GiveBackScepCodeRequest(
+            host_uuid=scep_id.host_uuid, profile_uuid=scep_id.profile_uuid,
+            ca_name=scep_id.ca_name, one_time_code=scep_id.one_time_code)
+        for attempt in range(GIVE_BACK_ATTEMPTS):
+            try:
+                return self._stub.GiveBackScepCode(request, timeout=self._timeout).given_back
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if attempt + 1 == GIVE_BACK_ATTEMPTS:
+                    log.warning("profile-processor did not answer GiveBackScepCode; the code "
+                                "stays used", extra={"ca": scep_id.ca_name,
+                                                     "host_uuid": scep_id.host_uuid,
+                                                     "grpc_code": getattr(code, "name", str(code))})
+        return False
+
     def close(self) -> None:
         self._channel.close()
 
@@ -99,6 +123,9 @@ class CachingAuthority:
         authorization = self._inner.authorize(scep_id, operation)
         self._cache.put(key, authorization)
         return authorization
+
+    def give_back(self, scep_id: ProxyId) -> bool:
+        return self._inner.give_back(scep_id)
 
     def forget(self, ca_name: str | None = None) -> None:
         """Drop cached authorizations (of one CA, or all) after a configuration change."""

@@ -55,7 +55,8 @@ class Busy(ProxyError):
 
 
 class TooManyRequests(ProxyError):
-    """This host id had too many requests refused lately (host_limits.py); nothing was asked."""
+    """This client address had too many requests refused lately (client_limits.py); nothing was
+    asked."""
 
     status = 429
 

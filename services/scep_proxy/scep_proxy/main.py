@@ -14,11 +14,14 @@ from mdmscep_common.health import dependency_checks
 from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
+from mdmscep_common.service_tls import service_tls_or_exit
 from mdmscep_common.settings import load_settings_or_exit
 
 from .app import create_production_app
+from .ca_connections import ca_client
 from .gateway import ScepGatewayServicer
 from .metrics import reset_multiprocess_dir
+from .retention import ca_request_pruning
 
 SERVICE = "scep-proxy"
 # gunicorn's largest bounded request line: a GET PKIOperation carries the whole base64 message
@@ -27,25 +30,28 @@ MAX_REQUEST_LINE = 8190
 
 
 def upstream_client() -> httpx.Client:
-    # Probes and forwarded requests never follow redirects: the admin's URL is the CA.
-    return httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False,
-                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    # Probes never follow redirects and connect only where a CA may be (ca_connections.py).
+    return ca_client(30.0, max_connections=20)
 
 
 def run_grpc(settings) -> None:
+    tls = service_tls_or_exit(settings, SERVICE)
     configure_logging(f"{SERVICE}-grpc", settings.secret_values())
     db = Database(settings.database_url, max_size=4, name=SERVICE).open()
     client = upstream_client()
     checks = dependency_checks(db, settings.amqp_url)
-    server = GrpcServer(settings.scep_proxy_grpc_port, ["mdmscep.v1.ScepGateway"], checks)
+    server = GrpcServer(settings.scep_proxy_grpc_port, ["mdmscep.v1.ScepGateway"], checks,
+                        tls=tls, host=settings.grpc_bind_address)
     server.add(scep_gateway_pb2_grpc.add_ScepGatewayServicer_to_server,
                ScepGatewayServicer(client, settings.scep_probe_timeout))
     server.start()
+    pruning = ca_request_pruning(db, settings).start()
     metrics_server = serve_metrics(settings.scep_proxy_grpc_metrics_port,
                                    settings.http_bind_address)
 
     def stop():
         server.stop()
+        pruning.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
         client.close()
@@ -64,6 +70,7 @@ def gunicorn_options(settings) -> dict:
 
 
 def run_http(settings) -> None:
+    service_tls_or_exit(settings, SERVICE)  # its workers ask AuthorizeScep: fail fast here
     reset_multiprocess_dir()
     serve_http(lambda: create_production_app(settings), settings.scep_proxy_http_port,
                settings.http_workers, settings.http_threads, f"{SERVICE}-http",
@@ -75,5 +82,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog=SERVICE, description=__doc__)
     parser.add_argument("role", choices=["http", "grpc"])
     args = parser.parse_args()
-    settings = load_settings_or_exit()
+    # The proxy never encrypts nor decrypts secrets at rest: it starts without SERVER_PRIVATE_KEY.
+    settings = load_settings_or_exit(needs_server_private_key=False)
     {"http": run_http, "grpc": run_grpc}[args.role](settings)

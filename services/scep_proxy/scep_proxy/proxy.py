@@ -1,7 +1,12 @@
 """The SCEP proxy as a chain of small steps (micromdm/scep style):
 
-    parse id → check operation → [PKIOperation: check message → take CA slot] → authorize
+    parse id → check operation → client address not over its refusals? → [PKIOperation: check
+    message] → authorize → [PKIOperation: take a CA slot, or give the code back and 503]
     → [GetCACaps/GetCACert: cached answer?] → forward → map the CA's answer
+
+Authorization comes before the CA slot: a forged or replayed URL is refused by the processor
+without ever waiting for, holding or being counted against the CA's slots, so it cannot starve
+the hosts that have a real code. Refusals are counted per client address (client_limits.py).
 
 Nothing here knows HTTP requests or Flask: views hand in a ScepRequest and get an Answer back or
 a ProxyError (errors.py) carrying the status. Policies follow CONTRACT.md §5.
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from . import scep_protocol as scep
 from .authority import Authority, Authorization
 from .cache import TtlCache
+from .client_limits import ClientRefusalLimiter
 from .errors import (
     BadGateway,
     BadRequest,
@@ -26,7 +32,6 @@ from .errors import (
     ProxyError,
     Refused,
 )
-from .host_limits import HostRefusalLimiter
 from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
 from .outcomes import Publisher, ScepOutcome, outcome_of_answer, outcome_of_failure, publish_outcome
@@ -51,6 +56,7 @@ class ScepRequest:
     message: str | None = field(default=None, repr=False)  # the `message` query parameter
     body: bytes | None = field(default=None, repr=False)  # POST body, read up to the limit + 1
     body_length: int | None = None  # declared or read length of the POST body
+    client: str = ""  # the client's address (mdmscep_common.client_address), for refusal limits
 
 
 @dataclass(frozen=True)
@@ -125,10 +131,13 @@ def map_failure(failure: UpstreamFailure, ca_name: str) -> BadGateway:
 class ScepProxy:
     def __init__(self, authority: Authority, upstream: Upstream, answers: TtlCache[AnswerKey, Answer],
                  limiter: CaLimiter | FleetCaLimiter, publisher: Publisher, metrics: ProxyMetrics,
-                 host_limiter: HostRefusalLimiter | None = None):
+                 client_limiter: ClientRefusalLimiter | None = None,
+                 trusted_proxies: tuple = ()):
         self._authority = authority
-        # Refused requests per host id (guessed or replayed codes): 429 once used up.
-        self._host_limiter = host_limiter or HostRefusalLimiter()
+        # Refused requests per client address (forged, guessed or replayed codes): 429 once
+        # used up. Load balancers in trusted_proxies may name the client in X-Forwarded-For.
+        self._client_limiter = client_limiter or ClientRefusalLimiter()
+        self.trusted_proxies = trusted_proxies
         self._upstream = upstream
         self._answers = answers
         self._limiter = limiter
@@ -141,13 +150,13 @@ class ScepProxy:
         except scep.MalformedId as exc:
             raise BadRequest(str(exc), scep.ca_name_hint(request.raw_id)) from None
         operation = check_operation(request.operation, request.method, scep_id.ca_name)
-        self._host_limiter.check(scep_id.host_uuid, scep_id.ca_name)
+        self._client_limiter.check(request.client, scep_id.ca_name)
         try:
             if operation == scep.PKI_OPERATION:
                 return self._pki_operation(scep_id, request)
             return self._ca_information(scep_id, operation, request.message)
         except Refused:
-            self._host_limiter.refused(scep_id.host_uuid, scep_id.ca_name)
+            self._client_limiter.refused(request.client)
             raise
 
     def forget_ca(self, ca_name: str | None) -> None:
@@ -188,23 +197,25 @@ class ScepProxy:
 
     def _pki_operation(self, scep_id: scep.ProxyId, request: ScepRequest) -> Answer:
         message = pki_message(request, scep_id.ca_name)
-        # The slot is taken before AuthorizeScep: a request refused for lack of one keeps its code.
+        # Authorized (the code used up) before a slot is taken: only requests with a real code
+        # wait for, hold or are counted against the CA's slots.
+        authorization = self._authority.authorize(scep_id, scep.PKI_OPERATION)
         try:
-            slot = self._limiter.slot(scep_id.ca_name)
+            slot = self._limiter.slot(authorization.ca_name)
             slot.__enter__()  # noqa: PLC2801 - released in the finally below
         except Busy:
-            self._limiter.record(scep_id.ca_name, "busy", 0.0)
+            # The request never reached the CA: the host keeps its code for the retry it is told
+            # to make (503 + Retry-After).
+            self._authority.give_back(scep_id)
+            self._limiter.record(authorization.ca_name, "busy", 0.0)
             raise
         started = time.monotonic()
+        failure: ProxyError | None = None
         try:
-            authorization = self._authority.authorize(scep_id, scep.PKI_OPERATION)
-            try:
-                answer = self._forward(authorization, scep.PKI_OPERATION,
-                                       lambda: self._send_pki(authorization, request.method, message))
-            except ProxyError as exc:
-                failure = exc
-            else:
-                failure = None
+            answer = self._forward(authorization, scep.PKI_OPERATION,
+                                   lambda: self._send_pki(authorization, request.method, message))
+        except ProxyError as exc:
+            failure = exc
         finally:
             slot.__exit__(None, None, None)
         latency_ms = (time.monotonic() - started) * 1000

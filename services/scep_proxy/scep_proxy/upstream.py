@@ -1,4 +1,6 @@
-"""Forwarding to the CA: one pooled httpx client per worker process, bounded answers and time.
+"""Forwarding to the CA: one pooled httpx client per worker process (ca_connections.py: only
+to addresses a CA may have), bounded answers (ca_answers.py: by the bytes received, and by what
+they decompress to) and bounded time.
 
 Failures are typed by what the host should be told (CONTRACT.md §5): UpstreamTimeout → 504,
 any other UpstreamFailure → 502. Status codes are the caller's business.
@@ -11,11 +13,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from .ca_answers import AnswerTooLarge, UnreadableEncoding, read_answer
+from .ca_connections import CONNECT_TIMEOUT_SECONDS, ForbiddenCaAddress, ca_client, split_userinfo
 from .scep_protocol import MAX_MESSAGE_BYTES, PKI_MESSAGE_TYPE
 
-CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_ANSWER_BYTES = MAX_MESSAGE_BYTES
-USER_AGENT = "mdmscep-scep-proxy"
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,7 @@ class UpstreamTimeout(UpstreamFailure):
 
 def upstream_client(read_timeout: float, max_connections: int = 100) -> httpx.Client:
     """Keep-alive pool to the CAs. Redirects are never followed: the admin's URL is the CA."""
-    return httpx.Client(
-        timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT_SECONDS),
-        limits=httpx.Limits(max_connections=max_connections,
-                            max_keepalive_connections=max_connections, keepalive_expiry=30),
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    return ca_client(read_timeout, max_connections)
 
 
 class Upstream:
@@ -66,22 +63,27 @@ class Upstream:
     def _send(self, method: str, url: str, body: bytes | None) -> CaAnswer:
         headers = {"Content-Type": PKI_MESSAGE_TYPE} if body is not None else None
         started = time.monotonic()
+
+        def within_time() -> None:
+            # httpx's read timeout is per read; this bounds a CA that trickles bytes.
+            if time.monotonic() - started > self._timeout:
+                raise UpstreamTimeout(self._timeout_detail())
+
         try:
-            with self._client.stream(method, url, content=body, headers=headers) as response:
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
-                    raise UpstreamFailure("the CA's answer is larger than 2 MiB")
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_ANSWER_BYTES:
-                        raise UpstreamFailure("the CA's answer is larger than 2 MiB")
-                    # httpx's read timeout is per read; this bounds a CA that trickles bytes.
-                    if time.monotonic() - started > self._timeout:
-                        raise UpstreamTimeout(self._timeout_detail())
-                    chunks.append(chunk)
+            target, auth = split_userinfo(url)
+            with self._client.stream(method, target, content=body, headers=headers,
+                                     auth=auth) as response:
+                answer = read_answer(response, MAX_ANSWER_BYTES, within_time)
                 return CaAnswer(response.status_code, response.headers.get("content-type", ""),
-                                b"".join(chunks))
+                                answer)
+        except AnswerTooLarge:
+            raise UpstreamFailure("the CA's answer is larger than 2 MiB") from None
+        except UnreadableEncoding:
+            raise UpstreamFailure("the CA's answer has a Content-Encoding that cannot be "
+                                  "decoded") from None
+        except ForbiddenCaAddress:
+            raise UpstreamFailure("the CA's URL leads to a link-local or cloud metadata "
+                                  "address", "misconfigured") from None
         except httpx.ConnectTimeout:
             raise UpstreamFailure("the CA did not accept a connection within "
                                   f"{CONNECT_TIMEOUT_SECONDS:g} s", "unreachable") from None

@@ -7,6 +7,8 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
+from mdmscep_common.client_address import client_address
+
 from .errors import ProxyError
 from .proxy import Answer, ScepProxy, ScepRequest
 from .scep_protocol import MAX_MESSAGE_BYTES, PKI_OPERATION
@@ -49,10 +51,12 @@ def scep(raw_id: str):
     body, body_length = None, None
     if request.method == "POST" and operation == PKI_OPERATION:
         body, body_length = _read_body()
+    proxy = _proxy()
+    client = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                            proxy.trusted_proxies)
     scep_request = ScepRequest(raw_id=raw_id, operation=operation, method=request.method,
                                message=request.args.get("message"), body=body,
-                               body_length=body_length)
-    proxy = _proxy()
+                               body_length=body_length, client=client)
     try:
         answer = proxy.handle(scep_request)
     except ProxyError as exc:

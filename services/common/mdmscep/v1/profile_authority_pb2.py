@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mdmscep/v1/profile_authority.proto\x12\nmdmscep.v1\"z\n\x14\x41uthorizeScepRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\x12\x14\n\x0cprofile_uuid\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61_name\x18\x03 \x01(\t\x12\x15\n\rone_time_code\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\"r\n\x15\x41uthorizeScepResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cupstream_url\x18\x03 \x01(\t\x12\r\n\x05\x63\x61_id\x18\x04 \x01(\x03\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\x32h\n\x10ProfileAuthority\x12T\n\rAuthorizeScep\x12 .mdmscep.v1.AuthorizeScepRequest\x1a!.mdmscep.v1.AuthorizeScepResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mdmscep/v1/profile_authority.proto\x12\nmdmscep.v1\"z\n\x14\x41uthorizeScepRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\x12\x14\n\x0cprofile_uuid\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61_name\x18\x03 \x01(\t\x12\x15\n\rone_time_code\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\"r\n\x15\x41uthorizeScepResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cupstream_url\x18\x03 \x01(\t\x12\r\n\x05\x63\x61_id\x18\x04 \x01(\x03\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\"j\n\x17GiveBackScepCodeRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\x12\x14\n\x0cprofile_uuid\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61_name\x18\x03 \x01(\t\x12\x15\n\rone_time_code\x18\x04 \x01(\t\".\n\x18GiveBackScepCodeResponse\x12\x12\n\ngiven_back\x18\x01 \x01(\x08\x32\xc7\x01\n\x10ProfileAuthority\x12T\n\rAuthorizeScep\x12 .mdmscep.v1.AuthorizeScepRequest\x1a!.mdmscep.v1.AuthorizeScepResponse\x12]\n\x10GiveBackScepCode\x12#.mdmscep.v1.GiveBackScepCodeRequest\x1a$.mdmscep.v1.GiveBackScepCodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORIZESCEPREQUEST']._serialized_end=172
   _globals['_AUTHORIZESCEPRESPONSE']._serialized_start=174
   _globals['_AUTHORIZESCEPRESPONSE']._serialized_end=288
-  _globals['_PROFILEAUTHORITY']._serialized_start=290
-  _globals['_PROFILEAUTHORITY']._serialized_end=394
+  _globals['_GIVEBACKSCEPCODEREQUEST']._serialized_start=290
+  _globals['_GIVEBACKSCEPCODEREQUEST']._serialized_end=396
+  _globals['_GIVEBACKSCEPCODERESPONSE']._serialized_start=398
+  _globals['_GIVEBACKSCEPCODERESPONSE']._serialized_end=444
+  _globals['_PROFILEAUTHORITY']._serialized_start=447
+  _globals['_PROFILEAUTHORITY']._serialized_end=646
 # @@protoc_insertion_point(module_scope)

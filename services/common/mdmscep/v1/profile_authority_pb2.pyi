@@ -31,3 +31,21 @@ class AuthorizeScepResponse(_message.Message):
     ca_id: int
     http_status: int
     def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., upstream_url: _Optional[str] = ..., ca_id: _Optional[int] = ..., http_status: _Optional[int] = ...) -> None: ...
+
+class GiveBackScepCodeRequest(_message.Message):
+    __slots__ = ("host_uuid", "profile_uuid", "ca_name", "one_time_code")
+    HOST_UUID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_UUID_FIELD_NUMBER: _ClassVar[int]
+    CA_NAME_FIELD_NUMBER: _ClassVar[int]
+    ONE_TIME_CODE_FIELD_NUMBER: _ClassVar[int]
+    host_uuid: str
+    profile_uuid: str
+    ca_name: str
+    one_time_code: str
+    def __init__(self, host_uuid: _Optional[str] = ..., profile_uuid: _Optional[str] = ..., ca_name: _Optional[str] = ..., one_time_code: _Optional[str] = ...) -> None: ...
+
+class GiveBackScepCodeResponse(_message.Message):
+    __slots__ = ("given_back",)
+    GIVEN_BACK_FIELD_NUMBER: _ClassVar[int]
+    given_back: bool
+    def __init__(self, given_back: _Optional[bool] = ...) -> None: ...

@@ -39,6 +39,11 @@ class ProfileAuthorityStub:
                 request_serializer=mdmscep_dot_v1_dot_profile__authority__pb2.AuthorizeScepRequest.SerializeToString,
                 response_deserializer=mdmscep_dot_v1_dot_profile__authority__pb2.AuthorizeScepResponse.FromString,
                 _registered_method=True)
+        self.GiveBackScepCode = channel.unary_unary(
+                '/mdmscep.v1.ProfileAuthority/GiveBackScepCode',
+                request_serializer=mdmscep_dot_v1_dot_profile__authority__pb2.GiveBackScepCodeRequest.SerializeToString,
+                response_deserializer=mdmscep_dot_v1_dot_profile__authority__pb2.GiveBackScepCodeResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileAuthorityServicer:
@@ -52,6 +57,16 @@ class ProfileAuthorityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GiveBackScepCode(self, request, context):
+        """GiveBackScepCode makes a code that AuthorizeScep used up for a PKIOperation usable again,
+        when the proxy could not forward that request (the CA's slots were all taken): the host was
+        answered 503 with Retry-After and retries with the same URL. Only a code of a pending
+        delivery, used up within the last few minutes, is given back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileAuthorityServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +74,11 @@ def add_ProfileAuthorityServicer_to_server(servicer, server):
                     servicer.AuthorizeScep,
                     request_deserializer=mdmscep_dot_v1_dot_profile__authority__pb2.AuthorizeScepRequest.FromString,
                     response_serializer=mdmscep_dot_v1_dot_profile__authority__pb2.AuthorizeScepResponse.SerializeToString,
+            ),
+            'GiveBackScepCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GiveBackScepCode,
+                    request_deserializer=mdmscep_dot_v1_dot_profile__authority__pb2.GiveBackScepCodeRequest.FromString,
+                    response_serializer=mdmscep_dot_v1_dot_profile__authority__pb2.GiveBackScepCodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +108,33 @@ class ProfileAuthority:
             '/mdmscep.v1.ProfileAuthority/AuthorizeScep',
             mdmscep_dot_v1_dot_profile__authority__pb2.AuthorizeScepRequest.SerializeToString,
             mdmscep_dot_v1_dot_profile__authority__pb2.AuthorizeScepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GiveBackScepCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mdmscep.v1.ProfileAuthority/GiveBackScepCode',
+            mdmscep_dot_v1_dot_profile__authority__pb2.GiveBackScepCodeRequest.SerializeToString,
+            mdmscep_dot_v1_dot_profile__authority__pb2.GiveBackScepCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
