@@ -11,11 +11,12 @@ EDITABLE := $(foreach s,$(SERVICES),services/$(s)) tests/hostsim
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
 
-.PHONY: help venv scep proto proto-check migrate run demo test test-long audit lint bench clean deploy-tools lint-deploy
+.PHONY: help venv scep proto proto-check migrate run demo test test-fast test-long audit lint bench clean deploy-tools lint-deploy
 
 help:
 	@echo "make demo        run the stack, a real scepserver and the admin flow end to end"
-	@echo "make test        install everything and run the whole test suite"
+	@echo "make test        install everything, lint and run the whole test suite (about 5 minutes)"
+	@echo "make test-fast   unit and integration tests only, in parallel (about 1.5 minutes)"
 	@echo "make run         start the four services locally (Ctrl-C stops all)"
 	@echo "make migrate     create the database if missing and apply migrations"
 	@echo "make proto       regenerate gRPC stubs from proto/"
@@ -72,10 +73,24 @@ run: $(STAMP)
 demo: $(STAMP) scep
 	$(BIN)/python deploy/local/demo.py
 
+# Tests run on TEST_WORKERS pytest-xdist workers: most of the suite waits on servers it started
+# (stacks, scepservers, PostgreSQL, RabbitMQ), so more workers than cores pay. Each worker has its
+# own database, vhost and ports (tests/conftest.py, tests/support/ports.py). --dist loadfile keeps
+# a module on one worker, so a module-scoped world (a stack, the fault tests' private servers) is
+# built once; the longest modules are handed out first (tests/conftest.py). (pytest-xdist 3.8's
+# loadgroup does not group under pytest 9.2: it renames item._nodeid, which pytest no longer reads.)
 # A temporary directory of its own: pytest prunes old numbered ones, including those of another
 # run on the same machine.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	--basetemp="$$(mktemp -d /tmp/mdmscep-pytest-XXXXXX)"
+
 test: $(STAMP) scep lint
-	$(BIN)/python -m pytest tests --basetemp="$$(mktemp -d /tmp/mdmscep-pytest-XXXXXX)"
+	$(PYTEST) tests
+
+# Unit and integration tests only, no lint: the loop while changing code.
+test-fast: $(STAMP) scep
+	$(PYTEST) tests/unit tests/integration
 
 # Benchmarks are not tests: every one runs, then docs/benchmarks.md and its plots are rewritten
 # from what was measured (about 15 minutes; wrk is installed where missing).
@@ -84,7 +99,7 @@ bench: $(STAMP) scep
 
 # The whole suite with the fault tests on 200 simulated hosts and ten times more fuzz examples.
 test-long: $(STAMP) scep lint
-	MDMSCEP_TEST_LONG=1 $(BIN)/python -m pytest tests --basetemp="$$(mktemp -d /tmp/mdmscep-pytest-XXXXXX)"
+	MDMSCEP_TEST_LONG=1 $(PYTEST) tests
 
 # Dependency advisories: blocks only on pins this change adds or moves (docs/reliability.md).
 audit: $(STAMP)

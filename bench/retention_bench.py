@@ -21,12 +21,12 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from admin_config.operations import activity_rules
-from mdm_endpoint.operations import command_rules
+from admin_config.background_duties import activity_rules
+from mdm_endpoint.command_retention import command_rules
 from mdmscep_common.db import Database, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
 from mdmscep_common.retention import DEFAULT_BATCH_SIZE, Pruner
-from profile_processor.operations import scep_code_rules
+from profile_processor.scep_code_retention import scep_code_rules
 
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 TABLES = ("commands", "scep_codes", "activities")

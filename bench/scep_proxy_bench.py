@@ -32,10 +32,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 from benchlib import CpuMeter, Profile, add_common_arguments, child_pids, load_average, write_json
+
+from mdmscep_common.proxy_urls import ProxyId, proxy_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
@@ -131,8 +132,7 @@ class Bench:
                 stdout=log, stderr=subprocess.STDOUT)
             wait_for_port(port, timeout=20)
             self.bases[name] = f"http://127.0.0.1:{port}"
-            self.urls[name] = (self.bases[name] + "/mdm/scep/proxy/"
-                               + quote(f"{HOST},{PROFILE},{CA},{CODE}", safe=""))
+            self.urls[name] = proxy_url(self.bases[name], ProxyId(HOST, PROFILE, CA, CODE))
         self.proxy_url = self.urls["proxied"]
         self.keys = [self._new_key(i) for i in range(max(CLIENT_COUNTS))]
 

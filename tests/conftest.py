@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from psycopg.rows import dict_row
 
 from mdmscep_common.db import SingleConnectionDatabase, drop_database, ensure_database
@@ -24,7 +25,59 @@ RUN_ID = uuid.uuid4().hex[:10]
 PG_BASE = os.environ.get("TEST_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 AMQP_BASE = os.environ.get("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 SERVER_PRIVATE_KEY = "test-server-private-key-0123456789abcdef"
-ADMIN_TOKEN = "test-admin-token-" + RUN_ID
+# One token for every pytest-xdist worker of a run: test ids carry it, and workers must collect
+# the same tests (RUN_ID, which names databases and vhosts, is per worker).
+ADMIN_TOKEN = "test-admin-token-" + (os.environ.get("PYTEST_XDIST_TESTRUNUID") or RUN_ID)[:10]
+
+# Properties are checked, not speed: Hypothesis' per-example deadline (200 ms) only measures how
+# busy the machine is when `make test` runs the suite on several workers.
+hypothesis_settings.register_profile("mdmscep", deadline=None)
+hypothesis_settings.load_profile("mdmscep")
+
+
+def report_past_capture(config: pytest.Config, text: str) -> None:
+    """Show `text` in the terminal of the run despite output capture (figures a test measured).
+    A pytest-xdist worker has no terminal of its own: its texts go to the controller, which
+    prints them in the summary (pytest_testnodedown, pytest_terminal_summary below)."""
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput.setdefault("mdmscep_reports", []).append(text)
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print(text)
+        return
+    with capture.global_and_fixture_disabled():
+        for line in text.splitlines():
+            reporter.write_line(line)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs pytest-xdist with --dist loadfile (a module's tests share a worker, so a
+    module's world is built once) and --no-loadscope-reorder: workers are handed modules in
+    collection order. The longest go first, so the run ends with short tests rather than waiting
+    on a long one: the fault tests take by far the longest, then the other tests that start
+    stacks (marked slow)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                     not item.nodeid.startswith("tests/faults/")))
+
+
+_WORKER_REPORTS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _WORKER_REPORTS.extend(getattr(node, "workeroutput", {}).get("mdmscep_reports", []))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _WORKER_REPORTS:
+        terminalreporter.section("figures reported by tests")
+        for text in _WORKER_REPORTS:
+            for line in text.splitlines():
+                terminalreporter.write_line(line)
 
 
 def _rabbitmqctl(*args: str) -> None:

@@ -33,7 +33,7 @@ from cryptography import x509
 from hostsim.device import SimulatedHost
 from hostsim.fleet import start_fake_apns
 from hostsim.pki import make_apns_pki
-from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
+from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY, report_past_capture
 from tests.faults.harness import (
     CA_NAME,
     CUSTOM_CHALLENGE,
@@ -153,14 +153,7 @@ def world(tmp_path_factory, request):
 
 def _report(request, text: str) -> None:
     """Print past pytest's output capture, so `make test` shows the figures."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        for line in text.splitlines():
-            reporter.write_line(line)
+    report_past_capture(request.config, text)
 
 
 # --- the faults ----------------------------------------------------------------------------

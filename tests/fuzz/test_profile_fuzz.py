@@ -177,7 +177,7 @@ FRAGMENTS = st.one_of(
 
 
 def _reference(raw: bytes, values: dict[str, str]) -> bytes:
-    """What substitution means (CONTRACT.md §3): each occurrence with a value becomes the
+    """What substitution means (README.md "Admin API"): each occurrence with a value becomes the
     XML-escaped value; everything else stays byte for byte."""
     def replace(match: re.Match) -> bytes:
         name = (match.group(1) or match.group(2)).decode("ascii")

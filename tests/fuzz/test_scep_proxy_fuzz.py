@@ -1,4 +1,4 @@
-"""Hostile SCEP requests: the proxy id parser (scep_proxy.scep_protocol.parse_proxy_id) and the
+"""Hostile SCEP requests: the proxy id parser (mdmscep_common.proxy_urls.decode_id) and the
 whole request path of the proxy app (Flask app as app.py builds it, a fake ProfileAuthority over
 gRPC, a recording stub CA).
 
@@ -16,24 +16,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdmscep_common.fleet_vars import proxy_url
+from mdmscep_common import proxy_urls
+from mdmscep_common.proxy_urls import MalformedId, ProxyId
+from mdmscep_common.proxy_urls import decode_id as parse_proxy_id
 from scep_proxy import scep_protocol
-from scep_proxy.scep_protocol import (
-    OID_MESSAGE_TYPE,
-    MalformedId,
-    ProxyId,
-    parse_proxy_id,
-)
+from scep_proxy.scep_protocol import OID_MESSAGE_TYPE
 from tests.fuzz.strategies import fuzz, mutations
 from tests.support.proxy_world import CA, ProxyWorld
 from tests.unit.test_scep_proxy_protocol import scep_message
 
 PKCS_REQ = scep_message([(OID_MESSAGE_TYPE, "19")])
 
-HOSTS = st.from_regex(scep_protocol._HOST_UUID, fullmatch=True)
-PROFILES = st.from_regex(scep_protocol._PROFILE_UUID, fullmatch=True)
-CAS = st.from_regex(scep_protocol._CA_NAME, fullmatch=True)
-CODES = st.from_regex(scep_protocol._CODE, fullmatch=True)
+HOSTS = st.from_regex(proxy_urls.HOST_UUID, fullmatch=True)
+PROFILES = st.from_regex(proxy_urls.PROFILE_UUID, fullmatch=True)
+CAS = st.from_regex(proxy_urls.CA_NAME, fullmatch=True)
+CODES = st.from_regex(proxy_urls.ONE_TIME_CODE, fullmatch=True)
 
 
 # --- the id parser -----------------------------------------------------------------------------
@@ -56,7 +53,7 @@ def test_any_id_parses_or_is_malformed(raw):
 @given(host=HOSTS, profile=PROFILES, ca=CAS, code=CODES)
 @fuzz()
 def test_the_url_rendered_into_profiles_parses_back(host, profile, ca, code):
-    url = proxy_url("https://proxy.example/", host, profile, ca, code)
+    url = proxy_urls.proxy_url("https://proxy.example/", ProxyId(host, profile, ca, code))
     assert url.startswith("https://proxy.example/mdm/scep/proxy/")
     raw = unquote(url.rsplit("/", 1)[1])
     assert parse_proxy_id(raw) == ProxyId(host, profile, ca, code)

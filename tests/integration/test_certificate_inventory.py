@@ -104,7 +104,7 @@ def test_automatic_renewal_replaces_the_certificate(mdm, mdm_db, hosts, live_adm
 
 
 def test_renewal_policy():
-    from profile_processor.certificates import renewal_due_at
+    from profile_processor.issued_certificates import renewal_due_at
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     year = renewal_due_at(start, start + timedelta(days=365), 30, "h,p")

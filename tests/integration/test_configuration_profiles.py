@@ -1,4 +1,4 @@
-"""Admin API: configuration profile upload and validation (CONTRACT.md §2–§3)."""
+"""Admin API: configuration profile upload and validation (README.md "Admin API")."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mdm_endpoint.app import create_app
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
+from tests.support.recording_publisher import RecordingPublisher
 
 PLIST_TEXT = st.characters(blacklist_categories=("Cc", "Cs"))  # what a plist can carry
 FUZZ = settings(max_examples=150, deadline=None,

@@ -11,11 +11,11 @@ import psycopg
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
-from admin_config.operations import activity_rules
-from mdm_endpoint.operations import command_rules
+from admin_config.background_duties import activity_rules
+from mdm_endpoint.command_retention import command_rules
 from mdmscep_common.db import Database
 from mdmscep_common.retention import Pruner
-from profile_processor.operations import scep_code_rules
+from profile_processor.scep_code_retention import scep_code_rules
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mdmscep.v1.profile_authority_pb2 import ScepRefusal
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
-from profile_processor.authority import ScepAuthority
+from profile_processor.scep_authorization import ScepAuthority
 
 HOST, PROFILE, CA, CODE, COMMAND = "HOST-1", "profile-1", "Test_SCEP", "code-abc", "CMD-1"
 
@@ -39,30 +40,32 @@ def test_cheap_operations_do_not_use_the_code_and_pkioperation_uses_it_once(auth
         assert decision.allowed and decision.upstream_url == "http://ca.test/scep"
     assert authority.authorize(HOST, PROFILE, CA, CODE, "PKIOperation").allowed
     again = authority.authorize(HOST, PROFILE, CA, CODE, "PKIOperation")
-    assert (again.allowed, again.http_status, again.reason) == (False, 403, "one-time code already used")
+    assert (again.allowed, again.refusal, again.reason) == \
+        (False, ScepRefusal.SCEP_REFUSAL_CODE_USED, "one-time code already used")
     assert not authority.authorize(HOST, PROFILE, CA, CODE, "GetCACert").allowed
 
 
-@pytest.mark.parametrize("host, profile, ca, code, operation, status, reason", [
-    ("NOPE", PROFILE, CA, CODE, "GetCACert", 404, "unknown host"),
-    ("HOST-2", PROFILE, CA, CODE, "GetCACert", 404, "unknown host"),  # not enrolled
-    (HOST, "nope", CA, CODE, "GetCACert", 404, "unknown profile"),
-    (HOST, PROFILE, "Nope", CODE, "GetCACert", 404, "unknown certificate authority"),
-    (HOST, PROFILE, "Other_CA", CODE, "GetCACert", 404, "unknown certificate authority"),
-    (HOST, PROFILE, CA, "wrong", "PKIOperation", 403, "unknown one-time code"),
-    (HOST, PROFILE, CA, "expired", "PKIOperation", 403, "one-time code expired"),
-    (HOST, PROFILE, CA, "old", "PKIOperation", 403, "superseded"),
-    (HOST, PROFILE, CA, CODE, "GetNextCACert", 400, "unknown SCEP operation"),
+@pytest.mark.parametrize("host, profile, ca, code, operation, refusal, reason", [
+    ("NOPE", PROFILE, CA, CODE, "GetCACert", "UNKNOWN_HOST", "unknown host"),
+    ("HOST-2", PROFILE, CA, CODE, "GetCACert", "UNKNOWN_HOST", "unknown host"),  # not enrolled
+    (HOST, "nope", CA, CODE, "GetCACert", "UNKNOWN_PROFILE", "unknown profile"),
+    (HOST, PROFILE, "Nope", CODE, "GetCACert", "UNKNOWN_CA", "unknown certificate authority"),
+    (HOST, PROFILE, "Other_CA", CODE, "GetCACert", "UNKNOWN_CA", "unknown certificate authority"),
+    (HOST, PROFILE, CA, "wrong", "PKIOperation", "CODE_UNKNOWN", "unknown one-time code"),
+    (HOST, PROFILE, CA, "expired", "PKIOperation", "CODE_EXPIRED", "one-time code expired"),
+    (HOST, PROFILE, CA, "old", "PKIOperation", "CODE_SUPERSEDED", "superseded"),
+    (HOST, PROFILE, CA, CODE, "GetNextCACert", "UNKNOWN_OPERATION", "unknown SCEP operation"),
 ])
-def test_refusals(authority, host, profile, ca, code, operation, status, reason):
+def test_refusals(authority, host, profile, ca, code, operation, refusal, reason):
     decision = authority.authorize(host, profile, ca, code, operation)
     assert not decision.allowed
-    assert decision.http_status == status and reason in decision.reason
+    assert ScepRefusal.Name(decision.refusal) == f"SCEP_REFUSAL_{refusal}"
+    assert reason in decision.reason
     assert authority.authorize(HOST, PROFILE, CA, CODE, "GetCACert").allowed  # code still usable
 
 
 @pytest.mark.parametrize("status", ["verifying", "verified", "failed"])
-def test_delivery_not_pending_is_409(authority, db_conn, status):
+def test_delivery_not_pending_is_refused(authority, db_conn, status):
     db_conn.execute("UPDATE host_profiles SET status = %s", (status,))
     decision = authority.authorize(HOST, PROFILE, CA, CODE, "PKIOperation")
-    assert (decision.allowed, decision.http_status) == (False, 409)
+    assert (decision.allowed, decision.refusal) == (False, ScepRefusal.SCEP_REFUSAL_NOT_PENDING)

@@ -28,7 +28,6 @@ from cryptography import x509
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from mdmscep_common import bus
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from scep_proxy.app import build_proxy, create_app
@@ -38,6 +37,7 @@ from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES, encode_get_message, read
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.ports import free_port, wait_for_port
+from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import tls_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually

@@ -15,13 +15,13 @@ import pytest
 from admin_config.app import build_services, create_app
 from admin_config.auth import ADMIN_AUTH_FAILURE_LIMIT, ADMIN_AUTH_FAILURES_TABLE, new_token, token_hash
 from admin_config.store import ApiTokenStore
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.db import Database
 from mdmscep_common.failure_limits import PRUNE_PER_FAILURE, FailureLimiter
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.admin_doubles import NoProber, NoRegistry
+from tests.support.recording_publisher import RecordingPublisher
 
 PROXY = "192.0.2.10"  # the load balancer every request comes through
 HOSTS = "/api/v1/fleet/hosts"

@@ -35,7 +35,6 @@ from cryptography.x509.oid import NameOID
 from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ScepGatewayClient
 from mdmscep.v1 import scep_gateway_pb2_grpc
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.ca_addresses import forbidden_address, forbidden_host
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
@@ -48,6 +47,7 @@ from scep_proxy.upstream import Upstream, UpstreamFailure
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.ports import free_port
 from tests.support.proxy_world import ProxyWorld
+from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
 
 CAS = "/api/v1/fleet/certificate_authorities"

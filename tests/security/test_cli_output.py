@@ -26,7 +26,6 @@ from admin_config.cli import main
 from admin_config.terminal import UNSAFE_CATEGORIES
 from mdm_endpoint.app import create_app as create_mdm_app
 from mdm_endpoint.identity import IdentityVerifier
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
@@ -34,6 +33,7 @@ from tests.support.admin_doubles import NoProber, NoRegistry
 from tests.support.identity_pki import IdentityCa
 from tests.support.mdm import ServerThread
 from tests.support.ports import free_port
+from tests.support.recording_publisher import RecordingPublisher
 
 UDID = "C11C11C1-0000-4000-8000-0000000000C1"
 # ESC colour and OSC window-title sequences, BEL, backspace, carriage return, a bidi override.

@@ -17,12 +17,12 @@ import pytest
 from mdm_endpoint import views
 from mdm_endpoint.app import create_app
 from mdm_endpoint.identity import IdentityVerifier
-from mdmscep_common import metrics
-from mdmscep_common.bus import RecordingPublisher
+from mdm_endpoint.service import IDENTITY_REBINDS
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.identity_pki import IdentityCa, self_signed
+from tests.support.recording_publisher import RecordingPublisher
 
 ENROLL_SECRET = "s3cret-enroll-Pz9"
 UDID_A = "A0A0A0A0-0000-4000-8000-00000000000A"
@@ -162,21 +162,22 @@ def test_one_hosts_certificate_cannot_speak_for_another(mdm, pki, db_conn):
 
 
 def test_a_valid_identity_can_rebind_a_known_udid(mdm, pki, db_conn, caplog):
-    """CONTRACT.md §4 on purpose (a wiped device re-enrolls with a new certificate): an
+    """On purpose (README.md "Apple MDM endpoint": a wiped device re-enrolls with a new
+    certificate): an
     Authenticate signed by any certificate of the identity CA that is not yet bound re-binds the
     UDID; the old certificate then speaks for it no more. So whoever can obtain an identity
     certificate (the enrollment secret gives the identity SCEP challenge) could take a known UDID
     over: every re-bind is a warning line naming both certificates, and a metric."""
     client, _ = mdm
-    rebinds = metrics.IDENTITY_REBINDS._value.get()
+    rebinds = IDENTITY_REBINDS._value.get()
     _enroll(client, pki["a"], UDID_A)
     _enroll(client, pki["a"], UDID_A)  # the same certificate again: not a re-bind
-    assert metrics.IDENTITY_REBINDS._value.get() == rebinds
+    assert IDENTITY_REBINDS._value.get() == rebinds
     fresh = pki["ca"].issue("wiped host a")
     with caplog.at_level(logging.WARNING, logger="mdm_endpoint.service"):
         assert _send(client, "/mdm/checkin", fresh, {"MessageType": "Authenticate",
                                                      "UDID": UDID_A, "Topic": "t"}).status_code == 200
-    assert metrics.IDENTITY_REBINDS._value.get() == rebinds + 1
+    assert IDENTITY_REBINDS._value.get() == rebinds + 1
     [warning] = [r for r in caplog.records if r.getMessage() == "host re-bound to a new "
                                                                   "identity certificate"]
     assert warning.host_uuid == UDID_A

@@ -23,9 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from mdm_endpoint import identity as identity_module
 from mdm_endpoint.app import create_app
 from mdm_endpoint.identity import MAX_CHAIN_DEPTH, IdentityVerifier, SignatureInvalid
+from mdm_endpoint.service import IDENTITY_REBINDS
 from mdm_endpoint.store import CommandStore
-from mdmscep_common import metrics
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import SERVER_PRIVATE_KEY
@@ -39,6 +38,7 @@ from tests.support.chain_pki import (
     issue,
 )
 from tests.support.identity_pki import IdentityCa
+from tests.support.recording_publisher import RecordingPublisher
 
 VICTIM = "A0A0A0A0-0000-4000-8000-0000000000C1"
 ATTACKER = "B0B0B0B0-0000-4000-8000-0000000000C2"
@@ -161,7 +161,7 @@ def test_a_forged_identity_is_refused_and_changes_nothing(mdm, pki, db_conn, for
                               "Command": {"RequestType": "ProfileList"}})
     CommandStore().enqueue(db_conn, [(VICTIM, QUEUED_COMMAND, "ProfileList", payload)], [])
     before, published = _state(db_conn), len(publisher.messages)
-    rebinds = metrics.IDENTITY_REBINDS._value.get()
+    rebinds = IDENTITY_REBINDS._value.get()
     forged = FORGED[forgery](pki)
 
     # Re-binding a known UDID (and with it clearing its queue), enrolling a new one, speaking
@@ -178,7 +178,7 @@ def test_a_forged_identity_is_refused_and_changes_nothing(mdm, pki, db_conn, for
 
     assert _state(db_conn) == before
     assert len(publisher.messages) == published
-    assert metrics.IDENTITY_REBINDS._value.get() == rebinds
+    assert IDENTITY_REBINDS._value.get() == rebinds
     # The victim still speaks for itself and gets its command.
     answer = _send(client, "/mdm/connect", pki["victim"], {"Status": "Idle", "UDID": VICTIM})
     assert answer.status_code == 200 and QUEUED_COMMAND.encode() in answer.data

@@ -1,6 +1,6 @@
 """One-time codes in proxy URLs cannot be guessed, replayed or moved to another host.
 
-Against the real ProfileAuthority decision (profile_processor.authority.ScepAuthority) over the
+Against the real ProfileAuthority decision (profile_processor.scep_authorization.ScepAuthority) over the
 real tables, in a transaction rolled back after each test; and through the proxy for what it adds
 (refusals never echo the code, guessing is limited per client address)."""
 
@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mdmscep.v1.profile_authority_pb2 import ScepRefusal
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
-from profile_processor.authority import ScepAuthority
+from mdmscep_common.proxy_urls import ONE_TIME_CODE as _CODE
 from profile_processor.rendering import CODE_BYTES, new_one_time_code
+from profile_processor.scep_authorization import ScepAuthority
 from scep_proxy.client_limits import REFUSAL_BURST
-from scep_proxy.scep_protocol import _CODE
 from tests.support.proxy_world import ProxyWorld
 
 CA = "Code_CA"
@@ -101,8 +102,8 @@ def test_a_code_is_used_once_by_pkioperation_only(authority, rows):
         assert _ask(authority, rows, host, code, operation).allowed  # checks, does not use up
     assert _ask(authority, rows, host, code).allowed
     again = _ask(authority, rows, host, code)
-    assert (again.allowed, again.http_status, again.reason) == (False, 403,
-                                                                "one-time code already used")
+    assert (again.allowed, again.refusal, again.reason) == (False, ScepRefusal.SCEP_REFUSAL_CODE_USED,
+                                                            "one-time code already used")
     assert not _ask(authority, rows, host, code, "GetCACert").allowed
 
 
@@ -110,8 +111,8 @@ def test_an_expired_code_is_refused(authority, rows):
     host, command = rows.host()
     code = rows.code(host, command, ttl=-1)
     decision = _ask(authority, rows, host, code)
-    assert (decision.allowed, decision.http_status, decision.reason) == \
-        (False, 403, "one-time code expired")
+    assert (decision.allowed, decision.refusal, decision.reason) == \
+        (False, ScepRefusal.SCEP_REFUSAL_CODE_EXPIRED, "one-time code expired")
 
 
 def test_a_code_works_only_for_its_host_profile_and_ca(authority, rows):
@@ -119,7 +120,7 @@ def test_a_code_works_only_for_its_host_profile_and_ca(authority, rows):
     other, other_command = rows.host()
     code = rows.code(host, command)
     assert not _ask(authority, rows, other, code).allowed  # another host's URL
-    assert _ask(authority, rows, other, code).http_status == 403
+    assert _ask(authority, rows, other, code).refusal == ScepRefusal.SCEP_REFUSAL_CODE_UNKNOWN
     assert not _ask(authority, rows, host, code, ca="Another_CA").allowed
     assert not _ask(authority, rows, host, code, profile=str(uuid.uuid4())).allowed
     assert _ask(authority, rows, host, code).allowed  # still unused by the attempts above
@@ -139,13 +140,14 @@ def test_a_code_of_an_earlier_attempt_is_refused(authority, rows, db_conn):
 def test_no_code_works_once_the_delivery_is_not_pending(authority, rows, status):
     host, command = rows.host(status=status)
     code = rows.code(host, command)
-    assert (_ask(authority, rows, host, code).allowed, _ask(authority, rows, host, code).http_status) \
-        == (False, 409)
+    assert (_ask(authority, rows, host, code).allowed, _ask(authority, rows, host, code).refusal) \
+        == (False, ScepRefusal.SCEP_REFUSAL_NOT_PENDING)
 
 
 def test_a_host_that_checked_out_has_no_usable_code(authority, rows):
     host, command = rows.host(enrolled=False)
-    assert _ask(authority, rows, host, rows.code(host, command)).http_status == 404
+    assert _ask(authority, rows, host, rows.code(host, command)).refusal == \
+        ScepRefusal.SCEP_REFUSAL_UNKNOWN_HOST
 
 
 def test_guessed_codes_are_refused_and_look_alike(authority, rows):

@@ -16,7 +16,6 @@ from admin_config.app import build_services, create_app
 from mdm_endpoint import views
 from mdm_endpoint.app import MAX_BODY_BYTES as MDM_LIMIT
 from mdm_endpoint.identity import IdentityVerifier
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES
@@ -25,6 +24,7 @@ from tests.support import raw_http
 from tests.support.admin_doubles import NoProber
 from tests.support.identity_pki import IdentityCa
 from tests.support.proxy_world import ProxyWorld
+from tests.support.recording_publisher import RecordingPublisher
 
 ADMIN_LIMIT = 2 << 20
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

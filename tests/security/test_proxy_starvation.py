@@ -37,7 +37,6 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from admin_config.certificate_authorities import CertificateAuthorityService
 from admin_config.store import ActivityStore, CertificateAuthorityStore, ProfileStore
 from mdmscep.v1 import profile_authority_pb2_grpc
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.ca_keys import slot_lock_class
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer
@@ -45,7 +44,11 @@ from mdmscep_common.health import HealthChecks
 from mdmscep_common.one_time_codes import code_sha256
 from mdmscep_common.service_tls import PROFILE_PROCESSOR
 from mdmscep_common.settings import load_settings
-from profile_processor.authority import GIVE_BACK_WINDOW_SECONDS, ProfileAuthorityServicer, ScepAuthority
+from profile_processor.scep_authorization import (
+    GIVE_BACK_WINDOW_SECONDS,
+    ProfileAuthorityServicer,
+    ScepAuthority,
+)
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.client_limits import (
     REFUSAL_BURST,
@@ -57,6 +60,7 @@ from scep_proxy.limits import FleetCaLimiter
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, scepclient
+from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
 from tests.support.waiting import eventually, wait_for
 from tests.unit.test_scep_proxy_protocol import scep_message

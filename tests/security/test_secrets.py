@@ -21,16 +21,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ProbeOutcome
 from mdmscep_common import fleet_vars, logs
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from profile_processor.delivery import Reconciler
-from scep_proxy.authority import _reason_for_host
+from scep_proxy.profile_authority_client import _reason_for_host
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.identity_pki import IdentityCa
 from tests.support.proxy_world import ProxyWorld
+from tests.support.recording_publisher import RecordingPublisher
 
 CHALLENGE = "Zq9-challenge&<only-the-CA-knows>"
 NEW_CHALLENGE = "Wx7-another-challenge-for-the-CA"

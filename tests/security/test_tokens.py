@@ -16,11 +16,11 @@ import pytest
 from admin_config import auth
 from admin_config.app import build_services, create_app
 from admin_config.store import ApiTokenStore
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.admin_doubles import NoProber, NoRegistry
+from tests.support.recording_publisher import RecordingPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,7 @@ SECRET_NAME = re.compile(r"(token|secret|challenge|password|passwd|one_time_code
 REVIEWED = {
     "mdm_endpoint/identity.py": {"cert.key_identifier == sid.chosen.native"},  # public ids
     "scep_proxy/proxy.py": {"key[0] == ca_name"},  # cache keys (CA names)
-    "scep_proxy/authority.py": {"key[0].ca_name == ca_name"},  # cache keys (CA names)
+    "scep_proxy/profile_authority_client.py": {"key[0].ca_name == ca_name"},  # cache keys (CA names)
     "scep_proxy/outcome_metrics.py": {"routing_key == bus.SCEP_RESULT"},
     "profile_processor/main.py": {"key == bus.COMMAND_RESULT", "key == bus.SCEP_RESULT",
                                   "key == bus.DELIVERY_RESEND", "key == bus.HOST_CHECKED_OUT",

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
+from mdmscep.v1.profile_authority_pb2 import ScepRefusal
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.service_tls import PROFILE_PROCESSOR
@@ -100,29 +101,30 @@ class FakeProfileAuthority(profile_authority_pb2_grpc.ProfileAuthorityServicer):
         return profile_authority_pb2.GiveBackScepCodeResponse(given_back=given_back)
 
     def _decide(self, call: Call):
-        def refuse(status: int, reason: str):
+        def refuse(refusal: int, reason: str):
             return profile_authority_pb2.AuthorizeScepResponse(
-                allowed=False, reason=reason, http_status=status)
+                allowed=False, reason=reason, refusal=refusal)
 
         if call.operation not in ("GetCACaps", "GetCACert", "PKIOperation"):
-            return refuse(400, "unknown operation")
+            return refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_OPERATION, "unknown operation")
         if call.ca_name not in self.cas:
-            return refuse(404, "unknown certificate authority")
+            return refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_CA, "unknown certificate authority")
         if not any(host == call.host_uuid for host, _ in self.deliveries):
-            return refuse(404, "unknown host")
+            return refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_HOST, "unknown host")
         delivery = self.deliveries.get((call.host_uuid, call.profile_uuid))
         if delivery is None or delivery.ca_name != call.ca_name:
-            return refuse(404, "unknown profile for this host and CA")
+            return refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_PROFILE, "unknown profile for this host and CA")
         if delivery.status != "pending":
-            return refuse(409, f"the profile's delivery is {delivery.status}, not pending")
+            return refuse(ScepRefusal.SCEP_REFUSAL_NOT_PENDING,
+                          f"the profile's delivery is {delivery.status}, not pending")
         if not delivery.any_code:
             expiry = delivery.codes.get(call.one_time_code)
             if expiry is None:
-                return refuse(403, "unknown one-time code")
+                return refuse(ScepRefusal.SCEP_REFUSAL_CODE_UNKNOWN, "unknown one-time code")
             if call.one_time_code in delivery.used:
-                return refuse(403, "one-time code already used")
+                return refuse(ScepRefusal.SCEP_REFUSAL_CODE_USED, "one-time code already used")
             if expiry < time.time():
-                return refuse(403, "one-time code expired")
+                return refuse(ScepRefusal.SCEP_REFUSAL_CODE_EXPIRED, "one-time code expired")
             if call.operation == "PKIOperation":
                 delivery.used.add(call.one_time_code)
         ca_id, url = self.cas[call.ca_name]

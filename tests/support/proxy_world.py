@@ -8,15 +8,16 @@ import http.server
 import threading
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
+from mdmscep_common.proxy_urls import PROXY_PATH, ProxyId, encode_id
 from mdmscep_common.settings import load_settings
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE, OID_PKI_STATUS
+from tests.support.recording_publisher import RecordingPublisher
 
 from .fake_profile_authority import FakeAuthorityServer
 from .identity_pki import IdentityCa
@@ -129,7 +130,7 @@ class ProxyWorld:
 
     @staticmethod
     def path(host: str, profile: str, code: str, ca: str = CA) -> str:
-        return "/mdm/scep/proxy/" + quote(f"{host},{profile},{ca},{code}", safe="")
+        return PROXY_PATH + encode_id(ProxyId(host, profile, ca, code))
 
     def close(self) -> None:
         self.parts.close()

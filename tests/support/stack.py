@@ -27,6 +27,8 @@ LAUNCHER = ROOT / "deploy" / "local" / "launcher.py"
 
 PORT_VARS = ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT", "PROCESSOR_GRPC_PORT",
              "MDM_GRPC_PORT", "SCEP_PROXY_GRPC_PORT")
+METRICS_PORT_VARS = ("PROCESSOR_METRICS_PORT", "MDM_GRPC_METRICS_PORT", "MDM_PUSH_METRICS_PORT",
+                     "SCEP_PROXY_GRPC_METRICS_PORT")
 # gRPC port variable → the service listening there (the name its certificate gives it).
 GRPC_SERVERS = {"PROCESSOR_GRPC_PORT": PROFILE_PROCESSOR, "MDM_GRPC_PORT": MDM_ENDPOINT,
                 "SCEP_PROXY_GRPC_PORT": SCEP_PROXY}
@@ -117,7 +119,8 @@ def grpc_serving(channel: grpc.Channel) -> bool:
 
 def start_stack(base_env: dict[str, str], workdir: Path, **overrides: str) -> Stack:
     env = {**os.environ, **base_env, "HTTP_WORKERS": "1", "HTTP_THREADS": "8"}
-    for var in PORT_VARS:
+    # Metrics ports too: the defaults (9101-9104) would collide between stacks running at once.
+    for var in (*PORT_VARS, *METRICS_PORT_VARS):
         env[var] = str(free_port())
     # The launcher issues each program its own certificate (and refuses GRPC_TLS_* given to it).
     for var in ("PROCESSOR_GRPC_ADDR", "MDM_GRPC_ADDR", "SCEP_PROXY_GRPC_ADDR", *GRPC_TLS_VARIABLES):

@@ -12,7 +12,7 @@ from flask import Flask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from admin_config.operations import stage
+from admin_config.background_duties import stage
 from mdm_endpoint.push import PushOutcome, result_label
 from mdmscep_common import credentials
 from mdmscep_common.crypto import DecryptionError, SecretBox

@@ -14,15 +14,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from mdmscep_common.bus import RecordingPublisher
 from mdmscep_common.health import HealthChecks
 from scep_proxy.app import create_app
-from scep_proxy.authority import Authorization, CachingAuthority, _reason_for_host
 from scep_proxy.cache import TtlCache
 from scep_proxy.config_events import ca_to_forget
 from scep_proxy.errors import Busy, Refused
 from scep_proxy.limits import CaLimiter
 from scep_proxy.metrics import ProxyMetrics
+from scep_proxy.profile_authority_client import Authorization, CachingAuthority, _reason_for_host
 from scep_proxy.proxy import ScepProxy
 from scep_proxy.scep_protocol import (
     MAX_MESSAGE_BYTES,
@@ -32,6 +31,7 @@ from scep_proxy.scep_protocol import (
     encode_get_message,
 )
 from scep_proxy.upstream import CaAnswer, UpstreamFailure, UpstreamTimeout
+from tests.support.recording_publisher import RecordingPublisher
 from tests.unit.test_scep_proxy_protocol import scep_message
 
 HOST, PROFILE, CA, CODE = "HOST-1", "profile-1", "Test_SCEP", "S3cretC0de"
@@ -363,7 +363,7 @@ def test_caching_authority_never_caches_pki_operation():
     inner = TableAuthority()
     clock = Clock()
     caching = CachingAuthority(inner, ttl=5, clock=clock)
-    from scep_proxy.scep_protocol import ProxyId
+    from mdmscep_common.proxy_urls import ProxyId
     sid = ProxyId(HOST, PROFILE, CA, CODE)
     for _ in range(2):
         caching.authorize(sid, "GetCACaps")

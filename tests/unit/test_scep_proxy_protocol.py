@@ -9,20 +9,18 @@ from asn1crypto import algos, cms, core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mdmscep_common.proxy_urls import MalformedId, ProxyId, ca_name_hint
+from mdmscep_common.proxy_urls import decode_id as parse_proxy_id
 from scep_proxy.scep_protocol import (
     MAX_MESSAGE_BYTES,
     OID_FAIL_INFO,
     OID_MESSAGE_TYPE,
     OID_PKI_STATUS,
     CertRepStatus,
-    MalformedId,
     MalformedMessage,
     MessageTooLarge,
-    ProxyId,
-    ca_name_hint,
     decode_get_message,
     encode_get_message,
-    parse_proxy_id,
     read_cert_rep,
     scep_request_type,
 )

@@ -18,9 +18,9 @@ from .activities import ActivityService
 from .api import api
 from .auth import Authenticator
 from .certificate_authorities import CertificateAuthorityService
-from .certificates import CertificateDirectory
 from .configuration_profiles import HostProfileDirectory, ProfileService
 from .errors import ApiError
+from .host_certificate_directory import CertificateDirectory
 from .hosts import HostDirectory, HostRegistryClient
 from .store import (
     ActivityStore,
@@ -102,7 +102,7 @@ def create_production_app(settings: Settings) -> Flask:
     from mdmscep_common.bus import Publisher
     from mdmscep_common.db import Database
 
-    from .operations import background
+    from .background_duties import background
     from .scep_gateway import ScepGatewayClient
 
     db = Database(settings.database_url, name="admin-config").open()
@@ -111,7 +111,7 @@ def create_production_app(settings: Settings) -> Flask:
                                                 ServiceTls.from_settings(settings, ADMIN_CONFIG),
                                                 settings.scep_probe_timeout),
                               Publisher(settings.amqp_url))
-    # Custom-CA expiry checks, activity retention, credential.expiring events (operations.py).
+    # Custom-CA expiry checks, activity retention, credential.expiring events (background_duties.py).
     duties = background(settings, db).start()
     atexit.register(duties.stop)
     return create_app(services, dependency_checks(db, settings.amqp_url),

@@ -84,7 +84,7 @@ def _prune(settings, _args) -> None:
     from mdmscep_common.logs import configure_logging
     from mdmscep_common.retention import Pruner
 
-    from .operations import activity_rules
+    from .background_duties import activity_rules
 
     configure_logging(f"{SERVICE}-cli", settings.secret_values())
     db = Database(settings.database_url, name=f"{SERVICE}-cli").open()

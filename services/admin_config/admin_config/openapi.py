@@ -19,12 +19,16 @@ def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    texts = {202: "Accepted", 400: "Bad input",
-             401: "Missing or invalid bearer token", 404: "Not found",
-             429: "Too many failed authentication attempts",
-             409: "Conflict", 413: "Body too large", 422: "Invalid field",
-             503: "A dependency is unavailable"}
-    return {str(c): _json(_ref("Error"), texts[c]) for c in codes}
+    texts = {400: "Bad input", 401: "Missing, invalid or revoked bearer token",
+             404: "Not found", 409: "Conflict", 413: "Body over 2 MiB", 422: "Invalid field",
+             429: "Too many failed authentication attempts from this client address",
+             503: "A service this call needs is unavailable; try again shortly"}
+    answers = {str(c): _json(_ref("Error"), texts[c]) for c in codes}
+    if 429 in codes:
+        answers["429"]["headers"] = {"Retry-After": {
+            "description": "seconds until one more attempt is allowed",
+            "schema": {"type": "integer", "minimum": 1}}}
+    return answers
 
 
 _PAGE_PARAMS = [
@@ -46,6 +50,11 @@ _LIMITS = {
                                                "allowed concurrent request)"},
 }
 
+_ACTIVITY_TYPES = ("added_/edited_/deleted_custom_scep_proxy, created_/edited_/"
+                   "deleted_configuration_profile, resent_/retried_configuration_profile, "
+                   "deleted_host, created_/revoked_api_token, renewed_certificates, "
+                   "credential_expiring")
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object", "required": ["message", "errors"],
@@ -62,7 +71,8 @@ _SCHEMAS: dict[str, Any] = {
                        "type": {"type": "string", "enum": ["custom_scep_proxy"]}},
     },
     "CertificateAuthority": {
-        "type": "object", "required": ["id", "name", "type", "url", "challenge"],
+        "type": "object", "required": ["id", "name", "type", "url", "challenge",
+                                       "max_concurrent_requests", "max_issuance_per_second"],
         "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
                        "type": {"type": "string", "enum": ["custom_scep_proxy"]},
                        "url": {"type": "string"},
@@ -94,8 +104,15 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["custom_scep_proxy"],
         "properties": {"custom_scep_proxy": {
             "type": "object",
-            "properties": {"url": {"type": "string"}, "challenge": {"type": "string"},
-                           **_LIMITS}}},
+            "description": "only the fields to change; a changed url or challenge re-sends every "
+                           "profile using the CA",
+            "properties": {
+                "name": {"type": "string", "description": "if sent, the CA's own name (a rename "
+                                                          "is a 422)"},
+                "url": {"type": "string", "nullable": True,
+                        "description": "a new url needs the challenge too; GetCACert must answer"},
+                "challenge": {"type": "string", "nullable": True},
+                **_LIMITS}}},
     },
     "Profile": {
         "type": "object", "required": ["profile_uuid", "name", "identifier", "created_at"],
@@ -142,7 +159,9 @@ _SCHEMAS: dict[str, Any] = {
                      "updated_at"],
         "properties": {"host_uuid": {"type": "string"}, "serial_number": {"type": "string"},
                        "operation_type": {"type": "string", "enum": ["install", "remove"]},
-                       "status": {"type": "string"}, "detail": {"type": "string"},
+                       "status": {"type": "string",
+                                  "enum": ["pending", "verifying", "verified", "failed"]},
+                       "detail": {"type": "string"},
                        "updated_at": {"type": "string", "format": "date-time"}},
     },
     "HostDetail": {
@@ -156,7 +175,10 @@ _SCHEMAS: dict[str, Any] = {
                        "os_version": {"type": "string"},
                        "enrolled_at": {"type": "string", "format": "date-time", "nullable": True},
                        "push_token_invalid": {"type": "boolean"},
-                       "profiles": {"type": "object", "description": "deliveries per status"}},
+                       "profiles": {"type": "object", "description": "deliveries per status",
+                                    "required": ["pending", "verifying", "verified", "failed"],
+                                    "properties": {s: {"type": "integer"} for s in (
+                                        "pending", "verifying", "verified", "failed")}}},
     },
     "ApiToken": {
         "type": "object", "required": ["name", "created_at", "last_used_at", "revoked_at"],
@@ -173,16 +195,17 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Activity": {
         "type": "object", "required": ["id", "type", "actor", "details", "created_at"],
-        "properties": {"id": {"type": "integer"}, "type": {"type": "string"},
+        "properties": {"id": {"type": "integer"},
+                       "type": {"type": "string", "description": _ACTIVITY_TYPES},
                        "actor": {"type": "string"}, "details": {"type": "object"},
                        "created_at": {"type": "string", "format": "date-time"}},
     },
 }
 
 
-_CERTIFICATES = {"type": "object", "required": ["certificates"],
-                 "properties": {"certificates": {"type": "array", "items": _ref("Certificate")},
-                                "meta": _ref("ListMeta")}}
+_HOST_CERTIFICATES = {"type": "object", "required": ["certificates"],
+                      "properties": {"certificates": {"type": "array",
+                                                      "items": _ref("Certificate")}}}
 _MULTIPART_PROFILE = {"required": True, "content": {"multipart/form-data": {
     "schema": {"type": "object", "required": ["profile"],
                "properties": {"profile": {"type": "string", "format": "binary"}}}}}}
@@ -190,18 +213,54 @@ _STATUS = {"name": "status", "in": "query", "required": False,
            "schema": {"type": "string", "enum": ["pending", "verifying", "verified", "failed"]}}
 
 
-def _query(name: str, description: str = "") -> dict[str, Any]:
+def _query(name: str, description: str = "", max_length: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if max_length is not None:
+        schema["maxLength"] = max_length
     return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": "string"}}
+            "schema": schema}
+
+
+_SUMMARIES = {
+    "listCertificateAuthorities": "List custom SCEP certificate authorities",
+    "createCertificateAuthority": "Add a CA (validated, then probed with GetCACaps/GetCACert)",
+    "getCertificateAuthority": "A CA (its challenge always masked)",
+    "editCertificateAuthority": "Change a CA's url, challenge or limits",
+    "deleteCertificateAuthority": "Delete a CA no profile uses",
+    "certificateAuthorityStats": "The last hour of SCEP traffic at a CA",
+    "listActivities": "The activity feed (audit log), newest first",
+    "listConfigurationProfiles": "List configuration profiles",
+    "uploadConfigurationProfile": "Upload a profile (multipart field `profile`)",
+    "replaceConfigurationProfile": "Replace a profile's content in place",
+    "deleteConfigurationProfile": "Delete a profile; hosts that have it get RemoveProfile",
+    "configurationProfileSummary": "A profile's hosts per delivery status",
+    "configurationProfileHosts": "A profile's deliveries, host by host",
+    "retryFailedHosts": "A fresh delivery for every failed host of a profile",
+    "resendConfigurationProfile": "A fresh delivery of a profile to one host",
+    "listHosts": "List hosts in enrollment order",
+    "getHost": "A host, with its deliveries counted per status",
+    "deleteHost": "Forget a host",
+    "listHostConfigurationProfiles": "A host's deliveries",
+    "listHostCertificates": "Certificates a host holds for delivered SCEP profiles",
+    "listCertificates": "Certificates hosts hold, soonest expiry first",
+    "listApiTokens": "List API tokens (never their values)",
+    "createApiToken": "Create an API token (shown once)",
+    "revokeApiToken": "Revoke an API token",
+    "openapiDocument": "This document",
+}
 
 
 def document() -> dict[str, Any]:
     doc = _document()
-    # Every route checks the bearer token first: too many failures from a client get 429.
     for item in doc["paths"].values():
         for method, operation in item.items():
             if method != "parameters":
+                operation.setdefault("summary", _SUMMARIES[operation["operationId"]])
+                # Every route checks the bearer token first: too many failures from a client
+                # get 429; and a NUL character in any path or query parameter is a 400
+                # (api.py `authenticate`: PostgreSQL text cannot hold it).
                 operation["responses"].setdefault("429", _errors(429)["429"])
+                operation["responses"].setdefault("400", _errors(400)["400"])
     return doc
 
 
@@ -210,7 +269,12 @@ def _document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "mdmscep admin API", "version": "1.0.0",
                  "description": "Custom SCEP certificate authorities and configuration profiles "
-                                "for an Apple MDM (Fleet-compatible shapes)."},
+                                "for an Apple MDM (Fleet-compatible shapes). Every route needs "
+                                "`Authorization: Bearer <token>`. Errors are "
+                                "`{\"message\", \"errors\": [{\"name\", \"reason\"}]}` with a 4xx "
+                                "status. Lists take `page` (from 0) and `per_page` (1-1000, "
+                                "default 100) and answer `meta`. Bodies over 2 MiB get 413. "
+                                "Reference: docs/api.md."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": _SCHEMAS,
@@ -357,8 +421,9 @@ def _document() -> dict[str, Any]:
             "/api/v1/fleet/hosts/{host_uuid}/certificates": {
                 "parameters": [_HOST_UUID],
                 "get": {"operationId": "listHostCertificates",
-                        "responses": {"200": _json(_CERTIFICATES, "Certificates the host holds for "
-                                                                  "delivered SCEP profiles"),
+                        "responses": {"200": _json(_HOST_CERTIFICATES,
+                                                   "Certificates the host holds for delivered SCEP "
+                                                   "profiles, soonest expiry first"),
                                       **_errors(401, 404)}},
             },
             "/api/v1/fleet/certificates": {
@@ -366,13 +431,15 @@ def _document() -> dict[str, Any]:
                         "parameters": [*_PAGE_PARAMS, {
                             "name": "expiring_within_days", "in": "query", "required": False,
                             "schema": {"type": "number", "minimum": 0, "maximum": 36500}}],
-                        "responses": {"200": _json(_CERTIFICATES, "Soonest expiry first"),
+                        "responses": {"200": _json(_list("certificates", _ref("Certificate")),
+                                                   "Soonest expiry first"),
                                       **_errors(400, 401)}},
             },
             "/api/v1/fleet/hosts": {
                 "get": {"operationId": "listHosts",
                         "parameters": [*_PAGE_PARAMS, _STATUS, _query("profile_uuid"),
-                                       _query("query", "part of the serial number or UUID")],
+                                       _query("query", "part of the serial number or UUID, any case",
+                                              max_length=100)],
                         "responses": {"200": _json(_list("hosts", _ref("Host")),
                                                    "Hosts in enrollment order"),
                                       **_errors(400, 401)}},

@@ -1,4 +1,4 @@
-"""Validation of an uploaded configuration profile (CONTRACT.md §2–§3). Each problem is a 400
+"""Validation of an uploaded configuration profile (README.md "Admin API"). Each problem is a 400
 whose message names it. Pure functions: the caller supplies which CA names exist."""
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ DELIVERY_LIMIT = 5
 EXCHANGE = Exchange(EXCHANGE_NAME, type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange(DEAD_LETTER_EXCHANGE_NAME, type="topic", durable=True)
 
-# Routing keys (DESIGN.md "How services talk").
+# Routing keys: what each message says (the queues that receive them: work_queues.py).
 CONFIG_CHANGED = "config.changed"
 HOST_ENROLLED = "host.enrolled"
 HOST_CHECKED_OUT = "host.checked_out"
@@ -104,15 +104,6 @@ def declare_queue(conn: Connection, queue: Queue) -> None:
         queue(channel).declare()
 
 
-# admin-config's queue for credential.expiring. Its publishers (mdm-endpoint) declare it too, so
-# an event sent before admin-config first started waits for it instead of being unroutable.
-ADMIN_CONFIG_EVENTS_QUEUE = "admin_config.events"
-
-
-def admin_config_events_queue() -> Queue:
-    return durable_queue(ADMIN_CONFIG_EVENTS_QUEUE, [CREDENTIAL_EXPIRING])
-
-
 class Publisher:
     """Thread-safe publisher: a pool of producers over one connection, retried on broker loss."""
 
@@ -129,19 +120,6 @@ class Publisher:
 
     def close(self) -> None:
         self._connection.release()
-
-
-class RecordingPublisher:
-    """A Publisher that keeps messages in memory: for unit tests of services that publish."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, dict[str, Any]]] = []
-
-    def publish(self, routing_key: str, body: dict[str, Any], message_id: str | None = None) -> None:
-        self.messages.append((routing_key, body))
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,10 @@ from typing import Any
 
 import kombu
 
-from . import bus
+from . import bus, work_queues
 from .settings import DEFAULT_AMQP_URL
 
 DEFAULT_LIMIT = 1000
-# The work queues of the stack (each service's composition root declares its own).
-WORK_QUEUES = ("profile_processor.events", "mdm_endpoint.push_requested", "admin_config.events")
 _DEATH_HEADERS = ("x-death", "x-first-death-queue", "x-first-death-reason",
                   "x-first-death-exchange", "x-last-death-queue", "x-last-death-reason",
                   "x-last-death-exchange", "x-delivery-count")
@@ -141,7 +139,7 @@ class DeadLetters:
         except conn_errors() as exc:
             raise DeadLetterError(f"queue {name} does not exist ({exc})") from None
 
-    def depths(self, queues: tuple[str, ...] = WORK_QUEUES) -> dict[str, int | None]:
+    def depths(self, queues: tuple[str, ...] = work_queues.ALL) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
         with bus.connection(self._amqp_url) as conn:
             for name in (n for q in queues for n in (q, bus.dead_letter_queue_name(q))):
@@ -245,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("replay", "send dead letters back to their queue"),
                        ("discard", "delete dead letters")):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("queue", help="the work queue (or its .dlq), e.g. profile_processor.events")
+        cmd.add_argument("queue", help="the work queue (or its .dlq), e.g. "
+                         f"{work_queues.PROFILE_PROCESSOR_EVENTS}")
         cmd.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                          help=f"messages to look at [{DEFAULT_LIMIT}]")
         if name == "list":

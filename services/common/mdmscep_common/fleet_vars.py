@@ -1,11 +1,10 @@
-"""Fleet variables in Apple profiles (CONTRACT.md §3): finding them, and rendering a per-host copy
+"""Fleet variables in Apple profiles (README.md "Admin API"): finding them, and rendering a per-host copy
 by textual, XML-escaped substitution on the uploaded bytes (everything else byte for byte)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
 
 PREFIX = "FLEET_VAR_"
 CUSTOM_SCEP_CHALLENGE = "FLEET_VAR_CUSTOM_SCEP_CHALLENGE_"
@@ -51,12 +50,6 @@ def xml_escape(value: str) -> str:
 
 def renewal_id(profile_uuid: str) -> str:
     return f"fleet-{profile_uuid}"
-
-
-def proxy_url(public_url: str, host_uuid: str, profile_uuid: str, ca_name: str, code: str) -> str:
-    """`{SCEP_PROXY_PUBLIC_URL}/mdm/scep/proxy/{id}`, the id path-escaped (commas as %2C)."""
-    identifier = ",".join((host_uuid, profile_uuid, ca_name, code))
-    return f"{public_url.rstrip('/')}/mdm/scep/proxy/{quote(identifier, safe='')}"
 
 
 class ProfileTemplate:

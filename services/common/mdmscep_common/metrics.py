@@ -87,12 +87,6 @@ CREDENTIAL_EXPIRY_DAYS = Gauge("mdmscep_credential_expiry_days", "Days until a c
 CREDENTIAL_CHECK_FAILURES = Counter("mdmscep_credential_check_failures", "Credential checks that "
                                     "could not read a certificate", ["kind"])
 
-# -- host identity (mdm_endpoint.service) -------------------------------------------------------
-IDENTITY_REBINDS = Counter(
-    "mdmscep_identity_rebinds", "Known devices (UDIDs) re-bound to a new identity certificate by "
-    "an Authenticate: a wiped device re-enrolling, or someone with an identity certificate "
-    "taking the UDID over")
-
 # -- secrets (mdmscep_common.crypto) ------------------------------------------------------------
 SECRETS_OPENED_WITH_PREVIOUS_KEY = Counter(
     "mdmscep_secrets_opened_with_previous_key", "Secrets that opened only with "

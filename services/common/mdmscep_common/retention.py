@@ -1,5 +1,5 @@
 """Retention: rows past their retention are deleted in small batches by the process that owns the
-table (DESIGN.md: one writer per table), on a timer.
+table (each table has one owner: README.md "Architecture"), on a timer.
 
 Each batch is its own short transaction that deletes at most `batch_size` rows picked with
 `FOR UPDATE SKIP LOCKED` (rows a request is working on are left for the next run) and gives up

@@ -1,4 +1,4 @@
-"""Configuration from environment variables (CONTRACT.md §1), validated once at start-up.
+"""Configuration from environment variables (README.md "Configuration"), validated once at start-up.
 
 A service that is misconfigured stops at once with a message naming the variable, instead of
 failing later on the first request.

@@ -9,7 +9,7 @@ import logging
 import threading
 
 from mdmscep.v1 import commander_pb2_grpc, host_registry_pb2_grpc
-from mdmscep_common import bus
+from mdmscep_common import bus, work_queues
 from mdmscep_common.bus import Publisher
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
@@ -22,14 +22,13 @@ from mdmscep_common.service_tls import service_tls_or_exit
 from mdmscep_common.settings import load_settings_or_exit
 
 SERVICE = "mdm-endpoint"
-PUSH_QUEUE = "mdm_endpoint.push_requested"
 
 log = logging.getLogger(__name__)
 
 
 def run_http(settings) -> None:
     from .app import create_app
-    from .operations import file_credential_monitor
+    from .credential_checks import file_credential_monitor
 
     def factory():
         db = Database(settings.database_url, name=SERVICE).open()
@@ -78,7 +77,7 @@ def command_pruning(settings, db) -> PeriodicTask:
     """Finished commands past COMMAND_RETENTION_DAYS, every PRUNE_INTERVAL, in batches. The
     Commander's process prunes: mdm-endpoint owns commands, and this process is not in the
     check-in path."""
-    from .operations import command_rules
+    from .command_retention import command_rules
 
     return pruning_task(db, command_rules(settings.command_retention_days),
                         settings.prune_interval, settings.prune_batch_size)
@@ -100,7 +99,7 @@ def push_worker(settings, db):
         hosts = [h for body in bodies for h in body.get("host_uuids", []) if isinstance(h, str)]
         sender.push_hosts(hosts)
 
-    queue = bus.durable_queue(PUSH_QUEUE, [bus.PUSH_REQUESTED])
+    queue = work_queues.mdm_endpoint_push_requested()
     return bus.BatchWorker(settings.amqp_url, queue, handle, max_batch=200, max_wait=0.1), apns
 
 

@@ -10,7 +10,9 @@ import time
 import uuid
 from typing import Any, Protocol
 
-from mdmscep_common import bus, metrics
+from prometheus_client import Counter
+
+from mdmscep_common import bus
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.one_time_codes import redact_codes_in_bytes
 
@@ -20,6 +22,11 @@ from .protocol import Authenticate, CheckOut, TokenUpdate, parse_checkin, parse_
 from .store import CertificateBoundElsewhere, CommandStore, HostStore
 
 log = logging.getLogger(__name__)
+
+IDENTITY_REBINDS = Counter(
+    "mdmscep_identity_rebinds", "Known devices (UDIDs) re-bound to a new identity certificate by "
+    "an Authenticate: a wiped device re-enrolling, or someone with an identity certificate "
+    "taking the UDID over")
 
 
 class MdmError(Exception):
@@ -151,9 +158,10 @@ class MdmService:
                 event = (bus.HOST_CHECKED_OUT, {"host_uuid": message.udid})
                 log.info("host checked out", extra={"host_uuid": message.udid})
         if replaced is not None:
-            # Allowed (CONTRACT.md §4: a wiped device re-enrolls), and worth an operator's eye:
-            # any holder of an identity certificate could do the same. Said once committed.
-            metrics.IDENTITY_REBINDS.inc()
+            # Allowed (a wiped device re-enrolls: README.md "Apple MDM endpoint"), and worth an
+            # operator's eye: any holder of an identity certificate could do the same. Said once
+            # committed.
+            IDENTITY_REBINDS.inc()
             log.warning("host re-bound to a new identity certificate",
                         extra={"host_uuid": message.udid, "serial_number": message.serial_number,
                                "previous_certificate_sha256": replaced.hex(),

@@ -18,8 +18,8 @@ from mdmscep_common.crypto import SecretBox
 from mdmscep_common.logs import register_secret
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
 
-from .certificates import MAX_SPREAD, renewal_due_at
 from .commander_client import CommanderClient, HostCommand
+from .issued_certificates import MAX_SPREAD, renewal_due_at
 from .rendering import CertificateAuthorityForProfile, render_for_host
 from .store import MAX_ATTEMPTS, DeliveryStore
 

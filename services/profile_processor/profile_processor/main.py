@@ -7,7 +7,7 @@ import logging
 import threading
 
 from mdmscep.v1 import profile_authority_pb2_grpc
-from mdmscep_common import bus
+from mdmscep_common import bus, work_queues
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
@@ -18,15 +18,15 @@ from mdmscep_common.retention import pruning_task
 from mdmscep_common.service_tls import ServiceTls, service_tls_or_exit
 from mdmscep_common.settings import Settings, load_settings_or_exit
 
-from .authority import ProfileAuthorityServicer, ScepAuthority
 from .commander_client import CommanderClient
 from .delivery import Reconciler
-from .operations import observed_pass, scep_code_rules
+from .reconcile_metrics import observed_pass
 from .results import ResultHandler
+from .scep_authorization import ProfileAuthorityServicer, ScepAuthority
+from .scep_code_retention import scep_code_rules
 from .store import DeliveryStore
 
 SERVICE = "profile-processor"
-EVENTS_QUEUE = "profile_processor.events"
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,8 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
         else:
             raise bus.PoisonMessage(f"unexpected routing key {key}")
 
-    queue = bus.durable_queue(EVENTS_QUEUE, [bus.CONFIG_CHANGED, bus.HOST_ENROLLED,
-                                             bus.HOST_CHECKED_OUT, bus.HOST_DELETED,
-                                             bus.COMMAND_RESULT, bus.SCEP_RESULT,
-                                             bus.DELIVERY_RESEND])
-    worker = bus.Worker(settings.amqp_url, {EVENTS_QUEUE: (queue, on_event)}, prefetch=32)
+    queue = work_queues.profile_processor_events()
+    worker = bus.Worker(settings.amqp_url, {queue.name: (queue, on_event)}, prefetch=32)
     return loop, worker, ScepAuthority(db), commander
 
 

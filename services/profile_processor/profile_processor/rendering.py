@@ -1,5 +1,5 @@
 """render_for_host: a profile's per-host copy, with its CA's challenge, a new one-time code in the
-proxy URL, and the renewal id, substituted textually and XML-escaped (CONTRACT.md §3)."""
+proxy URL, and the renewal id, substituted textually and XML-escaped (README.md "Admin API")."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 
 from mdmscep_common import fleet_vars
+from mdmscep_common.proxy_urls import ProxyId, proxy_url
 
 CODE_BYTES = 24
 
@@ -35,6 +36,6 @@ def render_for_host(template: fleet_vars.ProfileTemplate, host_uuid: str, profil
         code = new_one_time_code()
         codes.append((ca.name, code))
         values[fleet_vars.CUSTOM_SCEP_CHALLENGE + ca.name] = ca.challenge
-        values[fleet_vars.CUSTOM_SCEP_PROXY_URL + ca.name] = fleet_vars.proxy_url(
-            proxy_public_url, host_uuid, profile_uuid, ca.name, code)
+        values[fleet_vars.CUSTOM_SCEP_PROXY_URL + ca.name] = proxy_url(
+            proxy_public_url, ProxyId(host_uuid, profile_uuid, ca.name, code))
     return Rendered(template.render(values), codes)

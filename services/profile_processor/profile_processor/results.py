@@ -1,6 +1,7 @@
-"""What hosts and CAs answered: command results move deliveries between statuses
-(CONTRACT.md §2). Every handler is idempotent: a result for a command that is no longer the
-delivery's current one, or for a delivery already past that state, changes nothing."""
+"""What hosts and CAs answered: command results move deliveries between statuses (README.md
+"Delivery statuses and troubleshooting"). Every handler is idempotent: a result for a command
+that is no longer the delivery's current one, or for a delivery already past that state, changes
+nothing."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from mdmscep_common import mdm_commands
 from mdmscep_common.bus import PoisonMessage
 from mdmscep_common.one_time_codes import redact_codes
 
-from .certificates import ScepDelivery, load_ca_certificates, match_certificates, uses_renewal_id
 from .commander_client import CommanderClient
 from .delivery import queue_profile_lists
+from .issued_certificates import ScepDelivery, load_ca_certificates, match_certificates, uses_renewal_id
 from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)

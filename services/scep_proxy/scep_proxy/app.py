@@ -15,12 +15,12 @@ from mdmscep_common.http import register_healthz, register_metrics
 from mdmscep_common.service_tls import SCEP_PROXY, ServiceTls
 from mdmscep_common.settings import Settings
 
-from .authority import Authority, CachingAuthority, ProfileAuthorityClient
 from .cache import TtlCache
 from .client_limits import SharedClientRefusalLimiter
 from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
 from .outcomes import Publisher
+from .profile_authority_client import Authority, CachingAuthority, ProfileAuthorityClient
 from .proxy import TEXT_PLAIN, ScepProxy
 from .upstream import Upstream, upstream_client
 from .views import scep_routes

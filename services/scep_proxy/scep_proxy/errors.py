@@ -1,6 +1,7 @@
 """Typed refusals of the SCEP proxy: each carries its HTTP status and a short reason for the host.
 
-Every reason names the CA when it is known (CONTRACT.md §5), and never the one-time code.
+Every reason names the CA when it is known (README.md "SCEP proxy"), and never the one-time
+code.
 """
 
 from __future__ import annotations

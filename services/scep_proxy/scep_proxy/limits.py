@@ -1,4 +1,4 @@
-"""Per-CA limit of PKIOperation requests in flight in this process (CONTRACT.md §5: 503 when full).
+"""Per-CA limit of PKIOperation requests in flight in this process (503 when full).
 
 Counters exist only while a CA has requests in flight, so CA names taken from (not yet
 authorized) URLs cannot grow memory.

@@ -1,4 +1,5 @@
-"""`scep.result` events: what a PKIOperation came to, for the processor (DESIGN.md).
+"""`scep.result` events: what a PKIOperation came to, for the processor, which
+moves the delivery on (profile_processor/results.py).
 
 Body: {"host_uuid", "profile_uuid", "ca_name", "outcome", "fail_info", "http_status", "detail",
 "ca_unreachable", "code_sha256"} where outcome is issued | scep_failure | pending | upstream_error |
@@ -21,8 +22,9 @@ from typing import Any, Protocol
 
 from mdmscep_common import bus
 from mdmscep_common.one_time_codes import code_sha256
+from mdmscep_common.proxy_urls import ProxyId
 
-from .scep_protocol import MalformedMessage, ProxyId, read_cert_rep
+from .scep_protocol import MalformedMessage, read_cert_rep
 from .upstream import CaAnswer
 
 log = logging.getLogger(__name__)

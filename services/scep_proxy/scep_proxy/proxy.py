@@ -9,7 +9,7 @@ without ever waiting for, holding or being counted against the CA's slots, so it
 the hosts that have a real code. Refusals are counted per client address (client_limits.py).
 
 Nothing here knows HTTP requests or Flask: views hand in a ScepRequest and get an Answer back or
-a ProxyError (errors.py) carrying the status. Policies follow CONTRACT.md §5.
+a ProxyError (errors.py) carrying the status. The answers hosts get: README.md "SCEP proxy".
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from mdmscep_common.proxy_urls import MalformedId, ProxyId, ca_name_hint, decode_id
+
 from . import scep_protocol as scep
-from .authority import Authority, Authorization
 from .cache import TtlCache
 from .client_limits import ClientRefusalLimiter
 from .errors import (
@@ -35,6 +36,7 @@ from .errors import (
 from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
 from .outcomes import Publisher, ScepOutcome, outcome_of_answer, outcome_of_failure, publish_outcome
+from .profile_authority_client import Authority, Authorization
 from .upstream import CaAnswer, Upstream, UpstreamFailure, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -146,9 +148,9 @@ class ScepProxy:
 
     def handle(self, request: ScepRequest) -> Answer:
         try:
-            scep_id = scep.parse_proxy_id(request.raw_id)
-        except scep.MalformedId as exc:
-            raise BadRequest(str(exc), scep.ca_name_hint(request.raw_id)) from None
+            scep_id = decode_id(request.raw_id)
+        except MalformedId as exc:
+            raise BadRequest(str(exc), ca_name_hint(request.raw_id)) from None
         operation = check_operation(request.operation, request.method, scep_id.ca_name)
         self._client_limiter.check(request.client, scep_id.ca_name)
         try:
@@ -169,7 +171,7 @@ class ScepProxy:
         if forget is not None:
             forget(ca_name)
 
-    def _ca_information(self, scep_id: scep.ProxyId, operation: str, message: str | None) -> Answer:
+    def _ca_information(self, scep_id: ProxyId, operation: str, message: str | None) -> Answer:
         """GetCACaps / GetCACert: authorized (cached briefly), answered from the per-CA cache."""
         if message is not None and len(message) > scep.MAX_GET_MESSAGE_CHARS:
             raise PayloadTooLarge("the message parameter is over 2 MiB", scep_id.ca_name)
@@ -195,7 +197,7 @@ class ScepProxy:
             self._answers.put(key, answer)
         return answer
 
-    def _pki_operation(self, scep_id: scep.ProxyId, request: ScepRequest) -> Answer:
+    def _pki_operation(self, scep_id: ProxyId, request: ScepRequest) -> Answer:
         message = pki_message(request, scep_id.ca_name)
         # Authorized (the code used up) before a slot is taken: only requests with a real code
         # wait for, hold or are counted against the CA's slots.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from asn1crypto import cms
@@ -86,7 +85,7 @@ def parse_ca_certificates(body: bytes, content_type: str) -> list[x509.Certifica
     raise NoCertificates(f"GetCACert answer ({media or 'no content type'}) holds no certificate")
 
 
-# --- The proxy's side: proxy ids, PKIOperation messages and CertRep answers. ---
+# --- The proxy's side: PKIOperation messages and CertRep answers (ids: mdmscep_common.proxy_urls).
 
 GET_CA_CAPS = "GetCACaps"
 GET_CA_CERT = "GetCACert"
@@ -94,7 +93,7 @@ PKI_OPERATION = "PKIOperation"
 OPERATIONS = (GET_CA_CAPS, GET_CA_CERT, PKI_OPERATION)
 
 PKI_MESSAGE_TYPE = "application/x-pki-message"
-MAX_MESSAGE_BYTES = 2 << 20  # CONTRACT.md §5: a body over 2 MiB gets 413
+MAX_MESSAGE_BYTES = 2 << 20  # a body over 2 MiB gets 413 (README.md "SCEP proxy")
 # Base64 of MAX_MESSAGE_BYTES, plus slack for line breaks some clients put in.
 MAX_GET_MESSAGE_CHARS = (MAX_MESSAGE_BYTES + 2) // 3 * 4 + 4096
 
@@ -109,15 +108,6 @@ PKI_STATUSES = {"0": "SUCCESS", "2": "FAILURE", "3": "PENDING"}
 FAIL_INFOS = {"0": "badAlg", "1": "badMessageCheck", "2": "badRequest", "3": "badTime",
               "4": "badCertId"}
 
-_HOST_UUID = re.compile(r"[A-Za-z0-9-]{1,64}")
-_PROFILE_UUID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_CA_NAME = re.compile(r"[A-Za-z0-9_]{1,255}")
-_CODE = re.compile(r"[A-Za-z0-9_-]{1,256}")
-
-
-class MalformedId(ValueError):
-    """The proxy URL's id is not `<host_uuid>,<profile_uuid>,<ca_name>,<one_time_code>`."""
-
 
 class MalformedMessage(ValueError):
     """A PKIOperation message or CertRep is not a well-formed SCEP message."""
@@ -125,39 +115,6 @@ class MalformedMessage(ValueError):
 
 class MessageTooLarge(ValueError):
     """A PKIOperation message is over MAX_MESSAGE_BYTES."""
-
-
-@dataclass(frozen=True)
-class ProxyId:
-    """The identity a proxy URL carries (CONTRACT.md §3). The code is a secret: not in repr."""
-
-    host_uuid: str
-    profile_uuid: str
-    ca_name: str
-    one_time_code: str = field(repr=False)
-
-
-def parse_proxy_id(raw: str) -> ProxyId:
-    """Parse the path-decoded id. Reasons never quote the input: it carries the one-time code."""
-    parts = raw.split(",")
-    if len(parts) != 4 or not all(parts):
-        raise MalformedId("the proxy URL must end in host,profile,CA,code")
-    host_uuid, profile_uuid, ca_name, code = parts
-    for value, pattern, what in ((host_uuid, _HOST_UUID, "host UUID"),
-                                 (profile_uuid, _PROFILE_UUID, "profile UUID"),
-                                 (ca_name, _CA_NAME, "CA name"),
-                                 (code, _CODE, "one-time code")):
-        if not pattern.fullmatch(value):
-            raise MalformedId(f"the {what} in the proxy URL is malformed")
-    return ProxyId(host_uuid, profile_uuid, ca_name, code)
-
-
-def ca_name_hint(raw: str) -> str | None:
-    """The CA name of a proxy id if that part is well-formed, to name the CA in a refusal."""
-    parts = raw.split(",")
-    if len(parts) == 4 and _CA_NAME.fullmatch(parts[2]):
-        return parts[2]
-    return None
 
 
 def decode_get_message(value: str) -> bytes:

@@ -2,7 +2,7 @@
 to addresses a CA may have), bounded answers (ca_answers.py: by the bytes received, and by what
 they decompress to) and bounded time.
 
-Failures are typed by what the host should be told (CONTRACT.md §5): UpstreamTimeout → 504,
+Failures are typed by what the host should be told (README.md "SCEP proxy"): UpstreamTimeout → 504,
 any other UpstreamFailure → 502. Status codes are the caller's business.
 """
 

@@ -8,14 +8,13 @@ import time
 from flask import Blueprint, Response, current_app, request
 
 from mdmscep_common.client_address import client_address
+from mdmscep_common.proxy_urls import PROXY_PATH
 
 from .errors import ProxyError
 from .proxy import Answer, ScepProxy, ScepRequest
 from .scep_protocol import MAX_MESSAGE_BYTES, PKI_OPERATION
 
 scep_routes = Blueprint("scep_proxy", __name__)
-
-PROXY_PATH = "/mdm/scep/proxy/"
 
 
 def _proxy() -> ScepProxy:

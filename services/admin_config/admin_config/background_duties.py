@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from mdmscep_common import bus
+from mdmscep_common import bus, work_queues
 from mdmscep_common.credentials import (
     CUSTOM_CA,
     IDENTITY_CA,
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 CREDENTIAL_EXPIRING = "credential_expiring"
 SYSTEM_ACTOR = "mdmscep"
-EVENTS_QUEUE = bus.ADMIN_CONFIG_EVENTS_QUEUE
 KINDS = {PUSH_CERTIFICATE, IDENTITY_CA, CUSTOM_CA}
 # Serializes the check-then-insert of credential_expiring across processes ("mdmscep creds").
 _ACTIVITY_LOCK = 0x6D646D7363726501
@@ -158,8 +157,8 @@ def background(settings: Settings, db) -> Background:
     works in every deployment, where a CronJob would need its own manifest and nothing under
     `make run`); credential.expiring events consumed from admin_config.events."""
     monitor = custom_ca_monitor(db, settings.credential_warning_days)
-    queue = bus.admin_config_events_queue()
-    worker = bus.Worker(settings.amqp_url, {EVENTS_QUEUE: (
+    queue = work_queues.admin_config_events()
+    worker = bus.Worker(settings.amqp_url, {queue.name: (
         queue, credential_event_handler(db, settings.credential_warning_days))}, prefetch=4)
     return Background(monitor, [
         monitor.periodic_task(settings.credential_check_interval),

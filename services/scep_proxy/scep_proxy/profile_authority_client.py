@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 import grpc
 
 from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
+from mdmscep.v1.profile_authority_pb2 import ScepRefusal
+from mdmscep_common.proxy_urls import ProxyId
 from mdmscep_common.service_tls import PROFILE_PROCESSOR, ServiceTls
 
 from .cache import TtlCache
 from .errors import AuthorityUnavailable, BadGateway, Refused
-from .scep_protocol import PKI_OPERATION, ProxyId
+from .scep_protocol import PKI_OPERATION
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,20 @@ AUTHORIZE_TIMEOUT_SECONDS = 5.0
 AUTHORIZATION_CACHE_SECONDS = 5.0
 MAX_REASON_CHARS = 200
 GIVE_BACK_ATTEMPTS = 2
+
+# What a host is answered for each refusal of the processor; a refusal this proxy does not know
+# (a newer processor) gets Refused.status (403).
+REFUSAL_STATUS = {
+    ScepRefusal.SCEP_REFUSAL_UNKNOWN_OPERATION: 400,
+    ScepRefusal.SCEP_REFUSAL_UNKNOWN_HOST: 404,
+    ScepRefusal.SCEP_REFUSAL_UNKNOWN_PROFILE: 404,
+    ScepRefusal.SCEP_REFUSAL_UNKNOWN_CA: 404,
+    ScepRefusal.SCEP_REFUSAL_NOT_PENDING: 409,
+    ScepRefusal.SCEP_REFUSAL_CODE_UNKNOWN: 403,
+    ScepRefusal.SCEP_REFUSAL_CODE_USED: 403,
+    ScepRefusal.SCEP_REFUSAL_CODE_EXPIRED: 403,
+    ScepRefusal.SCEP_REFUSAL_CODE_SUPERSEDED: 403,
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,8 @@ def _reason_for_host(reason: str, code: str) -> str:
 
 
 class ProfileAuthorityClient:
-    """AuthorizeScep over gRPC: Refused with the processor's status, or AuthorityUnavailable."""
+    """AuthorizeScep over gRPC: Refused with the HTTP status of the processor's refusal
+    (REFUSAL_STATUS), or AuthorityUnavailable."""
 
     def __init__(self, address: str, tls: ServiceTls, timeout: float = AUTHORIZE_TIMEOUT_SECONDS):
         self._channel = tls.channel(address, PROFILE_PROCESSOR)
@@ -74,9 +91,8 @@ class ProfileAuthorityClient:
             raise AuthorityUnavailable("the profile processor is unavailable; retry later",
                                        scep_id.ca_name) from None
         if not answer.allowed:
-            status = answer.http_status if 400 <= answer.http_status <= 499 else Refused.status
             raise Refused(_reason_for_host(answer.reason, scep_id.one_time_code),
-                          scep_id.ca_name, status=status)
+                          scep_id.ca_name, status=REFUSAL_STATUS.get(answer.refusal, Refused.status))
         parts = urlsplit(answer.upstream_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadGateway("the CA has no usable SCEP URL", scep_id.ca_name, verified_ca=True)

@@ -1,4 +1,4 @@
-"""ProfileAuthority.AuthorizeScep: may this proxy URL reach its CA now? (CONTRACT.md §5)
+"""ProfileAuthority.AuthorizeScep: may this proxy URL reach its CA now? (README.md "SCEP proxy")
 
 Allowed only for an enrolled host whose delivery of the profile is pending, the CA the profile
 uses, and a one-time code that is current, unused and unexpired. PKIOperation uses the code up
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mdmscep.v1 import profile_authority_pb2, profile_authority_pb2_grpc
+from mdmscep.v1.profile_authority_pb2 import ScepRefusal
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
 
 OPERATIONS = {"GetCACaps", "GetCACert", "PKIOperation"}
@@ -27,13 +28,14 @@ GIVE_BACK_WINDOW_SECONDS = 600
 class Decision:
     allowed: bool
     reason: str = ""
-    http_status: int = 200
+    # When refused: why (the proxy turns it into the host's HTTP answer).
+    refusal: int = ScepRefusal.SCEP_REFUSAL_UNSPECIFIED
     upstream_url: str = ""
     ca_id: int = 0
 
 
-def _refuse(status: int, reason: str) -> Decision:
-    return Decision(False, reason, status)
+def _refuse(refusal: int, reason: str) -> Decision:
+    return Decision(False, reason, refusal)
 
 
 class ScepAuthority:
@@ -43,44 +45,48 @@ class ScepAuthority:
     def authorize(self, host_uuid: str, profile_uuid: str, ca_name: str, code: str,
                   operation: str) -> Decision:
         if operation not in OPERATIONS:
-            return _refuse(400, "unknown SCEP operation")
+            return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_OPERATION, "unknown SCEP operation")
         with self._db.transaction() as conn:
             host = conn.execute("SELECT enrolled FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone()
             if host is None or not host["enrolled"]:
-                return _refuse(404, "unknown host")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_HOST, "unknown host")
             if conn.execute("SELECT 1 FROM profiles WHERE uuid = %s", (profile_uuid,)).fetchone() is None:
-                return _refuse(404, "unknown profile")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_PROFILE, "unknown profile")
             ca = conn.execute(
                 """SELECT ca.id, ca.url FROM certificate_authorities ca
                    JOIN profile_certificate_authorities pc ON pc.ca_id = ca.id
                    WHERE ca.name = %s AND pc.profile_uuid = %s""", (ca_name, profile_uuid)).fetchone()
             if ca is None:
-                return _refuse(404, f"unknown certificate authority {ca_name} for this profile")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_CA,
+                               f"unknown certificate authority {ca_name} for this profile")
             delivery = conn.execute(
                 "SELECT status, operation_type, command_uuid FROM host_profiles "
                 "WHERE host_uuid = %s AND profile_uuid = %s", (host_uuid, profile_uuid)).fetchone()
             if delivery is None or delivery["operation_type"] != "install" \
                     or delivery["status"] != "pending":
-                return _refuse(409, "this host's delivery of the profile is not pending")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_NOT_PENDING,
+                               "this host's delivery of the profile is not pending")
             row = conn.execute(
                 """SELECT command_uuid, used_at, expires_at < now() AS expired FROM scep_codes
                    WHERE code_sha256 = %s AND host_uuid = %s AND profile_uuid = %s
                      AND ca_name = %s""",
                 (code_hash(code), host_uuid, profile_uuid, ca_name)).fetchone()
             if row is None:
-                return _refuse(403, "unknown one-time code")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_CODE_UNKNOWN, "unknown one-time code")
             if row["used_at"] is not None:
-                return _refuse(403, "one-time code already used")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_CODE_USED, "one-time code already used")
             if row["expired"]:
-                return _refuse(403, "one-time code expired")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_CODE_EXPIRED, "one-time code expired")
             if row["command_uuid"] != delivery["command_uuid"]:
-                return _refuse(403, "one-time code superseded by a newer delivery")
+                return _refuse(ScepRefusal.SCEP_REFUSAL_CODE_SUPERSEDED,
+                               "one-time code superseded by a newer delivery")
             if operation == "PKIOperation":
                 used = conn.execute(
                     "UPDATE scep_codes SET used_at = now() WHERE code_sha256 = %s "
                     "AND used_at IS NULL RETURNING 1", (code_hash(code),)).fetchone()
                 if used is None:
-                    return _refuse(403, "one-time code already used")
+                    return _refuse(ScepRefusal.SCEP_REFUSAL_CODE_USED,
+                                   "one-time code already used")
             return Decision(True, upstream_url=ca["url"], ca_id=ca["id"])
 
     def give_back(self, host_uuid: str, profile_uuid: str, ca_name: str, code: str) -> bool:
@@ -114,7 +120,7 @@ class ProfileAuthorityServicer(profile_authority_pb2_grpc.ProfileAuthorityServic
                                              request.operation)
         return profile_authority_pb2.AuthorizeScepResponse(
             allowed=decision.allowed, reason=decision.reason, upstream_url=decision.upstream_url,
-            ca_id=decision.ca_id, http_status=decision.http_status)
+            ca_id=decision.ca_id, refusal=decision.refusal)
 
     def GiveBackScepCode(self, request, context):  # noqa: N802 - gRPC method name
         given_back = self._authority.give_back(request.host_uuid, request.profile_uuid,

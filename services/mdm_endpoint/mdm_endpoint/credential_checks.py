@@ -1,13 +1,11 @@
-"""What keeps mdm-endpoint's tables small and its credentials watched: the retention of finished
-commands (commands is this service's table), and the checks of the push certificate and the
-device identity CA, the two certificates this service reads from files."""
+"""Checks of the two certificates mdm-endpoint reads from files, the push certificate and the
+device identity CA: one about to expire is published as `credential.expiring`."""
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
-from mdmscep_common import bus
+from mdmscep_common import bus, work_queues
 from mdmscep_common.credentials import (
     IDENTITY_CA,
     PUSH_CERTIFICATE,
@@ -15,26 +13,8 @@ from mdmscep_common.credentials import (
     CredentialMonitor,
     credentials_from_file,
 )
-from mdmscep_common.retention import RetentionRule, days
 from mdmscep_common.settings import Settings
 from mdmscep_common.timefmt import rfc3339
-
-log = logging.getLogger(__name__)
-
-FINISHED_STATUSES = ("acknowledged", "error", "command_format_error")
-
-
-def command_rules(retention_days: float) -> list[RetentionRule]:
-    """Finished commands (and their results) `retention_days` after the host answered, and
-    commands replaced before they were sent, `retention_days` after they were queued. A queued,
-    sent-but-unanswered or NotNow'd command never matches."""
-    statuses = ", ".join(f"'{s}'" for s in FINISHED_STATUSES)
-    return [
-        RetentionRule("commands", f"status IN ({statuses}) AND completed_at < %(cutoff)s",
-                      days(retention_days)),
-        RetentionRule("commands", "status = 'replaced' AND created_at < %(cutoff)s",
-                      days(retention_days), name="commands_replaced"),
-    ]
 
 
 def credential_event(credential: Credential, now: datetime | None = None) -> dict[str, object]:
@@ -63,7 +43,7 @@ def file_credential_monitor(settings: Settings, publisher) -> CredentialMonitor:
     def expiring(credential: Credential) -> None:
         if not declared:  # admin-config may never have run yet
             with bus.connection(settings.amqp_url) as conn:
-                bus.declare_queue(conn, bus.admin_config_events_queue())
+                bus.declare_queue(conn, work_queues.admin_config_events())
             declared.append(True)
         publisher.publish(bus.CREDENTIAL_EXPIRING, credential_event(credential))
 

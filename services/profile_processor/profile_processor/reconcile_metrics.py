@@ -1,5 +1,5 @@
-"""What operators watch and what keeps profile-processor's tables small: reconcile metrics, and
-the retention of one-time SCEP codes (scep_codes is this service's table)."""
+"""Reconcile passes as operators watch them: how long each took, which failed, and what they did
+to host-profiles (served on PROCESSOR_METRICS_PORT)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Callable
 from prometheus_client import Counter, Histogram
 
 from mdmscep_common.metrics import PASS_BUCKETS
-from mdmscep_common.retention import RetentionRule, days
 
 RECONCILE_DURATION = Histogram("mdmscep_reconcile_pass_duration_seconds",
                                "Time of one reconcile pass (all batches)", buckets=PASS_BUCKETS)
@@ -34,10 +33,3 @@ def observed_pass(run_pass: Callable[[], dict[str, int]]) -> dict[str, int]:
         if count:
             RECONCILE_HOST_PROFILES.labels(action).inc(count)
     return counts
-
-
-def scep_code_rules(retention_days: float) -> list[RetentionRule]:
-    """A one-time code is kept `retention_days` after it expired (used codes too: they are dead
-    once used, and expire within SCEP_CODE_TTL anyway). A code still valid is never matched:
-    its expiry is in the future, and the cutoff in the past."""
-    return [RetentionRule("scep_codes", "expires_at < %(cutoff)s", days(retention_days))]
