@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import psycopg
+import psycopg_pool
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -69,6 +71,9 @@ def build_services(settings: Settings, db, prober, publisher, host_registry=None
     )
 
 
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
 def create_app(services: Services, health, warnings: Warnings | None = None) -> Flask:
     app = Flask("admin_config")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -87,6 +92,14 @@ def create_app(services: Services, health, warnings: Warnings | None = None) -> 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return jsonify({"message": exc.description or exc.name, "errors": []}), exc.code
+
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(psycopg_pool.PoolTimeout)
+    def database_unavailable(exc: Exception):
+        # A database restart or failover: the request changed nothing; the client may retry.
+        log.warning("database unavailable", extra={"error": exc.__class__.__name__})
+        return (jsonify({"message": "The database is unavailable; retry later", "errors": []}),
+                503, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
