@@ -11,6 +11,7 @@ from mdmscep_common import bus
 from mdmscep_common.timefmt import rfc3339
 
 from .errors import BadRequest, Conflict, NotFound
+from .hosts import require_host
 from .profile_validation import validate_profile
 from .store import ActivityStore, CertificateAuthorityNames, NameTaken, ProfileStore
 
@@ -146,8 +147,7 @@ class ProfileService:
     def resend(self, host_uuid: str, profile_uuid: str, actor: str) -> None:
         with self._db.transaction() as conn:
             row = self._require(conn, profile_uuid)
-            if conn.execute("SELECT 1 FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone() is None:
-                raise NotFound(f"Host {host_uuid} was not found")
+            require_host(conn, host_uuid)
             delivery = conn.execute(
                 "SELECT operation_type FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s",
                 (host_uuid, profile_uuid)).fetchone()
@@ -191,8 +191,7 @@ class HostProfileDirectory:
 
     def for_host(self, host_uuid: str) -> list[dict[str, Any]]:
         with self._db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone() is None:
-                raise NotFound(f"Host {host_uuid} was not found")
+            require_host(conn, host_uuid)
             rows = conn.execute(
                 "SELECT hp.profile_uuid, COALESCE(p.name, hp.profile_name) AS name, hp.identifier, "
                 "hp.operation_type, hp.status, hp.detail FROM host_profiles hp "

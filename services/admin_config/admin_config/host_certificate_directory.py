@@ -7,7 +7,8 @@ from typing import Any
 
 from mdmscep_common.timefmt import rfc3339
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest
+from .hosts import require_host
 
 _COLUMNS = ("c.host_uuid, c.profile_uuid, p.name AS profile_name, c.serial, c.subject, c.issuer, "
             "c.not_before, c.not_after")
@@ -26,8 +27,7 @@ class CertificateDirectory:
 
     def for_host(self, host_uuid: str) -> list[dict[str, Any]]:
         with self._db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone() is None:
-                raise NotFound(f"Host {host_uuid} was not found")
+            require_host(conn, host_uuid)
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM host_certificates c LEFT JOIN profiles p "
                 "ON p.uuid = c.profile_uuid WHERE c.host_uuid = %s ORDER BY c.not_after, c.serial",

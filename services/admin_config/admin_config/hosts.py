@@ -31,6 +31,12 @@ class HostRegistryClient:
                                      [{"name": "host_uuid", "reason": exc.code().name}]) from None
 
 
+def require_host(conn, host_uuid: str) -> None:
+    """NotFound (404) unless mdm-endpoint knows the host."""
+    if conn.execute("SELECT 1 FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone() is None:
+        raise NotFound(f"Host {host_uuid} was not found")
+
+
 def _host(row: dict[str, Any]) -> dict[str, Any]:
     return {"uuid": row["uuid"], "serial_number": row["serial_number"], "enrolled": row["enrolled"],
             "last_seen_at": rfc3339(row["last_seen_at"])}
