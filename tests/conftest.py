@@ -35,6 +35,31 @@ hypothesis_settings.register_profile("mdmscep", deadline=None)
 hypothesis_settings.load_profile("mdmscep")
 
 
+def _describe_lambdas_despite_cpython_gh_106905() -> None:
+    """CPython 3.11.7 tracks the AST converter's recursion depth in interpreter-wide state and
+    misses it on error paths (gh-106905, fixed in 3.11.8): in a process with several threads an
+    ast.parse can now and then fail with "SystemError: AST constructor recursion depth mismatch".
+    Hypothesis parses lambdas only to name strategies; a CI run once failed on that race with a
+    FlakyFailure that says nothing about the product. Parse again, then fall back to a plain
+    name."""
+    from hypothesis.internal import lambda_sources
+
+    describe = lambda_sources._lambda_description
+
+    def described(f, *args, **kwargs):
+        for _ in range(3):
+            try:
+                return describe(f, *args, **kwargs)
+            except SystemError:
+                continue
+        return "lambda: <unknown>"
+
+    lambda_sources._lambda_description = described
+
+
+_describe_lambdas_despite_cpython_gh_106905()
+
+
 def report_past_capture(config: pytest.Config, text: str) -> None:
     """Show `text` in the terminal of the run despite output capture (figures a test measured).
     A pytest-xdist worker has no terminal of its own: its texts go to the controller, which

@@ -136,11 +136,15 @@ def test_mutated_pki_messages(world, body, use_get, granted):
     host, profile, code = world.grant() if granted else (uuid.uuid4().hex, "P", "notacode")
     path = world.path(host, profile, code)
     before = len(world.fake.calls_for(code, "PKIOperation"))
+    # Each example comes from its own address: the per-client refusal limit (tested in
+    # tests/security) would otherwise answer 429 once earlier examples used it up.
+    client = {"REMOTE_ADDR": world.new_client_address()}
     if use_get:
-        response = world.client.get(path, query_string={
+        response = world.client.get(path, environ_base=client, query_string={
             "operation": "PKIOperation", "message": scep_protocol.encode_get_message(body)})
     else:
-        response = world.client.post(path + "?operation=PKIOperation", data=body)
+        response = world.client.post(path + "?operation=PKIOperation", data=body,
+                                     environ_base=client)
     _check_answer(world, response, code)
     try:
         scep_protocol.scep_request_type(body)

@@ -22,24 +22,18 @@ class OutageProxy(TcpProxy):
         return f"http://127.0.0.1:{self.port}"
 
     def refuse(self) -> None:
-        """Down: nothing listens on the port any more and open connections are cut."""
+        """Down: nothing listens on the port any more and open connections are cut.
+
+        The socket stops listening (shutdown of a listening socket) but stays bound, so no other
+        server of this or a parallel test run can take the port before restore()."""
         self.accepting = False
         self.down_since = time.monotonic()
-        self._listener.close()
+        self._listener.shutdown(socket.SHUT_RD)  # wakes the accept thread, which ends
         self.cut()
 
     def restore(self) -> None:
         """Up again on the same port."""
-        listener = None
-        for _ in range(100):
-            try:
-                listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-                break
-            except OSError:
-                time.sleep(0.05)
-        if listener is None:
-            raise RuntimeError(f"could not listen on port {self.port} again")
-        self._listener = listener
+        self._listener.listen()
         self.accepting = True
         threading.Thread(target=self._accept, daemon=True).start()
         if self.down_since is not None:

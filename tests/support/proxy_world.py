@@ -121,12 +121,18 @@ class ProxyWorld:
         self.proxy = self.parts.proxy
         self.app = create_app(self.proxy, HealthChecks({}))
         self.client = self.app.test_client()
+        self._clients = 0
 
     def grant(self, status: str = "pending", ttl: float = 3600, ca: str = CA) -> tuple[str, str, str]:
         """A new delivery with a fresh one-time code: (host_uuid, profile_uuid, code)."""
         host, profile = str(uuid.uuid4()).upper(), str(uuid.uuid4())
         self.fake.add_delivery(host, profile, ca, status=status)
         return host, profile, self.fake.new_code(host, profile, ttl=ttl)
+
+    def new_client_address(self) -> str:
+        """An address no request of this world came from yet (10.0.0.0/8)."""
+        self._clients += 1
+        return f"10.{self._clients >> 16 & 255}.{self._clients >> 8 & 255}.{self._clients & 255}"
 
     @staticmethod
     def path(host: str, profile: str, code: str, ca: str = CA) -> str:
