@@ -22,6 +22,8 @@ CALLERS: dict[str, frozenset[str]] = {
     "mdmscep.v1.ProfileAuthority": frozenset({SCEP_PROXY}),
     "mdmscep.v1.Commander": frozenset({PROFILE_PROCESSOR}),
     "mdmscep.v1.HostRegistry": frozenset({ADMIN_CONFIG}),
+    # Deliveries and host certificates belong to the processor; admin-config shows them.
+    "mdmscep.v1.DeliveryDirectory": frozenset({ADMIN_CONFIG}),
     # ProbeServer makes scep-proxy fetch any URL it is given.
     "mdmscep.v1.ScepGateway": frozenset({ADMIN_CONFIG}),
     # Health checks (healthcheck.py, the tests' stack) may come from any service's certificate.

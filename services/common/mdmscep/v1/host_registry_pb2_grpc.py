@@ -39,6 +39,16 @@ class HostRegistryStub:
                 request_serializer=mdmscep_dot_v1_dot_host__registry__pb2.DeleteHostRequest.SerializeToString,
                 response_deserializer=mdmscep_dot_v1_dot_host__registry__pb2.DeleteHostResponse.FromString,
                 _registered_method=True)
+        self.ListHosts = channel.unary_unary(
+                '/mdmscep.v1.HostRegistry/ListHosts',
+                request_serializer=mdmscep_dot_v1_dot_host__registry__pb2.ListHostsRequest.SerializeToString,
+                response_deserializer=mdmscep_dot_v1_dot_host__registry__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
+        self.GetHosts = channel.unary_unary(
+                '/mdmscep.v1.HostRegistry/GetHosts',
+                request_serializer=mdmscep_dot_v1_dot_host__registry__pb2.GetHostsRequest.SerializeToString,
+                response_deserializer=mdmscep_dot_v1_dot_host__registry__pb2.GetHostsResponse.FromString,
+                _registered_method=True)
 
 
 class HostRegistryServicer:
@@ -52,6 +62,20 @@ class HostRegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHosts(self, request, context):
+        """ListHosts pages through hosts in enrollment order (first seen, then UUID).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHosts(self, request, context):
+        """GetHosts describes the named hosts (at most 1,000 per call); unknown UUIDs are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostRegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +83,16 @@ def add_HostRegistryServicer_to_server(servicer, server):
                     servicer.DeleteHost,
                     request_deserializer=mdmscep_dot_v1_dot_host__registry__pb2.DeleteHostRequest.FromString,
                     response_serializer=mdmscep_dot_v1_dot_host__registry__pb2.DeleteHostResponse.SerializeToString,
+            ),
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=mdmscep_dot_v1_dot_host__registry__pb2.ListHostsRequest.FromString,
+                    response_serializer=mdmscep_dot_v1_dot_host__registry__pb2.ListHostsResponse.SerializeToString,
+            ),
+            'GetHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHosts,
+                    request_deserializer=mdmscep_dot_v1_dot_host__registry__pb2.GetHostsRequest.FromString,
+                    response_serializer=mdmscep_dot_v1_dot_host__registry__pb2.GetHostsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +122,60 @@ class HostRegistry:
             '/mdmscep.v1.HostRegistry/DeleteHost',
             mdmscep_dot_v1_dot_host__registry__pb2.DeleteHostRequest.SerializeToString,
             mdmscep_dot_v1_dot_host__registry__pb2.DeleteHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mdmscep.v1.HostRegistry/ListHosts',
+            mdmscep_dot_v1_dot_host__registry__pb2.ListHostsRequest.SerializeToString,
+            mdmscep_dot_v1_dot_host__registry__pb2.ListHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mdmscep.v1.HostRegistry/GetHosts',
+            mdmscep_dot_v1_dot_host__registry__pb2.GetHostsRequest.SerializeToString,
+            mdmscep_dot_v1_dot_host__registry__pb2.GetHostsResponse.FromString,
             options,
             channel_credentials,
             insecure,

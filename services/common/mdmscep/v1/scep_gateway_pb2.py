@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmdmscep/v1/scep_gateway.proto\x12\nmdmscep.v1\"!\n\x12ProbeServerRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\"`\n\x13ProbeServerResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61_certificates\x18\x03 \x03(\x0c\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t2]\n\x0bScepGateway\x12N\n\x0bProbeServer\x12\x1e.mdmscep.v1.ProbeServerRequest\x1a\x1f.mdmscep.v1.ProbeServerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmdmscep/v1/scep_gateway.proto\x12\nmdmscep.v1\"!\n\x12ProbeServerRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\"`\n\x13ProbeServerResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61_certificates\x18\x03 \x03(\x0c\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\"@\n\x15\x43\x61RequestStatsRequest\x12\x0f\n\x07\x63\x61_name\x18\x01 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x05\"\x99\x01\n\x16\x43\x61RequestStatsResponse\x12\x0e\n\x06issued\x18\x01 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x03\x12\x14\n\x0crefused_busy\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12\x1f\n\x12\x61verage_latency_ms\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x15\n\x13_average_latency_ms2\xb6\x01\n\x0bScepGateway\x12N\n\x0bProbeServer\x12\x1e.mdmscep.v1.ProbeServerRequest\x1a\x1f.mdmscep.v1.ProbeServerResponse\x12W\n\x0e\x43\x61RequestStats\x12!.mdmscep.v1.CaRequestStatsRequest\x1a\".mdmscep.v1.CaRequestStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROBESERVERREQUEST']._serialized_end=78
   _globals['_PROBESERVERRESPONSE']._serialized_start=80
   _globals['_PROBESERVERRESPONSE']._serialized_end=176
-  _globals['_SCEPGATEWAY']._serialized_start=178
-  _globals['_SCEPGATEWAY']._serialized_end=271
+  _globals['_CAREQUESTSTATSREQUEST']._serialized_start=178
+  _globals['_CAREQUESTSTATSREQUEST']._serialized_end=242
+  _globals['_CAREQUESTSTATSRESPONSE']._serialized_start=245
+  _globals['_CAREQUESTSTATSRESPONSE']._serialized_end=398
+  _globals['_SCEPGATEWAY']._serialized_start=401
+  _globals['_SCEPGATEWAY']._serialized_end=583
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class ScepGatewayStub:
                 request_serializer=mdmscep_dot_v1_dot_scep__gateway__pb2.ProbeServerRequest.SerializeToString,
                 response_deserializer=mdmscep_dot_v1_dot_scep__gateway__pb2.ProbeServerResponse.FromString,
                 _registered_method=True)
+        self.CaRequestStats = channel.unary_unary(
+                '/mdmscep.v1.ScepGateway/CaRequestStats',
+                request_serializer=mdmscep_dot_v1_dot_scep__gateway__pb2.CaRequestStatsRequest.SerializeToString,
+                response_deserializer=mdmscep_dot_v1_dot_scep__gateway__pb2.CaRequestStatsResponse.FromString,
+                _registered_method=True)
 
 
 class ScepGatewayServicer:
@@ -52,6 +57,14 @@ class ScepGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CaRequestStats(self, request, context):
+        """CaRequestStats: what the proxy sent a CA over a recent window, and the requests in flight now
+        (request slots held by every proxy replica). The proxy owns these records (ca_requests).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScepGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +72,11 @@ def add_ScepGatewayServicer_to_server(servicer, server):
                     servicer.ProbeServer,
                     request_deserializer=mdmscep_dot_v1_dot_scep__gateway__pb2.ProbeServerRequest.FromString,
                     response_serializer=mdmscep_dot_v1_dot_scep__gateway__pb2.ProbeServerResponse.SerializeToString,
+            ),
+            'CaRequestStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.CaRequestStats,
+                    request_deserializer=mdmscep_dot_v1_dot_scep__gateway__pb2.CaRequestStatsRequest.FromString,
+                    response_serializer=mdmscep_dot_v1_dot_scep__gateway__pb2.CaRequestStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +106,33 @@ class ScepGateway:
             '/mdmscep.v1.ScepGateway/ProbeServer',
             mdmscep_dot_v1_dot_scep__gateway__pb2.ProbeServerRequest.SerializeToString,
             mdmscep_dot_v1_dot_scep__gateway__pb2.ProbeServerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaRequestStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mdmscep.v1.ScepGateway/CaRequestStats',
+            mdmscep_dot_v1_dot_scep__gateway__pb2.CaRequestStatsRequest.SerializeToString,
+            mdmscep_dot_v1_dot_scep__gateway__pb2.CaRequestStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
