@@ -1,6 +1,8 @@
 # mdmscep-migrate: applies the SQL migrations (yoyo, under a PostgreSQL advisory lock) and exits.
 # Run once per release before the services (compose `migrate`, Kubernetes Job `mdmscep-migrate`);
-# safe to run from several replicas at once. Only the shared library is installed.
+# safe to run from several replicas at once. The shared library is installed with its
+# dependencies; the four service packages without theirs, only for their own migrations folders
+# (located, never imported: mdmscep_common.migrate).
 # Build from the repository root:
 #   docker build -f deploy/docker/migrate.Dockerfile -t mdmscep/migrate:dev .
 #
@@ -15,9 +17,14 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
       -r requirements/runtime.txt
 COPY services/common services/common
+COPY services/admin_config services/admin_config
+COPY services/mdm_endpoint services/mdm_endpoint
+COPY services/profile_processor services/profile_processor
+COPY services/scep_proxy services/scep_proxy
 RUN pip install --no-cache-dir --disable-pip-version-check setuptools==80.9.0 \
  && pip wheel --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation \
-      --wheel-dir /wheels ./services/common \
+      --wheel-dir /wheels ./services/common ./services/admin_config ./services/mdm_endpoint \
+      ./services/profile_processor ./services/scep_proxy \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /wheels/*.whl \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib

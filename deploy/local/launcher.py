@@ -52,9 +52,11 @@ SERVICE_PKI_DIR = "service-pki"
 GRPC_TLS_VARIABLES = ("GRPC_TLS_CA_CERT", "GRPC_TLS_CERT", "GRPC_TLS_KEY")
 
 
-def program_environment(name: str, run_dir: Path) -> str:
+def program_environment(name: str, run_dir: Path, database_url: str) -> str:
     """supervisord `environment=` line of a program: its own service's certificate and key (the
     service CA is shared) and, for the HTTP programs, their metrics directory."""
+    from mdmscep_common.service_database import service_dsn
+
     pki = run_dir / SERVICE_PKI_DIR
     service = PROGRAM_SERVICES[name]
     variables = {"GRPC_TLS_CA_CERT": pki / "ca.crt",
@@ -62,10 +64,23 @@ def program_environment(name: str, run_dir: Path) -> str:
                  "GRPC_TLS_KEY": pki / service / "tls.key"}
     if name in HTTP_PROGRAMS:
         variables[MULTIPROC_ENV] = run_dir / "metrics" / name
-    return "environment=" + ",".join(f'{k}="{v}"' for k, v in variables.items()) + "\n"
+    # Each program connects as its service's own role (mdmscep_common.service_database), never
+    # as the owner of the database: its SQL reaches its own schema only.
+    variables["DATABASE_URL"] = service_dsn(database_url, service, dict(os.environ))
+    return "environment=" + ",".join(f'{k}="{_supervisor_value(v)}"'
+                                     for k, v in variables.items()) + "\n"
 
 
-def supervisord_conf(run_dir: Path) -> str:
+def _supervisor_value(value) -> str:
+    """supervisord expands %(name)s in its configuration: a literal % is written %%."""
+    text = str(value)
+    if '"' in text or "\n" in text:
+        raise SystemExit("launcher: a configured value (a database URL?) holds a quote or a "
+                         "newline, which supervisord cannot pass on")
+    return text.replace("%", "%%")
+
+
+def supervisord_conf(run_dir: Path, database_url: str) -> str:
     sections = [f"""[supervisord]
 nodaemon=true
 logfile=/dev/stdout
@@ -88,7 +103,7 @@ serverurl=unix://{run_dir}/supervisor.sock
         sections.append(f"""[program:{name}]
 command={BIN / program} {' '.join(args)}
 directory={ROOT}
-{program_environment(name, run_dir)}autostart=true
+{program_environment(name, run_dir, database_url)}autostart=true
 autorestart=true
 startsecs=3
 startretries=100
@@ -125,7 +140,7 @@ def main() -> None:
         raise SystemExit(78)
     configure_logging("launcher", settings.secret_values())
     ensure_database(settings.database_url)
-    applied = apply_migrations(settings.database_url)
+    applied = apply_migrations(settings.database_url, dict(os.environ))
     print(f"launcher: {len(applied)} migration(s) applied; starting services", flush=True)
 
     run_dir = Path(os.environ.get("MDMSCEP_RUN_DIR") or tempfile.mkdtemp(prefix="mdmscep-run-"))
@@ -138,7 +153,7 @@ def main() -> None:
     # A new service CA each start (its key is never written, so an old one cannot issue more).
     write_service_pki(run_dir / SERVICE_PKI_DIR, force=True)
     conf = run_dir / "supervisord.conf"
-    conf.write_text(supervisord_conf(run_dir))
+    conf.write_text(supervisord_conf(run_dir, settings.database_url))
     print(f"launcher: supervisord config {conf} "
           f"(status: {BIN / 'supervisorctl'} -c {conf} status)", flush=True)
     supervisord = str(BIN / "supervisord")

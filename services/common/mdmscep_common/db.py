@@ -121,3 +121,6 @@ def drop_database(dsn: str) -> None:
                          connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
+    from .service_database import drop_service_roles  # its roles are cluster-wide: drop them too
+
+    drop_service_roles(dsn)
