@@ -394,3 +394,14 @@ def test_the_endpoint_refuses_shared_references_and_serves_the_hosts_next_idle(e
     [(routing_key, event)] = publisher.messages
     assert routing_key == "command.result"
     assert event["error_chain"][0]["ErrorCode"] == 4001
+
+
+# Found by test_mdm_fuzz: an XML declaration naming an encoding expat does not know made the
+# bounds check raise LookupError, an unhandled 500.
+@pytest.mark.parametrize("encoding", ["ATF-8", "x-unknown", "utf-99"])
+def test_an_unknown_xml_encoding_is_a_protocol_error(encoding):
+    body = (f'<?xml version="1.0" encoding="{encoding}"?>'
+            '<plist version="1.0"><dict><key>MessageType</key><string>Idle</string></dict></plist>'
+            ).encode()
+    with pytest.raises(ProtocolError):
+        parse_plist(body)

@@ -208,5 +208,7 @@ def _check_xml(body: bytes) -> None:
     parser.EntityDeclHandler = entity_declaration
     try:
         parser.Parse(body, True)
-    except expat.ExpatError:
-        return  # not well-formed: plistlib refuses it with its own error
+    except (expat.ExpatError, LookupError):
+        # Not well-formed, or an encoding expat does not know (LookupError): plistlib refuses it
+        # with its own error.
+        return
