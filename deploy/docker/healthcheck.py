@@ -2,7 +2,8 @@
 
 Copied into every service image as /opt/mdmscep/healthcheck.py and used by the images' HEALTHCHECK
 and by docker-compose.yml. HTTP roles ask `GET /healthz`, gRPC roles ask grpc.health.v1.Health, and
-the push worker (no port) checks that its database and broker answer. Kubernetes uses its native
+the workers without a port (the push worker, admin-config's worker) check that their database and
+broker answer. Kubernetes uses its native
 httpGet probes instead; its native grpc probe speaks no TLS, so gRPC roles need this script there
 too (internal gRPC is mutual TLS only).
 
@@ -28,6 +29,7 @@ ROLES = {
     "mdm-endpoint-grpc": ("grpc", "MDM_GRPC_PORT", 50052),
     "scep-proxy-grpc": ("grpc", "SCEP_PROXY_GRPC_PORT", 50053),
     "mdm-endpoint-push": ("deps", "", 0),
+    "admin-config-worker": ("deps", "", 0),
 }
 # gRPC role → the service identity its server's certificate names.
 GRPC_SERVICES = {"profile-processor": "profile-processor", "mdm-endpoint-grpc": "mdm-endpoint",
@@ -92,7 +94,7 @@ def check_dependencies() -> bool:
     from mdmscep_common.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings()
+        settings = load_settings(needs_server_private_key=False)  # URLs only (the worker has no key)
     except SettingsError:
         return False
     try:

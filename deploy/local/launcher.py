@@ -28,6 +28,7 @@ BIN = Path(sys.executable).parent
 # (program name, command): one process per role; HTTP roles run gunicorn with gthread workers.
 PROGRAMS = [
     ("admin-config", "admin-config serve"),
+    ("admin-config-worker", "admin-config worker"),
     ("scep-proxy-http", "scep-proxy http"),
     ("scep-proxy-grpc", "scep-proxy grpc"),
     ("mdm-endpoint-http", "mdm-endpoint http"),
@@ -41,6 +42,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Each program's service identity on internal gRPC: the certificate it gets.
 PROGRAM_SERVICES = {
     "admin-config": "admin-config",
+    "admin-config-worker": "admin-config",
     "scep-proxy-http": "scep-proxy",
     "scep-proxy-grpc": "scep-proxy",
     "mdm-endpoint-http": "mdm-endpoint",

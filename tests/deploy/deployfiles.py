@@ -23,13 +23,14 @@ K8S_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
 class Process:
     name: str           # compose service and Kubernetes Deployment
     command: list[str]
-    kind: str           # http | grpc | push (no port)
+    kind: str           # http | grpc | push (a worker: no port but its metrics)
     port: int | None
     image: str          # deploy/docker/<image>.Dockerfile
 
 
 PROCESSES = [
     Process("admin-config", ["admin-config", "serve"], "http", 8080, "admin-config"),
+    Process("admin-config-worker", ["admin-config", "worker"], "push", None, "admin-config"),
     Process("mdm-endpoint", ["mdm-endpoint", "http"], "http", 8081, "mdm-endpoint"),
     Process("mdm-endpoint-grpc", ["mdm-endpoint", "grpc"], "grpc", 50052, "mdm-endpoint"),
     Process("mdm-endpoint-push", ["mdm-endpoint", "push"], "push", None, "mdm-endpoint"),
@@ -57,6 +58,7 @@ ROUTES = {
 # name (CN and SAN DNS, mdmscep_common.service_tls.SERVICES).
 SERVICE_OF = {
     "admin-config": "admin-config",
+    "admin-config-worker": "admin-config",
     "mdm-endpoint": "mdm-endpoint",
     "mdm-endpoint-grpc": "mdm-endpoint",
     "mdm-endpoint-push": "mdm-endpoint",
@@ -68,12 +70,12 @@ SERVICES = ("admin-config", "profile-processor", "mdm-endpoint", "scep-proxy")
 
 # gRPC server process → the gRPC services it serves, and the processes that call it.
 GRPC_SERVES = {
-    "profile-processor": {"mdmscep.v1.ProfileAuthority"},
+    "profile-processor": {"mdmscep.v1.ProfileAuthority", "mdmscep.v1.DeliveryDirectory"},
     "mdm-endpoint-grpc": {"mdmscep.v1.Commander", "mdmscep.v1.HostRegistry"},
     "scep-proxy-grpc": {"mdmscep.v1.ScepGateway"},
 }
 GRPC_CALLERS = {
-    "profile-processor": {"scep-proxy"},
+    "profile-processor": {"scep-proxy", "admin-config"},
     "mdm-endpoint-grpc": {"profile-processor", "admin-config"},
     "scep-proxy-grpc": {"admin-config"},
 }
@@ -84,10 +86,13 @@ GRPC_TLS_VARIABLES = {"GRPC_TLS_CA_CERT": "ca.crt", "GRPC_TLS_CERT": "tls.crt",
 
 # The secrets a process may hold (README "Configuration"); every one of them, in any variable.
 SECRET_VARIABLES = {"DATABASE_URL", "AMQP_URL", "SERVER_PRIVATE_KEY", "ADMIN_API_TOKEN",
-                    "ENROLL_SECRET", "IDENTITY_SCEP_CHALLENGE"}
+                    "ENROLL_SECRET", "IDENTITY_SCEP_CHALLENGE", "ADMIN_CONFIG_DATABASE_URL",
+                    "MDM_ENDPOINT_DATABASE_URL", "PROFILE_PROCESSOR_DATABASE_URL",
+                    "SCEP_PROXY_DATABASE_URL"}
 CONNECTIONS = {"DATABASE_URL", "AMQP_URL"}
 PROCESS_SECRETS = {
     "admin-config": CONNECTIONS | {"SERVER_PRIVATE_KEY", "ADMIN_API_TOKEN"},
+    "admin-config-worker": CONNECTIONS,
     "mdm-endpoint": CONNECTIONS | {"SERVER_PRIVATE_KEY", "ENROLL_SECRET", "IDENTITY_SCEP_CHALLENGE"},
     "mdm-endpoint-grpc": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
     "mdm-endpoint-push": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
@@ -95,7 +100,9 @@ PROCESS_SECRETS = {
     "scep-proxy-grpc": CONNECTIONS,
     "profile-processor": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
 }
-MIGRATE_SECRETS = {"DATABASE_URL"}
+# The owner's URL, and each service's, whose role and password the migration step sets.
+MIGRATE_SECRETS = {"DATABASE_URL", "ADMIN_CONFIG_DATABASE_URL", "MDM_ENDPOINT_DATABASE_URL",
+                   "PROFILE_PROCESSOR_DATABASE_URL", "SCEP_PROXY_DATABASE_URL"}
 # What the SCEP proxy, which every host reaches, must never hold.
 NOT_FOR_SCEP_PROXY = {"SERVER_PRIVATE_KEY", "ADMIN_API_TOKEN", "ENROLL_SECRET"}
 
@@ -115,7 +122,11 @@ def console_scripts(package_dir: str) -> set[str]:
 def settings_variables() -> set[str]:
     """Environment variable names the services read (services/common settings)."""
     text = (ROOT / "services" / "common" / "mdmscep_common" / "settings.py").read_text()
-    return set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', text))
+    from mdmscep_common.service_database import SCHEMAS, service_url_variable
+
+    # Each service's own database URL, read by the migration step (service_database.py).
+    return (set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', text))
+            | {service_url_variable(service) for service in SCHEMAS})
 
 
 # --- Dockerfile -------------------------------------------------------------------------------

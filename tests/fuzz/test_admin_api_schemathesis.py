@@ -6,6 +6,9 @@ Every operation of the document gets schema-shaped and malformed requests: never
 answer's status is one the document lists, with the content type and body schema it declares.
 The database starts with a CA and the seed's profile, so reads, edits and deletes meet real rows.
 A CA's URL probe is faked (no network): "http://ca.test/scep" answers GetCACert, others do not.
+Hosts, deliveries and CA traffic come from the owners' rows through in-process stand-ins of
+their gRPC services (tests/support/owner_doubles.py), which fail on any request the real owner
+would refuse as INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.fuzz.strategies import EXAMPLES
 from tests.support.identity_pki import IdentityCa
+from tests.support.owner_doubles import row_owners
 from tests.support.recording_publisher import RecordingPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,17 +56,11 @@ class FakeProber:
         return ProbeOutcome(False, f"could not connect to {url[:40]}", [])
 
 
-class FakeHostRegistry:
-    def delete_host(self, host_uuid: str) -> bool:
-        return True
-
-
 @pytest.fixture
 def admin_app(db):
     settings_ = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                                "ADMIN_API_TOKEN": ADMIN_TOKEN})
-    services = build_services(settings_, db, FakeProber(), RecordingPublisher(),
-                              host_registry=FakeHostRegistry())
+    services = build_services(settings_, db, FakeProber(), RecordingPublisher(), **row_owners(db))
     app = create_app(services, HealthChecks({}))
     client = app.test_client()
     created = client.post("/api/v1/fleet/certificate_authorities", headers=AUTH, json={

@@ -7,6 +7,7 @@ from admin_config.scep_gateway import ScepGatewayClient
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
+from tests.support.owner_doubles import RowCaRequests, RowDeliveryDirectory, row_owners
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
 
@@ -51,9 +52,10 @@ def admin_app(db, scep_gateway, publisher, database_url):
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url,
                               **tls_env("admin-config")})
+    # Hosts, deliveries and CA traffic come from the test's rows (tests/support/owner_doubles.py).
     services = build_services(settings, db,
                               ScepGatewayClient(scep_gateway, service_tls("admin-config"), 2.0),
-                              publisher)
+                              publisher, **row_owners(db))
     app = create_app(services, HealthChecks({}))
     app.testing = True
     return app
@@ -136,37 +138,48 @@ def mdm_db(mdm_settings):
 
 
 @pytest.fixture(scope="session")
-def mdm_server(mdm_settings, mdm_db):
+def mdm_relay(mdm_settings, mdm_db):
+    """mdm-endpoint's outbox relay (as `mdm-endpoint grpc` runs it): the events of the MDM
+    endpoint and the Commander below reach the bus through it."""
+    from mdm_endpoint.main import outbox_relay
+
+    relay = outbox_relay(mdm_settings, mdm_db).start()
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture(scope="session")
+def mdm_server(mdm_settings, mdm_db, mdm_relay):
     """mdm-endpoint's HTTP app on a real port (hosts use httpx against it)."""
     from mdm_endpoint.app import create_app
-    from mdmscep_common.bus import Publisher
+    from mdmscep_common.outbox import MDM_ENDPOINT_OUTBOX, Outbox
     from tests.support.mdm import ServerThread
 
-    app = create_app(mdm_settings, mdm_db, Publisher(mdm_settings.amqp_url), HealthChecks({}))
+    app = create_app(mdm_settings, mdm_db, Outbox(MDM_ENDPOINT_OUTBOX), HealthChecks({}))
     server = ServerThread(app, mdm_settings.mdm_http_port).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def commander(mdm_settings, mdm_db):
+def commander(mdm_settings, mdm_db, mdm_relay):
     """mdm-endpoint's gRPC server (Commander, HostRegistry) with its certificate; yields its
     address."""
     from mdm_endpoint.commander import Commander, CommanderServicer
     from mdm_endpoint.host_registry import HostRegistry, HostRegistryServicer
     from mdm_endpoint.store import CommandStore
     from mdmscep.v1 import commander_pb2_grpc, host_registry_pb2_grpc
-    from mdmscep_common.bus import Publisher
     from mdmscep_common.grpc_server import GrpcServer
+    from mdmscep_common.outbox import MDM_ENDPOINT_OUTBOX, Outbox
 
     server = GrpcServer(mdm_settings.mdm_grpc_port, ["mdmscep.v1.Commander"], HealthChecks({}),
                         tls=service_tls("mdm-endpoint"))
-    publisher = Publisher(mdm_settings.amqp_url)
+    events = Outbox(MDM_ENDPOINT_OUTBOX)
     server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
                CommanderServicer(Commander.for_settings(mdm_settings, mdm_db, CommandStore(),
-                                                        publisher)))
+                                                        events)))
     server.add(host_registry_pb2_grpc.add_HostRegistryServicer_to_server,
-               HostRegistryServicer(HostRegistry(mdm_db, publisher)))
+               HostRegistryServicer(HostRegistry(mdm_db, events)))
     server.start()
     yield f"127.0.0.1:{server.port}"
     server.stop(grace=0)
@@ -259,18 +272,22 @@ def clean_state(mdm_db):
 
 @pytest.fixture
 def live_admin_app(mdm_db, scep_gateway, amqp_url, database_url, commander, clean_state):
-    """The admin API over the real connection pool and bus, so other components see its commits."""
-    from mdmscep_common.bus import Publisher
+    """The admin API over the real connection pool and bus, so other components see its commits
+    and its events (relayed from its outbox, as `admin-config worker` does)."""
+    from mdmscep_common.outbox import ADMIN_CONFIG_OUTBOX, Outbox, OutboxRelay
 
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url,
                               "MDM_GRPC_ADDR": commander, **tls_env("admin-config")})
-    publisher = Publisher(amqp_url)
+    relay = OutboxRelay(mdm_db, ADMIN_CONFIG_OUTBOX, amqp_url, database_url).start()
+    # Hosts through mdm-endpoint's real HostRegistry (`commander`); deliveries and CA traffic from
+    # the committed rows (tests/support/owner_doubles.py).
     services = build_services(settings, mdm_db,
                               ScepGatewayClient(scep_gateway, service_tls("admin-config"), 2.0),
-                              publisher)
+                              Outbox(ADMIN_CONFIG_OUTBOX), deliveries=RowDeliveryDirectory(mdm_db),
+                              ca_requests=RowCaRequests(mdm_db))
     yield create_app(services, HealthChecks({}))
-    publisher.close()
+    relay.stop()
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path)
                                   **tls_env("scep-proxy"),
                                   "SCEP_PROXY_QUEUE_TIMEOUT": "30"})
         limiter = FleetCaLimiter(database_url, 4, 30.0, max_connections=8)
-        parts = build_proxy(settings, _NoPublisher(), limiter=limiter)
+        parts = build_proxy(settings, _NoOutcomes(), limiter=limiter)
         parts.closers.append(limiter.close)
         server = make_server("127.0.0.1", 0, create_app(parts.proxy, HealthChecks({})),
                              threaded=True)
@@ -135,9 +135,6 @@ def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path)
         authority.stop()
 
 
-class _NoPublisher:
-    def publish(self, routing_key, body, message_id=None):
-        pass
-
-    def close(self):
+class _NoOutcomes:
+    def record(self, outcome, latency_ms):
         pass

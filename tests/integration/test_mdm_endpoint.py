@@ -63,7 +63,9 @@ def test_host_enrolls_is_pushed_and_gets_its_command(mdm, mdm_db, events, apns_p
     row = _host_row(mdm_db, host.udid)
     assert row["enrolled"] and row["serial_number"] == host.serial_number
     assert bytes(row["push_token"]) == host.push_token and row["push_magic"] == host.push_magic
-    assert events.wait_for(lambda k, b: k == "host.enrolled" and b == {"host_uuid": host.udid})
+    [(_, enrolled)] = events.wait_for(lambda k, b: k == "host.enrolled"
+                                      and b["host_uuid"] == host.udid)
+    assert set(enrolled) == {"host_uuid", "event_id"}  # the id consumers deduplicate by
 
     command_uuid = mdm_commands.new_command_uuid()
     answer = mdm.enqueue([(host.udid, command_uuid, "ProfileList",

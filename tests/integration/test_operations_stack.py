@@ -29,7 +29,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.slow
 
 METRICS_PORTS = ("PROCESSOR_METRICS_PORT", "MDM_GRPC_METRICS_PORT", "MDM_PUSH_METRICS_PORT",
-                 "SCEP_PROXY_GRPC_METRICS_PORT")
+                 "SCEP_PROXY_GRPC_METRICS_PORT", "ADMIN_WORKER_METRICS_PORT")
 HTTP_PORTS = ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT")
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -115,10 +115,15 @@ def test_every_process_serves_metrics(ops):
     gateway = scrape(ops, "SCEP_PROXY_GRPC_METRICS_PORT")
     assert gateway.value("mdmscep_grpc_requests_total",
                          method="/grpc.health.v1.Health/Check") >= 1
-    admin = wait_for(lambda: (s := scrape(ops, "ADMIN_HTTP_PORT")).has(
+    # admin-config's background duties and outbox relay run in its worker, not in gunicorn.
+    admin = wait_for(lambda: (s := scrape(ops, "ADMIN_WORKER_METRICS_PORT")).has(
         "mdmscep_prune_last_success_timestamp_seconds", table="activities") and s,
         what="admin-config's first pruning run")
     assert admin.has("mdmscep_bus_queue_depth", queue="admin_config.events")
+    assert admin.has("mdmscep_prune_last_success_timestamp_seconds", table="admin_config_inbox")
+    assert admin.has("mdmscep_outbox_unpublished", table="admin_config_outbox")
+    assert not scrape(ops, "ADMIN_HTTP_PORT").has("mdmscep_bus_queue_depth",
+                                                   queue="admin_config.events")
 
 
 def test_metrics_move_with_activity_and_carry_no_codes_or_hosts(ops, custom_ca):
@@ -170,6 +175,8 @@ def test_metrics_move_with_activity_and_carry_no_codes_or_hosts(ops, custom_ca):
                    method="/mdmscep.v1.Commander/Enqueue"), what="Enqueue count")
     wait_for(moved("MDM_GRPC_METRICS_PORT", "mdmscep_bus_published_total",
                    routing_key="push.requested"), what="push.requested published")
+    wait_for(moved("ADMIN_WORKER_METRICS_PORT", "mdmscep_outbox_published_total",
+                   table="admin_config_outbox"), what="config.changed relayed by the worker")
     wait_for(moved("MDM_PUSH_METRICS_PORT", "mdmscep_push_results_total", reason="network_error"),
              timeout=30, what="a failed push counted")
     assert scrape(ops, "MDM_PUSH_METRICS_PORT").value(
@@ -209,7 +216,7 @@ def test_expiring_credentials_warn_in_health_metrics_logs_and_activities(ops):
     # The long-lived identity CA is measured but raises nothing.
     assert mdm.value("mdmscep_credential_expiry_days", kind="identity_ca",
                      name="Long Lived Identity CA") > 399
-    assert 9.5 < scrape(ops, "ADMIN_HTTP_PORT").value(
+    assert 9.5 < scrape(ops, "ADMIN_WORKER_METRICS_PORT").value(
         "mdmscep_credential_expiry_days", kind="custom_ca", name="Expiring_CA") <= 10
 
     def activities():
@@ -217,7 +224,7 @@ def test_expiring_credentials_warn_in_health_metrics_logs_and_activities(ops):
                          timeout=5).json()["activities"]
         return [a for a in feed if a["type"] == "credential_expiring"]
 
-    # Two admin-config workers and two mdm-endpoint workers report: one activity per certificate.
+    # admin-config's worker and two mdm-endpoint workers report: one activity per certificate.
     found = wait_for(lambda: len(activities()) == 2 and activities(), what="two activities")
     time.sleep(1)
     assert len(activities()) == 2

@@ -1,5 +1,6 @@
 """scep-proxy against real parts: the real `scepclient` and `scepserver` (micromdm, Debian `scep`),
-a fake ProfileAuthority over real gRPC, and real RabbitMQ for scep.result and config.changed.
+a fake ProfileAuthority over real gRPC, and real RabbitMQ for scep.result (through scep-proxy's
+outbox and its relay, on the test database) and config.changed.
 
 The proxy runs in-process (Flask's test client, or Werkzeug's server in a thread when scepclient
 must reach it); one test runs `scep-proxy http` under gunicorn as in production.
@@ -28,11 +29,13 @@ from cryptography import x509
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from mdmscep_common import bus
+from mdmscep_common.db import Database
 from mdmscep_common.health import HealthChecks
+from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox, OutboxRelay
 from mdmscep_common.settings import load_settings
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.config_events import ConfigListener
-from scep_proxy.outcomes import BackgroundPublisher
+from scep_proxy.outcome_records import OutcomeStore
 from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES, encode_get_message, read_cert_rep
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.fake_profile_authority import FakeAuthorityServer
@@ -646,30 +649,51 @@ def test_config_listener_survives_a_broker_connection_loss(amqp_url):
         relay.close()
 
 
-def test_scep_result_reaches_the_bus(fake, make_proxy, amqp_url, pkcs_requests):
+def test_scep_result_reaches_the_bus_through_the_outbox(fake, make_proxy, amqp_url, database_url,
+                                                        pkcs_requests):
+    """As app.py and `scep-proxy grpc` do it: the outcome and its ca_requests row commit in one
+    transaction, and the relay publishes the event with its id (message_id and body)."""
     queue = bus.durable_queue(f"test.scep-result.{uuid.uuid4().hex[:8]}", [bus.SCEP_RESULT])
     with bus.connection(amqp_url) as conn:
         bus.declare_queue(conn, queue)
-    publisher = BackgroundPublisher(bus.Publisher(amqp_url))
-    proxy = make_proxy(publisher=publisher)
-    host, profile, code = grant(fake)
-    response = proxy.client.post(proxy_path(host, profile, code) + "?operation=PKIOperation",
-                                 data=pkcs_requests["wrong"])
-    assert response.status_code == 200
-    publisher.close()
-    with kombu.Connection(amqp_url) as conn:
-        bound = queue(conn.default_channel)
-        message = None
-        deadline = time.monotonic() + 10
-        while message is None and time.monotonic() < deadline:
-            message = bound.get(no_ack=True, accept=["json"])
-            time.sleep(0.05 if message is None else 0)
+    db = Database(database_url, max_size=2, name="tests-scep-result").open()
+    relay = OutboxRelay(db, SCEP_PROXY_OUTBOX, amqp_url, database_url).start()
+    ca_name = f"Outbox_{uuid.uuid4().hex[:8]}"
+    fake.add_ca(ca_name, fake.cas[CA][1])
+    try:
+        proxy = make_proxy(publisher=OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX)))
+        host, profile, code = grant(fake, ca=ca_name)
+        response = proxy.client.post(proxy_path(host, profile, code, ca=ca_name)
+                                     + "?operation=PKIOperation", data=pkcs_requests["wrong"])
+        assert response.status_code == 200
+        with kombu.Connection(amqp_url) as conn:
+            bound = queue(conn.default_channel)
+            message = None
+            deadline = time.monotonic() + 10
+            while message is None and time.monotonic() < deadline:
+                message = bound.get(no_ack=True, accept=["json"])
+                time.sleep(0.05 if message is None else 0)
+            bound.delete()
         assert message is not None
+        event_id = message.payload["event_id"]
+        assert message.properties["message_id"] == event_id
         assert message.payload | {"detail": ""} == {
-            "host_uuid": host, "profile_uuid": profile, "ca_name": CA, "outcome": "scep_failure",
-            "fail_info": "badRequest", "http_status": 200, "detail": "",
-            "ca_unreachable": False, "code_sha256": code_sha256(code)}
-        bound.delete()
+            "host_uuid": host, "profile_uuid": profile, "ca_name": ca_name,
+            "outcome": "scep_failure", "fail_info": "badRequest", "http_status": 200, "detail": "",
+            "ca_unreachable": False, "code_sha256": code_sha256(code), "event_id": event_id}
+        with db.transaction() as conn:
+            published = conn.execute("SELECT published_at FROM scep_proxy_outbox "
+                                     "WHERE event_id = %s", (event_id,)).fetchone()
+            requests = conn.execute("SELECT outcome FROM ca_requests WHERE ca_name = %s",
+                                    (ca_name,)).fetchall()
+        assert published["published_at"] is not None
+        assert [r["outcome"] for r in requests] == ["scep_failure"]
+    finally:
+        relay.stop()
+        with db.transaction() as conn:
+            conn.execute("DELETE FROM ca_requests WHERE ca_name = %s", (ca_name,))
+            conn.execute("DELETE FROM scep_proxy_outbox WHERE body->>'ca_name' = %s", (ca_name,))
+        db.close()
 
 
 def test_logs_never_carry_the_code(fake, make_proxy, pkcs_requests, caplog):

@@ -20,7 +20,8 @@ from mdmscep_common.failure_limits import PRUNE_PER_FAILURE, FailureLimiter
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
-from tests.support.admin_doubles import NoProber, NoRegistry
+from tests.support.admin_doubles import NoProber
+from tests.support.owner_doubles import row_owners
 from tests.support.recording_publisher import RecordingPublisher
 
 PROXY = "192.0.2.10"  # the load balancer every request comes through
@@ -51,7 +52,7 @@ class Instance:
                                   "ADMIN_API_TOKEN": ADMIN_TOKEN,
                                   "TRUSTED_PROXIES": f"{PROXY}, 10.0.0.0/8"})
         services = build_services(settings, db, NoProber(), RecordingPublisher(),
-                                  host_registry=NoRegistry())
+                                  **row_owners(db))
         self.client = create_app(services, HealthChecks({})).test_client()
 
     def get(self, token: str, client: str | None = None, peer: str = PROXY):

@@ -29,9 +29,10 @@ from mdm_endpoint.identity import IdentityVerifier
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
-from tests.support.admin_doubles import NoProber, NoRegistry
+from tests.support.admin_doubles import NoProber
 from tests.support.identity_pki import IdentityCa
 from tests.support.mdm import ServerThread
+from tests.support.owner_doubles import row_owners
 from tests.support.ports import free_port
 from tests.support.recording_publisher import RecordingPublisher
 
@@ -54,7 +55,7 @@ def cli(db, capsys):
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN})
     app = create_app(build_services(settings, db, NoProber(), RecordingPublisher(),
-                                    host_registry=NoRegistry()), HealthChecks({}))
+                                    **row_owners(db)), HealthChecks({}))
     server = ServerThread(app, free_port()).start()
 
     def run(*args):

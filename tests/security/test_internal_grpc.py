@@ -39,12 +39,12 @@ from mdmscep.v1 import (
     scep_gateway_pb2,
     scep_gateway_pb2_grpc,
 )
-from mdmscep_common.bus import Publisher
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.mdm_commands import PROFILE_LIST, profile_list
 from mdmscep_common.one_time_codes import code_sha256
+from mdmscep_common.outbox import MDM_ENDPOINT_OUTBOX, Outbox
 from mdmscep_common.service_tls import SERVICES
 from mdmscep_common.settings import load_settings
 from profile_processor.scep_authorization import ProfileAuthorityServicer, ScepAuthority
@@ -74,7 +74,7 @@ class World:
 
     def __init__(self, database_url: str, amqp_url: str, scep_gateway: str):
         self.db = Database(database_url, max_size=4, name="tests-internal-grpc").open()
-        self.publisher = Publisher(amqp_url)
+        self.events = Outbox(MDM_ENDPOINT_OUTBOX)
         suffix = uuid.uuid4().hex[:10]
         self.host, self.profile, self.ca = f"GRPC-HOST-{suffix}", f"grpc-profile-{suffix}", f"Grpc_{suffix}"
         self.code = f"grpc-code-{suffix}"
@@ -85,9 +85,9 @@ class World:
         mdm.add(commander_pb2_grpc.add_CommanderServicer_to_server,
                 CommanderServicer(Commander.for_settings(
                     load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY}), self.db,
-                    CommandStore(), self.publisher)))
+                    CommandStore(), self.events)))
         mdm.add(host_registry_pb2_grpc.add_HostRegistryServicer_to_server,
-                HostRegistryServicer(HostRegistry(self.db, self.publisher)))
+                HostRegistryServicer(HostRegistry(self.db, self.events)))
         processor = GrpcServer(0, ["mdmscep.v1.ProfileAuthority"], HealthChecks({}),
                                tls=service_tls("profile-processor"))
         processor.add(profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server,
@@ -133,7 +133,6 @@ class World:
             server.stop(grace=0)
         with self.db.transaction() as conn:
             self._forget(conn)
-        self.publisher.close()
         self.db.close()
         self.ca_server.close()
 

@@ -23,6 +23,7 @@ from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support import raw_http
 from tests.support.admin_doubles import NoProber
 from tests.support.identity_pki import IdentityCa
+from tests.support.owner_doubles import row_owners
 from tests.support.proxy_world import ProxyWorld
 from tests.support.recording_publisher import RecordingPublisher
 
@@ -60,8 +61,7 @@ def _both(url, method, limit, headers):
 def admin(db):
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN})
-    services = build_services(settings, db, NoProber(), RecordingPublisher(),
-                              host_registry=types.SimpleNamespace(delete_host=lambda h: False))
+    services = build_services(settings, db, NoProber(), RecordingPublisher(), **row_owners(db))
     served = Served(create_app(services, HealthChecks({})))
     yield served
     served.close()

@@ -2,10 +2,12 @@
 
 Real parts: the profile-processor's ProfileAuthority (ScepAuthority over gRPC with mutual TLS, on
 the test database), the proxy as app.py builds it for production: the fleet-wide per-CA limit
-(FleetCaLimiter: PostgreSQL advisory locks, outcome rows in ca_requests) and the shared count of
+(FleetCaLimiter: PostgreSQL advisory locks; OutcomeStore: outcome rows in ca_requests, with
+their scep.result in scep-proxy's outbox) and the shared count of
 refusals per client address (SharedClientRefusalLimiter), served on a loopback port, the real
 scepserver as the CA and the real scepclient as the host. The admin's statistics
-are read with admin-config's own CertificateAuthorityService.stats.
+are read with admin-config's own CertificateAuthorityService.stats, its owners' answers taken from
+the proxy's rows (tests/support/owner_doubles.py).
 
 - Hundreds of well-formed, forged PKIOperations in parallel (bounded in count and time, from
   other loopback addresses) are refused by the processor before any CA slot is taken: none holds
@@ -42,6 +44,7 @@ from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.one_time_codes import code_sha256
+from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox
 from mdmscep_common.service_tls import PROFILE_PROCESSOR
 from mdmscep_common.settings import load_settings
 from profile_processor.scep_authorization import (
@@ -57,10 +60,11 @@ from scep_proxy.client_limits import (
     SharedClientRefusalLimiter,
 )
 from scep_proxy.limits import FleetCaLimiter
+from scep_proxy.outcome_records import OutcomeStore
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, scepclient
-from tests.support.recording_publisher import RecordingPublisher
+from tests.support.owner_doubles import RowCaRequests, RowDeliveryDirectory
 from tests.support.service_certs import service_tls, tls_env
 from tests.support.waiting import eventually, wait_for
 from tests.unit.test_scep_proxy_protocol import scep_message
@@ -137,7 +141,8 @@ class RealWorld:
             "SCEP_PROXY_CACHE_TTL": "0", **tls_env("scep-proxy")})
         self.limiter = FleetCaLimiter(database_url, self.settings.scep_proxy_ca_concurrency,
                                       self.settings.scep_proxy_queue_timeout, 32)
-        self.parts = build_proxy(self.settings, RecordingPublisher(), limiter=self.limiter,
+        self.outcomes = OutcomeStore(self.db, Outbox(SCEP_PROXY_OUTBOX))
+        self.parts = build_proxy(self.settings, self.outcomes, limiter=self.limiter,
                                  client_limiter=SharedClientRefusalLimiter(self.db))
         self.parts.closers.append(self.limiter.close)
         self.app = create_app(self.parts.proxy, HealthChecks({}))
@@ -149,7 +154,8 @@ class RealWorld:
         self.base = f"http://127.0.0.1:{self._server.server_port}"
         self.stats_service = CertificateAuthorityService(
             self.db, CertificateAuthorityStore(), ActivityStore(), None, None, None,
-            ProfileStore())
+            ProfileStore(), ca_requests=RowCaRequests(self.db),
+            deliveries=RowDeliveryDirectory(self.db))
 
     def _recording(self, environ, start_response):
         def capture(status, headers, exc_info=None):
@@ -165,7 +171,7 @@ class RealWorld:
 
     def another_worker(self):
         """A second proxy process of the fleet: its own caches and limits, the same database."""
-        parts = build_proxy(self.settings, RecordingPublisher(),
+        parts = build_proxy(self.settings, self.outcomes,
                             limiter=FleetCaLimiter(self.settings.database_url, 4, 0.3, 4),
                             client_limiter=SharedClientRefusalLimiter(self.db))
         self.other_parts.append(parts)
@@ -199,6 +205,8 @@ class RealWorld:
                 conn.execute("DELETE FROM hosts WHERE uuid = %s", (d.host,))
             conn.execute("DELETE FROM certificate_authorities WHERE id = %s", (self.ca_id,))
             conn.execute("DELETE FROM ca_requests WHERE ca_name = %s", (self.ca_name,))
+            conn.execute("DELETE FROM scep_proxy_outbox WHERE body->>'ca_name' = %s",
+                         (self.ca_name,))
             conn.execute(f"DELETE FROM {REFUSALS_TABLE}")  # the loopback forgers' counts
         self.db.close()
 

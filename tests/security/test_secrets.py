@@ -29,6 +29,7 @@ from profile_processor.delivery import Reconciler
 from scep_proxy.profile_authority_client import _reason_for_host
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.identity_pki import IdentityCa
+from tests.support.owner_doubles import row_owners
 from tests.support.proxy_world import ProxyWorld
 from tests.support.recording_publisher import RecordingPublisher
 
@@ -52,8 +53,7 @@ class Prober:
 def admin(db):
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN})
-    services = build_services(settings, db, Prober(), RecordingPublisher(),
-                              host_registry=types.SimpleNamespace(delete_host=lambda h: False))
+    services = build_services(settings, db, Prober(), RecordingPublisher(), **row_owners(db))
     return create_app(services, HealthChecks({})).test_client()
 
 

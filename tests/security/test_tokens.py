@@ -19,7 +19,8 @@ from admin_config.store import ApiTokenStore
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
-from tests.support.admin_doubles import NoProber, NoRegistry
+from tests.support.admin_doubles import NoProber
+from tests.support.owner_doubles import row_owners
 from tests.support.recording_publisher import RecordingPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def admin(db):
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN})
-    services = build_services(settings, db, NoProber(), RecordingPublisher(),
-                              host_registry=NoRegistry())
+    services = build_services(settings, db, NoProber(), RecordingPublisher(), **row_owners(db))
     return create_app(services, HealthChecks({})).test_client()
 
 

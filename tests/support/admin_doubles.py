@@ -1,5 +1,5 @@
-"""Stand-ins for admin-config's two gRPC peers, for tests of the admin API that save no CA and
-delete no host through mdm-endpoint."""
+"""A stand-in for scep-proxy's ScepGateway probe, for tests of the admin API that save no CA
+(the owners of hosts, deliveries and CA traffic: tests/support/owner_doubles.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,3 @@ class NoProber:
 
     def probe(self, url):
         raise AssertionError("no CA is saved in these tests")
-
-
-class NoRegistry:
-    """HostRegistry that knows no host in mdm-endpoint."""
-
-    def delete_host(self, host_uuid):
-        return False

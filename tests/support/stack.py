@@ -28,7 +28,7 @@ LAUNCHER = ROOT / "deploy" / "local" / "launcher.py"
 PORT_VARS = ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT", "PROCESSOR_GRPC_PORT",
              "MDM_GRPC_PORT", "SCEP_PROXY_GRPC_PORT")
 METRICS_PORT_VARS = ("PROCESSOR_METRICS_PORT", "MDM_GRPC_METRICS_PORT", "MDM_PUSH_METRICS_PORT",
-                     "SCEP_PROXY_GRPC_METRICS_PORT")
+                     "SCEP_PROXY_GRPC_METRICS_PORT", "ADMIN_WORKER_METRICS_PORT")
 # gRPC port variable → the service listening there (the name its certificate gives it).
 GRPC_SERVERS = {"PROCESSOR_GRPC_PORT": PROFILE_PROCESSOR, "MDM_GRPC_PORT": MDM_ENDPOINT,
                 "SCEP_PROXY_GRPC_PORT": SCEP_PROXY}
@@ -119,7 +119,7 @@ def grpc_serving(channel: grpc.Channel) -> bool:
 
 def start_stack(base_env: dict[str, str], workdir: Path, **overrides: str) -> Stack:
     env = {**os.environ, **base_env, "HTTP_WORKERS": "1", "HTTP_THREADS": "8"}
-    # Metrics ports too: the defaults (9101-9104) would collide between stacks running at once.
+    # Metrics ports too: the defaults (9101-9105) would collide between stacks running at once.
     for var in (*PORT_VARS, *METRICS_PORT_VARS):
         env[var] = str(free_port())
     # The launcher issues each program its own certificate (and refuses GRPC_TLS_* given to it).

@@ -73,7 +73,8 @@ class World:
 @contextlib.contextmanager
 def running_world(base_env: dict[str, str], root: Path, name: str,
                   cas: dict[str, tuple[str, str]], **stack_env: str) -> Iterator[World]:
-    """`cas`: name → (challenge, organization) of the admin's scepservers to start."""
+    """`cas`: name → (challenge, organization) of the admin's scepservers to start; `stack_env`
+    overrides the stack's environment (AMQP_URL, intervals, HTTP_WORKERS...)."""
     database_url = f"{PG_BASE}/mdmscep_test_{RUN_ID}_{name}"
     drop_database(database_url)
     vhost = f"mdmscep_test_{RUN_ID}_{name}"
@@ -93,8 +94,9 @@ def running_world(base_env: dict[str, str], root: Path, name: str,
                         IDENTITY_SCEP_CHALLENGE="identity-challenge",
                         MDM_IDENTITY_CA_CERTS=str(identity.depot / "ca.pem"),
                         APNS_URL=apns.url, APNS_CERT=str(pki.push_cert), APNS_KEY=str(pki.push_key),
-                        APNS_CA_CERTS=str(pki.server_ca), PROFILE_RECONCILE_INTERVAL="2",
-                        PROFILE_RETRY_BACKOFF="0.5", HTTP_WORKERS="2", **stack_env)
+                        APNS_CA_CERTS=str(pki.server_ca),
+                        **{"PROFILE_RECONCILE_INTERVAL": "2", "PROFILE_RETRY_BACKOFF": "0.5",
+                           "HTTP_WORKERS": "2", **stack_env})
     try:
         stack.wait_healthy(timeout=90)
         yield World(stack, fleet, apns, Admin(stack.admin_url), servers, root)

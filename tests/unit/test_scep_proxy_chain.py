@@ -9,6 +9,7 @@ import json
 import threading
 from urllib.parse import parse_qs, quote, urlsplit
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
@@ -285,13 +286,18 @@ def test_full_ca_refuses_with_retry_after_and_gives_the_code_back():
     assert world.post(PKCS_REQ, code="third").status_code == 200
 
 
-def test_publish_failure_does_not_change_the_answer():
-    class Broken:
-        def publish(self, *a, **kw):
-            raise ConnectionError("broker down")
+def test_an_outcome_that_cannot_be_recorded_does_not_change_the_answer():
+    from scep_proxy.outcome_records import RECORD_FAILURES, OutcomeStore
 
-    world = World(publisher=Broken())
+    class DatabaseAway:
+        def transaction(self):
+            raise psycopg.OperationalError("connection refused")
+
+    events = RecordingPublisher()
+    world = World(publisher=OutcomeStore(DatabaseAway(), events))
+    failures = RECORD_FAILURES._value.get()
     assert world.post(PKCS_REQ).status_code == 200
+    assert RECORD_FAILURES._value.get() == failures + 1 and events.messages == []
 
 
 # --- request shape --------------------------------------------------------------------------

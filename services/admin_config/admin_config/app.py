@@ -11,7 +11,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from mdmscep_common.crypto import SecretBox
-from mdmscep_common.health import dependency_checks
+from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import Warnings, register_healthz, register_metrics
 from mdmscep_common.service_tls import ADMIN_CONFIG, ServiceTls
 from mdmscep_common.settings import Settings
@@ -21,9 +21,12 @@ from .api import api
 from .auth import Authenticator
 from .certificate_authorities import CertificateAuthorityService
 from .configuration_profiles import HostProfileDirectory, ProfileService
+from .delivery_directory_client import DeliveryDirectoryClient
 from .errors import ApiError
 from .host_certificate_directory import CertificateDirectory
-from .hosts import HostDirectory, HostRegistryClient
+from .host_registry_client import HostRegistryClient
+from .hosts import HostDirectory
+from .scep_gateway import ScepGatewayClient
 from .store import (
     ActivityStore,
     ApiTokenStore,
@@ -50,7 +53,18 @@ class Services:
     tokens: TokenService
 
 
-def build_services(settings: Settings, db, prober, publisher, host_registry=None) -> Services:
+def build_services(settings: Settings, db, prober, events, host_registry=None,
+                   deliveries=None, ca_requests=None) -> Services:
+    """`prober` and `ca_requests` are scep-proxy's ScepGateway, `host_registry` mdm-endpoint's
+    HostRegistry, `deliveries` the processor's DeliveryDirectory: the owners of what admin-config
+    shows but does not store. Those left None are gRPC clients made from `settings`. `events`:
+    where changes add the events they announce (the outbox; mdmscep_common.outbox.Events)."""
+    if host_registry is None or deliveries is None or ca_requests is None:
+        tls = ServiceTls.from_settings(settings, ADMIN_CONFIG)
+        host_registry = host_registry or HostRegistryClient(settings.mdm_grpc_addr, tls)
+        deliveries = deliveries or DeliveryDirectoryClient(settings.processor_grpc_addr, tls)
+        ca_requests = ca_requests or ScepGatewayClient(settings.scep_proxy_grpc_addr, tls,
+                                                       settings.scep_probe_timeout)
     activity_store = ActivityStore()
     profile_store = ProfileStore()
     return Services(
@@ -58,15 +72,13 @@ def build_services(settings: Settings, db, prober, publisher, host_registry=None
                            trusted_proxies=settings.trusted_proxies),
         certificate_authorities=CertificateAuthorityService(
             db, CertificateAuthorityStore(), activity_store, SecretBox.from_settings(settings),
-            prober, publisher, profile_store),
+            prober, events, profile_store, ca_requests=ca_requests, deliveries=deliveries),
         activities=ActivityService(db, activity_store),
-        hosts=HostDirectory(db, host_registry or HostRegistryClient(
-                                settings.mdm_grpc_addr, ServiceTls.from_settings(settings, ADMIN_CONFIG)),
-                            activity_store),
+        hosts=HostDirectory(db, host_registry, deliveries, activity_store),
         profiles=ProfileService(db, profile_store, CertificateAuthorityNames(), activity_store,
-                                publisher),
-        host_profiles=HostProfileDirectory(db),
-        certificates=CertificateDirectory(db),
+                                events, registry=host_registry, deliveries=deliveries),
+        host_profiles=HostProfileDirectory(db, profile_store, host_registry, deliveries),
+        certificates=CertificateDirectory(db, profile_store, host_registry, deliveries),
         tokens=TokenService(db, ApiTokenStore(), activity_store),
     )
 
@@ -110,22 +122,18 @@ def create_app(services: Services, health, warnings: Warnings | None = None) -> 
 
 
 def create_production_app(settings: Settings) -> Flask:
-    import atexit
-
-    from mdmscep_common.bus import Publisher
     from mdmscep_common.db import Database
+    from mdmscep_common.outbox import ADMIN_CONFIG_OUTBOX, Outbox
 
-    from .background_duties import background
-    from .scep_gateway import ScepGatewayClient
+    from .background_duties import CustomCaWarnings
 
     db = Database(settings.database_url, name="admin-config").open()
-    services = build_services(settings, db,
-                              ScepGatewayClient(settings.scep_proxy_grpc_addr,
-                                                ServiceTls.from_settings(settings, ADMIN_CONFIG),
-                                                settings.scep_probe_timeout),
-                              Publisher(settings.amqp_url))
-    # Custom-CA expiry checks, activity retention, credential.expiring events (background_duties.py).
-    duties = background(settings, db).start()
-    atexit.register(duties.stop)
-    return create_app(services, dependency_checks(db, settings.amqp_url),
-                      warnings=duties.credentials.warnings)
+    gateway = ScepGatewayClient(settings.scep_proxy_grpc_addr,
+                                ServiceTls.from_settings(settings, ADMIN_CONFIG),
+                                settings.scep_probe_timeout)
+    services = build_services(settings, db, gateway, Outbox(ADMIN_CONFIG_OUTBOX),
+                              ca_requests=gateway)
+    # The API needs its database only: its events wait in the outbox for `admin-config worker`,
+    # which also runs the background duties (background_duties.py).
+    return create_app(services, HealthChecks({"database": db.ping}),
+                      warnings=CustomCaWarnings(db, settings.credential_warning_days))

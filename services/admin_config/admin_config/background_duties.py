@@ -1,19 +1,24 @@
-"""admin-config's background duties, run by every admin-config process: the daily check of each
-custom CA's certificate, the `credential_expiring` activity (for those, and for the
-`credential.expiring` events mdm-endpoint publishes about the push certificate and the identity
-CA), and the retention of activities. activities and certificate_authorities are this service's
-tables, so this is where they are read for these checks and written.
+"""admin-config's background duties, run by `admin-config worker` (never in the gunicorn workers
+of `admin-config serve`): the daily check of each custom CA's certificate, the
+`credential_expiring` activity (for those, and for the `credential.expiring` events mdm-endpoint
+publishes about the push certificate and the identity CA, each handled once: admin_config_inbox),
+and the retention of activities and of the inbox. activities and certificate_authorities are this
+service's tables, so this is where they are read for these checks and written. The API's
+`/healthz` lists the same custom-CA warnings, read when asked (CustomCaWarnings).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
 
 from mdmscep_common import bus, work_queues
 from mdmscep_common.credentials import (
@@ -25,6 +30,8 @@ from mdmscep_common.credentials import (
     CredentialUnreadable,
     credentials_from_pem,
 )
+from mdmscep_common.inbox import ADMIN_CONFIG_INBOX, Inbox
+from mdmscep_common.inbox import retention_rule as inbox_retention_rule
 from mdmscep_common.retention import PeriodicTask, RetentionRule, days, pruning_task
 from mdmscep_common.settings import Settings
 from mdmscep_common.timefmt import rfc3339
@@ -108,8 +115,41 @@ def custom_ca_monitor(db, warning_days: float) -> CredentialMonitor:
                              expiring)
 
 
+class CustomCaWarnings:
+    """The `/healthz` warnings of `admin-config serve`: custom CA certificates within the warning
+    window, read from certificate_authorities when asked (at most every `cache_seconds`). Only
+    the worker's checks log, set the expiry gauge and record activities."""
+
+    def __init__(self, db, warning_days: float, cache_seconds: float = 60.0):
+        self._db = db
+        self._warning_days = warning_days
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._warnings: list[dict[str, Any]] = []
+        self._fresh_until = float("-inf")
+
+    def __call__(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if time.monotonic() < self._fresh_until:
+                return list(self._warnings)
+        try:
+            credentials = custom_ca_credentials(self._db)
+        except (psycopg.Error, PoolTimeout):
+            credentials = None  # the database check of /healthz says so; keep the last answer
+        now = datetime.now(UTC)
+        with self._lock:
+            if credentials is not None:
+                self._warnings = [c.warning(now) for c in credentials
+                                  if c.days_left(now) <= self._warning_days]
+                self._fresh_until = time.monotonic() + self._cache_seconds
+            return list(self._warnings)
+
+
 def credential_event_handler(db, warning_days: float):
-    """`credential.expiring` from mdm-endpoint (push certificate, identity CA) → activity."""
+    """`credential.expiring` from mdm-endpoint (push certificate, identity CA) → activity, once
+    per event (admin_config_inbox)."""
+    inbox = Inbox(db, ADMIN_CONFIG_INBOX)
+
     def handle(body: dict[str, Any], _delivery: bus.Delivery) -> None:
         try:
             details = {key: body[key] for key in ("kind", "name", "subject", "not_after",
@@ -120,13 +160,13 @@ def credential_event_handler(db, warning_days: float):
         if details["kind"] not in KINDS or not all(isinstance(details[k], str) and details[k]
                                                    for k in ("name", "fingerprint", "not_after")):
             raise bus.PoisonMessage("credential.expiring with an unknown kind or empty fields")
-        record_credential_expiring(db, details, warning_days)
+        inbox.handle(body, lambda tx: record_credential_expiring(tx, details, warning_days))
     return handle
 
 
 @dataclass
 class Background:
-    """What an admin-config process runs besides answering requests."""
+    """What `admin-config worker` runs besides relaying the outbox."""
 
     credentials: CredentialMonitor
     tasks: list[PeriodicTask] = field(default_factory=list)
@@ -155,13 +195,15 @@ def background(settings: Settings, db) -> Background:
     """Custom-CA checks at start and every CREDENTIAL_CHECK_INTERVAL; activities past
     ACTIVITY_RETENTION_DAYS pruned every PRUNE_INTERVAL (one small indexed delete: a thread here
     works in every deployment, where a CronJob would need its own manifest and nothing under
-    `make run`); credential.expiring events consumed from admin_config.events."""
+    `make run`), and so are admin_config_inbox rows past their retention; credential.expiring
+    events consumed from admin_config.events."""
     monitor = custom_ca_monitor(db, settings.credential_warning_days)
     queue = work_queues.admin_config_events()
     worker = bus.Worker(settings.amqp_url, {queue.name: (
         queue, credential_event_handler(db, settings.credential_warning_days))}, prefetch=4)
     return Background(monitor, [
         monitor.periodic_task(settings.credential_check_interval),
-        pruning_task(db, activity_rules(settings.activity_retention_days),
+        pruning_task(db, [*activity_rules(settings.activity_retention_days),
+                          inbox_retention_rule(ADMIN_CONFIG_INBOX)],
                      settings.prune_interval, settings.prune_batch_size),
     ], worker)

@@ -17,12 +17,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mdmscep_common import bus
 from mdmscep_common.ca_addresses import forbidden_host
-from mdmscep_common.ca_keys import challenge_context, slot_lock_class
+from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import DecryptionError, SecretBox
 from mdmscep_common.logs import register_secret
+from mdmscep_common.outbox import Events
 
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnprocessableEntity, field_error
-from .scep_gateway import GatewayUnavailable, ProbeOutcome
+from .scep_gateway import CaRequestStats, GatewayUnavailable, ProbeOutcome
 from .store import ActivityStore, CertificateAuthorityRow, CertificateAuthorityStore, NameTaken, ProfileStore
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,24 @@ _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 EMPTY_CHALLENGE = "Custom SCEP Proxy challenge cannot be empty"
 INVALID_SCEP_URL = "Invalid SCEP URL. Please correct and try again."
+STATS_WINDOW_SECONDS = 3600
 
 
 class Prober(Protocol):
     def probe(self, url: str) -> ProbeOutcome: ...
 
 
-class Publisher(Protocol):
-    def publish(self, routing_key: str, body: dict[str, Any], message_id: str | None = None) -> None: ...
+class CaRequestRecords(Protocol):
+    """scep-proxy's record of the requests it sent a CA (ScepGateway.CaRequestStats)."""
+
+    def ca_request_stats(self, ca_name: str, window_seconds: int) -> CaRequestStats: ...
+
+
+class PacedDeliveries(Protocol):
+    """The processor's deliveries (DeliveryDirectory.CountDeliveries)."""
+
+    def count_deliveries(self, profile_uuid: str = "", host_uuid: str = "",
+                         paced_ca_name: str = "") -> dict[str, int]: ...
 
 
 class Database(Protocol):
@@ -149,14 +160,17 @@ def _pem(ders: list[bytes]) -> str:
 
 class CertificateAuthorityService:
     def __init__(self, db: Database, store: CertificateAuthorityStore, activities: ActivityStore,
-                 secrets: SecretBox, prober: Prober, publisher: Publisher, profiles: ProfileStore):
+                 secrets: SecretBox, prober: Prober, events: Events, profiles: ProfileStore,
+                 *, ca_requests: CaRequestRecords, deliveries: PacedDeliveries):
         self._db = db
+        self._ca_requests = ca_requests
+        self._deliveries = deliveries
         self._profiles = profiles
         self._store = store
         self._activities = activities
         self._secrets = secrets
         self._prober = prober
-        self._publisher = publisher
+        self._events = events  # the outbox: events commit with the change they announce
 
     def _probe(self, url: str) -> str:
         """PEM of the CA certificates at `url`, or 400 with the probe's reason."""
@@ -187,9 +201,9 @@ class CertificateAuthorityService:
                 if limits != (DEFAULT_MAX_CONCURRENT, None):
                     row = self._store.set_limits(conn, row.id, *limits)
                 self._activities.record(conn, "added_custom_scep_proxy", actor, {"name": name})
+                self._changed(conn, "added", row, resend=False)
         except NameTaken:
             raise self._name_taken(name) from None
-        self._changed("added", row, resend=False)
         return _public(row)
 
     def get(self, ca_id: int) -> CertificateAuthority:
@@ -244,7 +258,7 @@ class CertificateAuthorityService:
             row = self._store.update(conn, ca_id, new_url if url_changed else row.url, encrypted,
                                      ca_pem if url_changed else row.ca_certificates_pem)
             self._activities.record(conn, "edited_custom_scep_proxy", actor, {"name": row.name})
-        self._changed("edited", row, resend=True)
+            self._changed(conn, "edited", row, resend=True)
         return _public(row)
 
     def stats(self, ca_id: int) -> dict[str, Any]:
@@ -252,28 +266,13 @@ class CertificateAuthorityService:
         proxy's records), requests in flight now (slots held by proxy replicas), deliveries
         waiting for their issuance turn, average latency."""
         ca = self.get(ca_id)
-        with self._db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT outcome, count(*) AS n, avg(latency_ms) AS latency FROM ca_requests "
-                "WHERE ca_name = %s AND created_at > now() - interval '1 hour' GROUP BY outcome",
-                (ca.name,)).fetchall()
-            in_flight = conn.execute(
-                "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND objsubid = 2 AND classid = %s::bigint::oid", (slot_lock_class(ca.name) & 0xFFFFFFFF,)
-            ).fetchone()["n"]
-            waiting = conn.execute(
-                "SELECT count(*) AS n FROM host_profiles hp JOIN profile_certificate_authorities pc "
-                "ON pc.profile_uuid = hp.profile_uuid WHERE pc.ca_id = %s AND hp.status = 'pending' "
-                "AND hp.paced_until > now()", (ca_id,)).fetchone()["n"]
-        by_outcome = {r["outcome"]: r for r in rows}
-        answered = [r for r in rows if r["outcome"] != "busy"]
-        total = sum(r["n"] for r in answered)
-        latency = (sum(r["latency"] * r["n"] for r in answered) / total) if total else None
-        return {"id": ca.id, "name": ca.name, "window_seconds": 3600,
-                "issued": by_outcome.get("issued", {}).get("n", 0),
-                "failed": sum(r["n"] for r in answered if r["outcome"] != "issued"),
-                "refused_busy": by_outcome.get("busy", {}).get("n", 0),
-                "in_flight": in_flight, "waiting": waiting,
+        # The proxy keeps the requests and holds the slots; the processor paces the deliveries.
+        sent = self._ca_requests.ca_request_stats(ca.name, STATS_WINDOW_SECONDS)
+        waiting = sum(self._deliveries.count_deliveries(paced_ca_name=ca.name).values())
+        latency = sent.average_latency_ms
+        return {"id": ca.id, "name": ca.name, "window_seconds": STATS_WINDOW_SECONDS,
+                "issued": sent.issued, "failed": sent.failed, "refused_busy": sent.refused_busy,
+                "in_flight": sent.in_flight, "waiting": waiting,
                 "average_latency_ms": round(latency, 1) if latency is not None else None,
                 "max_concurrent_requests": ca.max_concurrent_requests}
 
@@ -290,22 +289,18 @@ class CertificateAuthorityService:
                                [{"name": "id", "reason": "in use by configuration profiles"}])
             self._store.delete(conn, ca_id)
             self._activities.record(conn, "deleted_custom_scep_proxy", actor, {"name": row.name})
-        self._changed("deleted", row, resend=False)
+            self._changed(conn, "deleted", row, resend=False)
 
     @staticmethod
     def _name_taken(name: str) -> Conflict:
         return field_error(Conflict, "name",
                            f"A certificate authority named {name} already exists")
 
-    def _changed(self, action: str, row: CertificateAuthorityRow, resend: bool) -> None:
-        """Tell the processor and the proxies, after the commit. A lost message is repaired by
-        the processor's periodic reconcile pass, so a broker outage does not fail the request."""
-        event = {"kind": "certificate_authority", "action": action, "id": row.id,
-                 "name": row.name, "resend": resend}
-        try:
-            self._publisher.publish(bus.CONFIG_CHANGED, event)
-        except Exception:  # noqa: BLE001
-            log.exception("could not publish config.changed", extra={"event": event})
+    def _changed(self, conn, action: str, row: CertificateAuthorityRow, resend: bool) -> None:
+        """Tell the processor and the proxies, in the change's transaction (the outbox)."""
+        self._events.add(conn, bus.CONFIG_CHANGED,
+                         {"kind": "certificate_authority", "action": action, "id": row.id,
+                          "name": row.name, "resend": resend})
 
 
 def _public(row: CertificateAuthorityRow) -> CertificateAuthority:

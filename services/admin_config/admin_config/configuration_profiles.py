@@ -1,4 +1,6 @@
-"""Configuration profiles: upload (validated), list, delete; each change tells the processor."""
+"""Configuration profiles: upload (validated), list, delete; each change tells the processor.
+Their deliveries are the processor's (DeliveryDirectory) and hosts mdm-endpoint's (HostRegistry):
+admin-config asks them."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import uuid
 from typing import Any
 
 from mdmscep_common import bus
+from mdmscep_common.outbox import Events
 from mdmscep_common.timefmt import rfc3339
 
+from .delivery_directory_client import DeliveryDirectoryClient
 from .errors import BadRequest, Conflict, NotFound
+from .host_registry_client import HostRegistryClient
 from .hosts import require_host
 from .profile_validation import validate_profile
 from .store import ActivityStore, CertificateAuthorityNames, NameTaken, ProfileStore
@@ -27,12 +32,15 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 
 class ProfileService:
     def __init__(self, db, store: ProfileStore, cas: CertificateAuthorityNames,
-                 activities: ActivityStore, publisher):
+                 activities: ActivityStore, events: Events, *, registry: HostRegistryClient,
+                 deliveries: DeliveryDirectoryClient):
         self._db = db
         self._store = store
         self._cas = cas
         self._activities = activities
-        self._publisher = publisher
+        self._events = events  # the outbox: events commit with the change they announce
+        self._registry = registry
+        self._deliveries = deliveries
 
     def upload(self, raw: bytes, actor: str) -> str:
         with self._db.transaction() as conn:
@@ -56,7 +64,7 @@ class ProfileService:
             self._activities.record(conn, "created_configuration_profile", actor,
                                     {"profile_name": profile.name,
                                      "profile_identifier": profile.identifier})
-        self._changed("added", profile_uuid)
+            self._changed(conn, "added", profile_uuid)
         return profile_uuid
 
     @staticmethod
@@ -94,7 +102,7 @@ class ProfileService:
                                     {"profile_name": profile.name,
                                      "profile_identifier": profile.identifier})
             row = self._store.get(conn, profile_uuid)
-        self._changed("edited", profile_uuid)
+            self._changed(conn, "edited", profile_uuid)
         return _summary(row)
 
     def _require(self, conn, profile_uuid: str) -> dict[str, Any]:
@@ -106,11 +114,8 @@ class ProfileService:
     def summary(self, profile_uuid: str) -> dict[str, Any]:
         with self._db.transaction() as conn:
             self._require(conn, profile_uuid)
-            rows = conn.execute(
-                "SELECT status, count(*) AS n FROM host_profiles WHERE profile_uuid = %s "
-                "AND operation_type = 'install' GROUP BY status", (profile_uuid,)).fetchall()
         counts = {status: 0 for status in STATUSES}
-        counts.update({r["status"]: r["n"] for r in rows})
+        counts.update(self._deliveries.count_deliveries(profile_uuid=profile_uuid))
         return {"profile_uuid": profile_uuid, **counts, "total": sum(counts.values())}
 
     def hosts(self, profile_uuid: str, status: str | None, page: int,
@@ -118,52 +123,49 @@ class ProfileService:
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}",
                              [{"name": "status", "reason": "unknown status"}])
-        params = {"p": profile_uuid, "s": status, "limit": per_page, "offset": page * per_page}
-        where = "WHERE hp.profile_uuid = %(p)s AND (%(s)s::text IS NULL OR hp.status = %(s)s)"
         with self._db.transaction() as conn:
             self._require(conn, profile_uuid)
-            rows = conn.execute(
-                "SELECT hp.host_uuid, h.serial_number, hp.operation_type, hp.status, hp.detail, "
-                "hp.updated_at FROM host_profiles hp LEFT JOIN hosts h ON h.uuid = hp.host_uuid "
-                f"{where} ORDER BY hp.host_uuid LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
-            total = conn.execute(f"SELECT count(*) AS n FROM host_profiles hp {where}",
-                                 params).fetchone()["n"]
-        return ([{"host_uuid": r["host_uuid"], "serial_number": r["serial_number"] or "",
-                  "operation_type": r["operation_type"], "status": r["status"],
-                  "detail": r["detail"], "updated_at": rfc3339(r["updated_at"])} for r in rows],
+        deliveries, total = self._deliveries.deliveries_of_profile(profile_uuid, status or "",
+                                                                   page, per_page)
+        hosts = self._registry.get_hosts([d.host_uuid for d in deliveries]) if deliveries else {}
+        return ([{"host_uuid": d.host_uuid,
+                  "serial_number": hosts[d.host_uuid].serial_number if d.host_uuid in hosts else "",
+                  "operation_type": d.operation_type, "status": d.status, "detail": d.detail,
+                  "updated_at": rfc3339(d.updated_at)} for d in deliveries],
                 total)
 
     def retry_failed(self, profile_uuid: str, actor: str) -> int:
         with self._db.transaction() as conn:
             row = self._require(conn, profile_uuid)
-            failed = conn.execute(
-                "SELECT count(*) AS n FROM host_profiles WHERE profile_uuid = %s "
-                "AND operation_type = 'install' AND status = 'failed'", (profile_uuid,)).fetchone()["n"]
+        # No connection is held while the processor answers.
+        failed = self._deliveries.count_deliveries(profile_uuid=profile_uuid).get("failed", 0)
+        with self._db.transaction() as conn:
             self._activities.record(conn, "retried_configuration_profile", actor,
                                     {"profile_name": row["name"], "hosts": failed})
-        self._request_resend(profile_uuid, None, only_failed=True)
+            self._request_resend(conn, profile_uuid, None, only_failed=True)
         return failed
 
     def resend(self, host_uuid: str, profile_uuid: str, actor: str) -> None:
         with self._db.transaction() as conn:
             row = self._require(conn, profile_uuid)
-            require_host(conn, host_uuid)
-            delivery = conn.execute(
-                "SELECT operation_type FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s",
-                (host_uuid, profile_uuid)).fetchone()
-            if delivery is None or delivery["operation_type"] != "install":
-                raise Conflict(f"Host {host_uuid} has no delivery of this profile to re-send "
-                               "(not enrolled yet, or being removed)",
-                               [{"name": "host_uuid", "reason": "no delivery"}])
+        require_host(self._registry, host_uuid)
+        delivery = next((d for d in self._deliveries.deliveries_of_host(host_uuid)
+                         if d.profile_uuid == profile_uuid), None)
+        if delivery is None or delivery.operation_type != "install":
+            raise Conflict(f"Host {host_uuid} has no delivery of this profile to re-send "
+                           "(not enrolled yet, or being removed)",
+                           [{"name": "host_uuid", "reason": "no delivery"}])
+        with self._db.transaction() as conn:
             self._activities.record(conn, "resent_configuration_profile", actor,
                                     {"profile_name": row["name"], "host_uuid": host_uuid})
-        self._request_resend(profile_uuid, host_uuid, only_failed=False)
+            self._request_resend(conn, profile_uuid, host_uuid, only_failed=False)
 
-    def _request_resend(self, profile_uuid: str, host_uuid: str | None, only_failed: bool) -> None:
+    def _request_resend(self, conn, profile_uuid: str, host_uuid: str | None,
+                        only_failed: bool) -> None:
         # The processor owns deliveries: it resets the attempt budget and sends at once.
-        self._publisher.publish(bus.DELIVERY_RESEND, {"profile_uuid": profile_uuid,
-                                                      "host_uuid": host_uuid,
-                                                      "only_failed": only_failed})
+        self._events.add(conn, bus.DELIVERY_RESEND, {"profile_uuid": profile_uuid,
+                                                     "host_uuid": host_uuid,
+                                                     "only_failed": only_failed})
 
     def delete(self, profile_uuid: str, actor: str) -> None:
         with self._db.transaction() as conn:
@@ -173,30 +175,32 @@ class ProfileService:
             self._activities.record(conn, "deleted_configuration_profile", actor,
                                     {"profile_name": row["name"],
                                      "profile_identifier": row["identifier"]})
-        self._changed("deleted", profile_uuid)
+            self._changed(conn, "deleted", profile_uuid)
 
-    def _changed(self, action: str, profile_uuid: str) -> None:
-        event = {"kind": "profile", "action": action, "profile_uuid": profile_uuid}
-        try:
-            self._publisher.publish(bus.CONFIG_CHANGED, event)
-        except Exception:  # noqa: BLE001 - the processor's periodic pass repairs a lost event
-            log.exception("could not publish config.changed", extra={"event": event})
+    def _changed(self, conn, action: str, profile_uuid: str) -> None:
+        self._events.add(conn, bus.CONFIG_CHANGED,
+                         {"kind": "profile", "action": action, "profile_uuid": profile_uuid})
 
 
 class HostProfileDirectory:
-    """A host's profile statuses (host_profiles belongs to the processor; read only here)."""
+    """A host's deliveries, as the processor (their owner) lists them."""
 
-    def __init__(self, db):
+    def __init__(self, db, store: ProfileStore, registry: HostRegistryClient,
+                 deliveries: DeliveryDirectoryClient):
         self._db = db
+        self._store = store
+        self._registry = registry
+        self._deliveries = deliveries
 
     def for_host(self, host_uuid: str) -> list[dict[str, Any]]:
-        with self._db.transaction() as conn:
-            require_host(conn, host_uuid)
-            rows = conn.execute(
-                "SELECT hp.profile_uuid, COALESCE(p.name, hp.profile_name) AS name, hp.identifier, "
-                "hp.operation_type, hp.status, hp.detail FROM host_profiles hp "
-                "LEFT JOIN profiles p ON p.uuid = hp.profile_uuid WHERE hp.host_uuid = %s "
-                "ORDER BY hp.created_at, hp.profile_uuid", (host_uuid,)).fetchall()
-        return [{"profile_uuid": r["profile_uuid"], "name": r["name"], "identifier": r["identifier"],
-                 "operation_type": r["operation_type"], "status": r["status"], "detail": r["detail"]}
-                for r in rows]
+        require_host(self._registry, host_uuid)
+        deliveries = self._deliveries.deliveries_of_host(host_uuid)
+        names: dict[str, str] = {}
+        if deliveries:
+            with self._db.transaction() as conn:
+                names = self._store.names_by_uuid(conn, [d.profile_uuid for d in deliveries])
+        # A profile renamed since shows its name now; a deleted one (being removed), the name
+        # it was delivered with.
+        return [{"profile_uuid": d.profile_uuid, "name": names.get(d.profile_uuid, d.profile_name),
+                 "identifier": d.identifier, "operation_type": d.operation_type,
+                 "status": d.status, "detail": d.detail} for d in deliveries]

@@ -1,5 +1,5 @@
-"""Certificates delivered to hosts, as admins look for them (host_certificates belongs to the
-profile-processor; admin-config only reads it)."""
+"""Certificates delivered to hosts, as admins look for them. host_certificates is the
+profile-processor's (DeliveryDirectory.ListCertificates); the profile names are admin-config's."""
 
 from __future__ import annotations
 
@@ -7,32 +7,32 @@ from typing import Any
 
 from mdmscep_common.timefmt import rfc3339
 
+from .delivery_directory_client import DeliveryDirectoryClient, HostCertificate
 from .errors import BadRequest
+from .host_registry_client import HostRegistryClient
 from .hosts import require_host
-
-_COLUMNS = ("c.host_uuid, c.profile_uuid, p.name AS profile_name, c.serial, c.subject, c.issuer, "
-            "c.not_before, c.not_after")
+from .store import ProfileStore
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {"host_uuid": row["host_uuid"], "profile_uuid": row["profile_uuid"],
-            "profile_name": row["profile_name"] or "", "serial": row["serial"],
-            "subject": row["subject"], "issuer": row["issuer"],
-            "not_before": rfc3339(row["not_before"]), "not_after": rfc3339(row["not_after"])}
+def _public(certificate: HostCertificate, names: dict[str, str]) -> dict[str, Any]:
+    return {"host_uuid": certificate.host_uuid, "profile_uuid": certificate.profile_uuid,
+            "profile_name": names.get(certificate.profile_uuid, ""), "serial": certificate.serial,
+            "subject": certificate.subject, "issuer": certificate.issuer,
+            "not_before": rfc3339(certificate.not_before),
+            "not_after": rfc3339(certificate.not_after)}
 
 
 class CertificateDirectory:
-    def __init__(self, db):
+    def __init__(self, db, store: ProfileStore, registry: HostRegistryClient,
+                 deliveries: DeliveryDirectoryClient):
         self._db = db
+        self._store = store
+        self._registry = registry
+        self._deliveries = deliveries
 
     def for_host(self, host_uuid: str) -> list[dict[str, Any]]:
-        with self._db.transaction() as conn:
-            require_host(conn, host_uuid)
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM host_certificates c LEFT JOIN profiles p "
-                "ON p.uuid = c.profile_uuid WHERE c.host_uuid = %s ORDER BY c.not_after, c.serial",
-                (host_uuid,)).fetchall()
-        return [_public(r) for r in rows]
+        require_host(self._registry, host_uuid)
+        return self._with_names(self._deliveries.certificates_of_host(host_uuid))
 
     def expiring(self, within_days: str | None, page: int,
                  per_page: int) -> tuple[list[dict[str, Any]], int]:
@@ -45,16 +45,14 @@ class CertificateDirectory:
             if not 0 <= days <= 36500:
                 raise BadRequest("expiring_within_days must be a number of days (0-36500)",
                                  [{"name": "expiring_within_days", "reason": "not a number of days"}])
-        where, params = "", []
-        if days is not None:
-            where = "WHERE c.not_after < now() + make_interval(secs => %s)"
-            params.append(days * 86400)
-        with self._db.transaction() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM host_certificates c LEFT JOIN profiles p "
-                f"ON p.uuid = c.profile_uuid {where} "
-                "ORDER BY c.not_after, c.host_uuid, c.serial LIMIT %s OFFSET %s",
-                (*params, per_page, page * per_page)).fetchall()
-            total = conn.execute(f"SELECT count(*) AS n FROM host_certificates c {where}",
-                                 params).fetchone()["n"]
-        return [_public(r) for r in rows], total
+        certificates, total = self._deliveries.certificates(days, page, per_page)
+        return self._with_names(certificates), total
+
+    def _with_names(self, certificates: list[HostCertificate]) -> list[dict[str, Any]]:
+        """Each certificate with the current name of its profile ("" once the profile is gone)."""
+        names: dict[str, str] = {}
+        uuids = [c.profile_uuid for c in certificates if c.profile_uuid]
+        if uuids:
+            with self._db.transaction() as conn:
+                names = self._store.names_by_uuid(conn, uuids)
+        return [_public(c, names) for c in certificates]

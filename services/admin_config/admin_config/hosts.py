@@ -1,97 +1,105 @@
-"""Hosts as admins see them. The hosts table belongs to mdm-endpoint: admin-config reads it and
-asks mdm-endpoint (gRPC HostRegistry) to delete one."""
+"""Hosts as admins see them. Hosts are mdm-endpoint's (gRPC HostRegistry) and their deliveries
+the profile-processor's (gRPC DeliveryDirectory): admin-config asks both, and records the admin's
+actions in its own activities."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
-from mdmscep.v1 import host_registry_pb2, host_registry_pb2_grpc
-from mdmscep_common.service_tls import MDM_ENDPOINT, ServiceTls
 from mdmscep_common.timefmt import rfc3339
 
-from .errors import BadRequest, NotFound, ServiceUnavailable
+from .delivery_directory_client import DeliveryDirectoryClient
+from .errors import BadRequest, NotFound
+from .host_registry_client import HostRegistryClient, RegisteredHost
+from .owner_client import MAX_HOST_UUIDS_PER_CALL, MAX_PER_PAGE
 
 STATUSES = ("pending", "verifying", "verified", "failed")
+MAX_QUERY_CHARS = 100
+# mdm-endpoint accepts no longer UDID at enrollment: a longer one names no host.
+MAX_UDID_CHARS = 64
 
 
-class HostRegistryClient:
-    def __init__(self, address: str, tls: ServiceTls, timeout: float = 10.0):
-        self._channel = tls.channel(address, MDM_ENDPOINT)
-        self._stub = host_registry_pb2_grpc.HostRegistryStub(self._channel)
-        self._timeout = timeout
-
-    def delete_host(self, host_uuid: str) -> bool:
-        try:
-            return self._stub.DeleteHost(host_registry_pb2.DeleteHostRequest(host_uuid=host_uuid),
-                                         timeout=self._timeout).deleted
-        except grpc.RpcError as exc:
-            raise ServiceUnavailable("The MDM endpoint is unavailable; try again shortly.",
-                                     [{"name": "host_uuid", "reason": exc.code().name}]) from None
-
-
-def require_host(conn, host_uuid: str) -> None:
-    """NotFound (404) unless mdm-endpoint knows the host."""
-    if conn.execute("SELECT 1 FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone() is None:
+def require_host(registry: HostRegistryClient, host_uuid: str) -> RegisteredHost:
+    """The host as mdm-endpoint knows it; NotFound (404) when it does not."""
+    host = registry.get_hosts([host_uuid]).get(host_uuid) if len(host_uuid) <= MAX_UDID_CHARS else None
+    if host is None:
         raise NotFound(f"Host {host_uuid} was not found")
+    return host
 
 
-def _host(row: dict[str, Any]) -> dict[str, Any]:
-    return {"uuid": row["uuid"], "serial_number": row["serial_number"], "enrolled": row["enrolled"],
-            "last_seen_at": rfc3339(row["last_seen_at"])}
+def _host(host: RegisteredHost) -> dict[str, Any]:
+    return {"uuid": host.uuid, "serial_number": host.serial_number, "enrolled": host.enrolled,
+            "last_seen_at": rfc3339(host.last_seen_at)}
 
 
 class HostDirectory:
-    def __init__(self, db, registry: HostRegistryClient | None = None, activities=None):
+    def __init__(self, db, registry: HostRegistryClient, deliveries: DeliveryDirectoryClient,
+                 activities=None):
         self._db = db
         self._registry = registry
+        self._deliveries = deliveries
         self._activities = activities
 
     def list(self, page: int, per_page: int, status: str | None = None,
              profile_uuid: str | None = None, query: str | None = None
              ) -> tuple[list[dict[str, Any]], int]:
-        """Hosts in enrollment order; `status` (with `profile_uuid`: of that profile's delivery,
-        else of any delivery), `profile_uuid` (hosts with a delivery of it) and `query` (part
-        of the serial number or UUID, any case) narrow the list."""
+        """Hosts; `status` (with `profile_uuid`: of that profile's delivery, else of any
+        delivery), `profile_uuid` (hosts with a delivery of it) and `query` (part of the serial
+        number or UUID, any case) narrow the list. In enrollment order, or in host UUID order
+        when a delivery narrows it (the processor pages those)."""
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}",
                              [{"name": "status", "reason": "unknown status"}])
-        if query is not None and len(query) > 100:
+        if query is not None and len(query) > MAX_QUERY_CHARS:
             raise BadRequest("query is too long", [{"name": "query", "reason": "at most 100 characters"}])
-        params = {"status": status, "profile": profile_uuid,
-                  "query": f"%{query.lower()}%" if query else None,
-                  "limit": per_page, "offset": page * per_page}
-        where = """WHERE (%(query)s::text IS NULL OR lower(h.serial_number) LIKE %(query)s
-                          OR lower(h.uuid) LIKE %(query)s)
-                     AND ((%(status)s::text IS NULL AND %(profile)s::text IS NULL) OR EXISTS (
-                          SELECT 1 FROM host_profiles hp WHERE hp.host_uuid = h.uuid
-                          AND (%(status)s::text IS NULL OR hp.status = %(status)s)
-                          AND (%(profile)s::text IS NULL OR hp.profile_uuid = %(profile)s)))"""
-        with self._db.transaction() as conn:
-            rows = conn.execute(
-                f"SELECT h.uuid, h.serial_number, h.enrolled, h.last_seen_at FROM hosts h {where} "
-                "ORDER BY h.created_at, h.uuid LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
-            total = conn.execute(f"SELECT count(*) AS n FROM hosts h {where}", params).fetchone()["n"]
-        return [_host(r) for r in rows], total
+        if status is None and profile_uuid is None:
+            hosts, total = self._registry.list_hosts(page, per_page, query or "")
+            return [_host(h) for h in hosts], total
+        uuids, total = self._with_deliveries(status or "", profile_uuid or "", query or "",
+                                             page, per_page)
+        known = self._registry.get_hosts(uuids)
+        # A host forgotten a moment ago may still have deliveries until the processor hears of
+        # it: it is left out of the page.
+        return [_host(known[u]) for u in uuids if u in known], total
+
+    def _with_deliveries(self, status: str, profile_uuid: str, query: str, page: int,
+                         per_page: int) -> tuple[list[str], int]:
+        """A page of the UUIDs of hosts with a matching delivery (and matching `query`), in host
+        UUID order, and how many there are."""
+        if not query:
+            return self._deliveries.hosts_with_deliveries(profile_uuid, status, page, per_page)
+        matching, count = self._registry.list_hosts(0, MAX_HOST_UUIDS_PER_CALL, query)
+        if count <= MAX_HOST_UUIDS_PER_CALL:
+            if not matching:
+                return [], 0  # an empty host_uuids would mean every host
+            return self._deliveries.hosts_with_deliveries(profile_uuid, status, page, per_page,
+                                                          [h.uuid for h in matching])
+        # A query matching many hosts: walk the hosts with such deliveries, keeping those the
+        # query matches, so the total counts every one.
+        kept: list[str] = []
+        walked = 0
+        while True:
+            uuids, total = self._deliveries.hosts_with_deliveries(
+                profile_uuid, status, walked // MAX_PER_PAGE, MAX_PER_PAGE)
+            if uuids:
+                matched, _ = self._registry.list_hosts(0, MAX_PER_PAGE, query, uuids)
+                names = {h.uuid for h in matched}
+                kept.extend(u for u in uuids if u in names)
+            walked += MAX_PER_PAGE
+            if len(uuids) < MAX_PER_PAGE or walked >= total:
+                break
+        return kept[page * per_page:(page + 1) * per_page], len(kept)
 
     def detail(self, host_uuid: str) -> dict[str, Any]:
-        with self._db.transaction() as conn:
-            row = conn.execute(
-                "SELECT uuid, serial_number, enrolled, last_seen_at, device_name, model, os_version, "
-                "enrolled_at, push_token_invalid_at IS NOT NULL AS push_token_invalid "
-                "FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone()
-            if row is None:
-                raise NotFound(f"Host {host_uuid} was not found")
-            counts = conn.execute("SELECT status, count(*) AS n FROM host_profiles WHERE host_uuid = %s "
-                                  "GROUP BY status", (host_uuid,)).fetchall()
-        return {**_host(row), "device_name": row["device_name"], "model": row["model"],
-                "os_version": row["os_version"], "enrolled_at": rfc3339(row["enrolled_at"]),
-                "push_token_invalid": row["push_token_invalid"],
-                "profiles": {**{s: 0 for s in STATUSES}, **{c["status"]: c["n"] for c in counts}}}
+        host = require_host(self._registry, host_uuid)
+        counts = self._deliveries.count_deliveries(host_uuid=host_uuid)
+        return {**_host(host), "device_name": host.device_name, "model": host.model,
+                "os_version": host.os_version, "enrolled_at": rfc3339(host.enrolled_at),
+                "push_token_invalid": host.push_token_invalid,
+                "profiles": {**{s: 0 for s in STATUSES}, **counts}}
 
     def delete(self, host_uuid: str, actor: str) -> None:
-        serial = self.detail(host_uuid)["serial_number"]
+        serial = require_host(self._registry, host_uuid).serial_number
         if not self._registry.delete_host(host_uuid):
             raise NotFound(f"Host {host_uuid} was not found")
         with self._db.transaction() as conn:

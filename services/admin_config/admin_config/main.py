@@ -1,4 +1,5 @@
-"""admin-config entry point: `admin-config serve`, and token administration for operators."""
+"""admin-config entry points: `admin-config serve` (the API, gunicorn), `admin-config worker`
+(outbox relay and background duties: worker.py), and token administration for operators."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ def _serve(settings, _args) -> None:
     serve_http(lambda: create_production_app(settings), settings.admin_http_port,
                settings.http_workers, settings.http_threads, SERVICE, settings.secret_values(),
                host=settings.http_bind_address)
+
+
+def _worker(settings, _args) -> None:
+    from .worker import run_worker
+
+    run_worker(settings, SERVICE)
 
 
 def _tokens(settings, args) -> None:
@@ -101,6 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog=SERVICE, description="mdmscep admin API service")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the admin API (gunicorn)")
+    sub.add_parser("worker", help="relay admin-config's events to RabbitMQ and run its background "
+                   "duties (expiry checks, retention, credential.expiring)")
     tokens = sub.add_parser("tokens", help="manage admin API bearer tokens")
     tokens_sub = tokens.add_subparsers(dest="action", required=True)
     create = tokens_sub.add_parser("create", help="create a token and print it once")
@@ -115,6 +124,7 @@ def main() -> None:
     sub.add_parser("prune", help="delete activities past ACTIVITY_RETENTION_DAYS now (the service "
                    "also does it every PRUNE_INTERVAL)")
     args = parser.parse_args()
-    settings = load_settings_or_exit()
-    {"serve": _serve, "tokens": _tokens, "rotate-key": _rotate_key,
+    # The worker never encrypts nor decrypts secrets at rest: it starts without the key.
+    settings = load_settings_or_exit(needs_server_private_key=args.command != "worker")
+    {"serve": _serve, "worker": _worker, "tokens": _tokens, "rotate-key": _rotate_key,
      "prune": _prune}[args.command](settings, args)

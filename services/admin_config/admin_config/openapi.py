@@ -237,7 +237,7 @@ _SUMMARIES = {
     "configurationProfileHosts": "A profile's deliveries, host by host",
     "retryFailedHosts": "A fresh delivery for every failed host of a profile",
     "resendConfigurationProfile": "A fresh delivery of a profile to one host",
-    "listHosts": "List hosts in enrollment order",
+    "listHosts": "List hosts (by a delivery's status or profile too)",
     "getHost": "A host, with its deliveries counted per status",
     "deleteHost": "Forget a host",
     "listHostConfigurationProfiles": "A host's deliveries",
@@ -312,7 +312,7 @@ def _document() -> dict[str, Any]:
                 "get": {"operationId": "certificateAuthorityStats",
                         "responses": {"200": _json(_ref("CertificateAuthorityStats"),
                                                    "The last hour at this CA"),
-                                      **_errors(401, 404)}},
+                                      **_errors(401, 404, 503)}},
             },
             "/api/v1/fleet/activities": {
                 "get": {"operationId": "listActivities",
@@ -349,7 +349,7 @@ def _document() -> dict[str, Any]:
                 "parameters": [_PROFILE_UUID],
                 "get": {"operationId": "configurationProfileSummary",
                         "responses": {"200": _json(_ref("ProfileSummary"), "Hosts per status"),
-                                      **_errors(401, 404)}},
+                                      **_errors(401, 404, 503)}},
             },
             "/api/v1/fleet/configuration_profiles/{profile_uuid}/hosts": {
                 "parameters": [_PROFILE_UUID],
@@ -357,7 +357,7 @@ def _document() -> dict[str, Any]:
                         "parameters": [*_PAGE_PARAMS, _STATUS],
                         "responses": {"200": _json(_list("hosts", _ref("ProfileHost")),
                                                    "The profile's deliveries with their details"),
-                                      **_errors(400, 401, 404)}},
+                                      **_errors(400, 401, 404, 503)}},
             },
             "/api/v1/fleet/configuration_profiles/{profile_uuid}/retry_failed": {
                 "parameters": [_PROFILE_UUID],
@@ -365,19 +365,19 @@ def _document() -> dict[str, Any]:
                          "responses": {"202": _json({"type": "object", "required": ["hosts"],
                                                      "properties": {"hosts": {"type": "integer"}}},
                                                     "Every failed host gets a fresh delivery"),
-                                       **_errors(401, 404)}},
+                                       **_errors(401, 404, 503)}},
             },
             "/api/v1/fleet/hosts/{host_uuid}/configuration_profiles/{profile_uuid}/resend": {
                 "parameters": [_HOST_UUID, _PROFILE_UUID],
                 "post": {"operationId": "resendConfigurationProfile",
                          "responses": {"202": _json({"type": "object"}, "A fresh delivery"),
-                                       **_errors(401, 404, 409)}},
+                                       **_errors(401, 404, 409, 503)}},
             },
             "/api/v1/fleet/hosts/{host_uuid}": {
                 "parameters": [_HOST_UUID],
                 "get": {"operationId": "getHost",
                         "responses": {"200": _json(_ref("HostDetail"), "The host"),
-                                      **_errors(401, 404)}},
+                                      **_errors(401, 404, 503)}},
                 "delete": {"operationId": "deleteHost",
                            "description": "Forget the host (nothing is sent to it); it can enroll "
                                           "again",
@@ -416,7 +416,7 @@ def _document() -> dict[str, Any]:
                                                         "type": "array",
                                                         "items": _ref("HostProfile")}}},
                                                    "The host's deliveries"),
-                                      **_errors(401, 404)}},
+                                      **_errors(401, 404, 503)}},
             },
             "/api/v1/fleet/hosts/{host_uuid}/certificates": {
                 "parameters": [_HOST_UUID],
@@ -424,7 +424,7 @@ def _document() -> dict[str, Any]:
                         "responses": {"200": _json(_HOST_CERTIFICATES,
                                                    "Certificates the host holds for delivered SCEP "
                                                    "profiles, soonest expiry first"),
-                                      **_errors(401, 404)}},
+                                      **_errors(401, 404, 503)}},
             },
             "/api/v1/fleet/certificates": {
                 "get": {"operationId": "listCertificates",
@@ -433,7 +433,7 @@ def _document() -> dict[str, Any]:
                             "schema": {"type": "number", "minimum": 0, "maximum": 36500}}],
                         "responses": {"200": _json(_list("certificates", _ref("Certificate")),
                                                    "Soonest expiry first"),
-                                      **_errors(400, 401)}},
+                                      **_errors(400, 401, 503)}},
             },
             "/api/v1/fleet/hosts": {
                 "get": {"operationId": "listHosts",
@@ -441,8 +441,9 @@ def _document() -> dict[str, Any]:
                                        _query("query", "part of the serial number or UUID, any case",
                                               max_length=100)],
                         "responses": {"200": _json(_list("hosts", _ref("Host")),
-                                                   "Hosts in enrollment order"),
-                                      **_errors(400, 401)}},
+                                                   "Hosts in enrollment order, or in host UUID "
+                                                   "order when status or profile_uuid is given"),
+                                      **_errors(400, 401, 503)}},
             },
             "/api/v1/fleet/openapi.json": {
                 "get": {"operationId": "openapiDocument",

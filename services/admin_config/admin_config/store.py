@@ -194,6 +194,14 @@ class ProfileStore:
                             (ca_id,)).fetchall()
         return [r["name"] for r in rows]
 
+    def names_by_uuid(self, conn: psycopg.Connection, profile_uuids: list[str]) -> dict[str, str]:
+        """The current names of the profiles that still exist among `profile_uuids`."""
+        if not profile_uuids:
+            return {}
+        rows = conn.execute("SELECT uuid, name FROM profiles WHERE uuid = ANY(%s)",
+                            (list(set(profile_uuids)),)).fetchall()
+        return {r["uuid"]: r["name"] for r in rows}
+
 
 class CertificateAuthorityNames:
     """CA name → id, for profile validation."""

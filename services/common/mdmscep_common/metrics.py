@@ -1,6 +1,7 @@
-"""Prometheus metrics shared by every process: HTTP and gRPC calls, the bus, retention, expiring
-credentials and secrets. Exposed on each HTTP service's `GET /metrics`, and by the processes
-without HTTP (gRPC servers, push worker, processor) on a port of their own (`serve_metrics`).
+"""Prometheus metrics shared by every process: HTTP and gRPC calls, the bus, the outboxes and
+inboxes, retention, expiring credentials and secrets. Exposed on each HTTP service's
+`GET /metrics`, and by the processes without HTTP (gRPC servers, push worker, processor, the
+admin-config worker) on a port of their own (`serve_metrics`).
 
 Labels never carry a secret, a one-time code or a host: HTTP routes are Flask URL rules (never the
 raw path), gRPC methods are registered method names, queues and tables are fixed names.
@@ -67,6 +68,22 @@ BUS_HANDLER_DURATION = Histogram("mdmscep_bus_handler_duration_seconds", "Time t
 BUS_QUEUE_DEPTH = Gauge("mdmscep_bus_queue_depth", "Messages ready in a queue (passive declare by "
                         "its consumers); <queue>.dlq is the dead-letter queue", ["queue"],
                         multiprocess_mode="livemax")
+
+# -- outbox and inbox (mdmscep_common.outbox, mdmscep_common.inbox) ------------------------------
+OUTBOX_UNPUBLISHED = Gauge("mdmscep_outbox_unpublished", "Events committed to an outbox and not "
+                           "yet published (measured by its relay)", ["table"],
+                           multiprocess_mode="livemax")
+OUTBOX_OLDEST_UNPUBLISHED_AGE = Gauge("mdmscep_outbox_oldest_unpublished_age_seconds", "Age of "
+                                      "the oldest event of an outbox still to publish (0 when "
+                                      "none)", ["table"], multiprocess_mode="livemax")
+OUTBOX_PUBLISHED = Counter("mdmscep_outbox_published", "Events of an outbox published and "
+                           "confirmed by the broker", ["table"])
+OUTBOX_RELAY_FAILURES = Counter("mdmscep_outbox_relay_failures", "Relay rounds that stopped "
+                                "because the broker or the database was unavailable (the rows "
+                                "wait; retried with backoff)", ["table", "dependency"])
+INBOX_DUPLICATES = Counter("mdmscep_inbox_duplicates", "Messages whose event a consumer had "
+                           "already handled (acknowledged without handling them again)",
+                           ["table"])
 
 # -- retention (mdmscep_common.retention) -------------------------------------------------------
 PRUNED_ROWS = Counter("mdmscep_pruned_rows", "Rows deleted because they were past retention",

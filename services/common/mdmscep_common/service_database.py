@@ -43,13 +43,6 @@ SCHEMAS: dict[str, str] = {
 # What a service still touches of another's tables: service → [(privilege, schema, table)].
 # Each is a database grant; nothing else of another schema is reachable.
 CROSS_SERVICE_READS: dict[str, list[tuple[str, str, str]]] = {
-    ADMIN_CONFIG: [
-        # Hosts, deliveries, host certificates and CA request records shown to admins.
-        ("SELECT", "mdm_endpoint", "hosts"),
-        ("SELECT", "profile_processor", "host_profiles"),
-        ("SELECT", "profile_processor", "host_certificates"),
-        ("SELECT", "scep_proxy", "ca_requests"),
-    ],
     PROFILE_PROCESSOR: [
         # The profiles to deliver and the CAs they use (reconcile, verification, AuthorizeScep).
         ("SELECT", "admin_config", "certificate_authorities"),

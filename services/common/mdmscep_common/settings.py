@@ -70,6 +70,7 @@ class Settings:
     mdm_grpc_metrics_port: int
     mdm_push_metrics_port: int
     scep_proxy_grpc_metrics_port: int
+    admin_worker_metrics_port: int
     command_retention_days: float
     scep_code_retention_days: float
     activity_retention_days: float
@@ -194,7 +195,8 @@ def load_settings(env: dict[str, str] | None = None, *,
         name: _int(env, name, default, minimum=0)
         for name, default in (
             ("PROCESSOR_METRICS_PORT", 9101), ("MDM_GRPC_METRICS_PORT", 9102),
-            ("MDM_PUSH_METRICS_PORT", 9103), ("SCEP_PROXY_GRPC_METRICS_PORT", 9104))
+            ("MDM_PUSH_METRICS_PORT", 9103), ("SCEP_PROXY_GRPC_METRICS_PORT", 9104),
+            ("ADMIN_WORKER_METRICS_PORT", 9105))
     }
     for name, port in metrics_ports.items():
         if port > 65535:
@@ -257,6 +259,7 @@ def load_settings(env: dict[str, str] | None = None, *,
         mdm_grpc_metrics_port=metrics_ports["MDM_GRPC_METRICS_PORT"],
         mdm_push_metrics_port=metrics_ports["MDM_PUSH_METRICS_PORT"],
         scep_proxy_grpc_metrics_port=metrics_ports["SCEP_PROXY_GRPC_METRICS_PORT"],
+        admin_worker_metrics_port=metrics_ports["ADMIN_WORKER_METRICS_PORT"],
         command_retention_days=_float(env, "COMMAND_RETENTION_DAYS", 2.0, minimum=0.0),
         scep_code_retention_days=_float(env, "SCEP_CODE_RETENTION_DAYS", 1.0, minimum=0.0),
         activity_retention_days=_float(env, "ACTIVITY_RETENTION_DAYS", 365.0, minimum=1.0),

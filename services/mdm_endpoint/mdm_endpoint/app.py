@@ -14,6 +14,7 @@ from mdmscep_common.crypto import SecretBox
 from mdmscep_common.failure_limits import FailureLimiter
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz, register_metrics
+from mdmscep_common.outbox import Events
 from mdmscep_common.settings import Settings
 
 from .enrollment import enroll_failure_limiter, enrollment_profile, push_topic
@@ -59,14 +60,14 @@ def identity_verifier(settings: Settings) -> IdentityVerifier:
     return IdentityVerifier(load_ca_certificates(settings.mdm_identity_ca_certs))
 
 
-def create_app(settings: Settings, db, publisher, health: HealthChecks,
+def create_app(settings: Settings, db, events: Events, health: HealthChecks,
                verifier: IdentityVerifier | None = None,
                credentials: CredentialMonitor | None = None) -> Flask:
     app = Flask("mdm_endpoint")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["mdm_endpoint"] = Dependencies(
         settings=settings, verifier=verifier or identity_verifier(settings),
-        service=MdmService(db, HostStore(), CommandStore(), publisher,
+        service=MdmService(db, HostStore(), CommandStore(), events,
                            SecretBox.from_settings(settings)),
         topic=configured_topic(settings), enroll_failures=enroll_failure_limiter(db))
     app.register_blueprint(mdm)

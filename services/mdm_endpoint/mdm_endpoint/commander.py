@@ -1,4 +1,5 @@
-"""gRPC Commander: the processor queues per-host commands in batches; we request their pushes.
+"""gRPC Commander: the processor queues per-host commands in batches; we request their pushes
+(push.requested, added to the outbox in the transaction that queues the commands).
 
 Only the commands the product sends are queued (accepted_commands), all of a call or none, and
 their payloads are sealed before they are stored (command_payloads)."""
@@ -12,10 +13,10 @@ import grpc
 from mdmscep.v1 import commander_pb2, commander_pb2_grpc
 from mdmscep_common import bus
 from mdmscep_common.crypto import SecretBox
+from mdmscep_common.outbox import Events
 
 from .accepted_commands import InvalidCommand, check_command
 from .command_payloads import seal_payload
-from .service import EventRelay
 from .store import CommandStore
 
 log = logging.getLogger(__name__)
@@ -27,19 +28,18 @@ PUSH_HOSTS_PER_MESSAGE = 1000
 class Commander:
     """The Commander's logic (no gRPC types), so it can be called and tested directly."""
 
-    def __init__(self, db, commands: CommandStore, publisher, secrets: SecretBox):
+    def __init__(self, db, commands: CommandStore, events: Events, secrets: SecretBox):
         self._db = db
         self._commands = commands
         self._secrets = secrets
-        # The commands are committed before the pushes are asked for: a push the broker cannot
-        # take now is asked for again when it is back, instead of failing the call (which made
-        # the processor re-send with new commands, leaving these queued with codes it never
-        # stored).
-        self._events = EventRelay(publisher)
+        # The pushes are asked for in the commands' transaction (the outbox): a broker outage
+        # neither fails the call (the processor would re-send with new commands, leaving these
+        # queued with codes it never stored) nor loses the pushes.
+        self._events = events
 
     @classmethod
-    def for_settings(cls, settings, db, commands: CommandStore, publisher) -> Commander:
-        return cls(db, commands, publisher, SecretBox.from_settings(settings))
+    def for_settings(cls, settings, db, commands: CommandStore, events: Events) -> Commander:
+        return cls(db, commands, events, SecretBox.from_settings(settings))
 
     def enqueue(self, commands: list[tuple[str, str, str, bytes]],
                 replaces: list[tuple[str, str]]) -> tuple[int, int]:
@@ -50,13 +50,13 @@ class Commander:
         sealed = [(host, command_uuid, request_type,
                    seal_payload(self._secrets, host, command_uuid, payload))
                   for host, command_uuid, request_type, payload in commands]
+        # Push every host named, not only those with new rows: a retried call (after a lost
+        # answer) must still wake its hosts.
+        hosts = sorted({host for host, *_ in commands})
         with self._db.transaction() as conn:
             queued = self._commands.enqueue(conn, sealed, replaces)
-        # Push every host named, not only those with new rows: a retried call (after a lost
-        # answer or a failed publish) must still wake its hosts.
-        hosts = sorted({host for host, *_ in commands})
-        for start in range(0, len(hosts), PUSH_HOSTS_PER_MESSAGE):
-            self._events.publish(bus.PUSH_REQUESTED,
+            for start in range(0, len(hosts), PUSH_HOSTS_PER_MESSAGE):
+                self._events.add(conn, bus.PUSH_REQUESTED,
                                  {"host_uuids": hosts[start:start + PUSH_HOSTS_PER_MESSAGE]})
         return queued, len(hosts)
 

@@ -1,11 +1,12 @@
 """Checks of the two certificates mdm-endpoint reads from files, the push certificate and the
-device identity CA: one about to expire is published as `credential.expiring`."""
+device identity CA: one about to expire is published as `credential.expiring` (through the
+outbox; the relay of `mdm-endpoint grpc` declares admin-config's queue before it publishes)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mdmscep_common import bus, work_queues
+from mdmscep_common import bus
 from mdmscep_common.credentials import (
     IDENTITY_CA,
     PUSH_CERTIFICATE,
@@ -13,6 +14,7 @@ from mdmscep_common.credentials import (
     CredentialMonitor,
     credentials_from_file,
 )
+from mdmscep_common.outbox import Events
 from mdmscep_common.settings import Settings
 from mdmscep_common.timefmt import rfc3339
 
@@ -27,7 +29,7 @@ def credential_event(credential: Credential, now: datetime | None = None) -> dic
             "fingerprint": credential.fingerprint}
 
 
-def file_credential_monitor(settings: Settings, publisher) -> CredentialMonitor:
+def file_credential_monitor(settings: Settings, db, events: Events) -> CredentialMonitor:
     """APNS_CERT and MDM_IDENTITY_CA_CERTS, when set; an expiring one is published as
     `credential.expiring` (activities belong to admin-config)."""
     sources = {}
@@ -38,13 +40,8 @@ def file_credential_monitor(settings: Settings, publisher) -> CredentialMonitor:
         sources[IDENTITY_CA] = lambda: credentials_from_file(
             IDENTITY_CA, "MDM_IDENTITY_CA_CERTS", settings.mdm_identity_ca_certs, name_each=True)
 
-    declared = []
-
     def expiring(credential: Credential) -> None:
-        if not declared:  # admin-config may never have run yet
-            with bus.connection(settings.amqp_url) as conn:
-                bus.declare_queue(conn, work_queues.admin_config_events())
-            declared.append(True)
-        publisher.publish(bus.CREDENTIAL_EXPIRING, credential_event(credential))
+        with db.transaction() as conn:
+            events.add(conn, bus.CREDENTIAL_EXPIRING, credential_event(credential))
 
     return CredentialMonitor(sources, settings.credential_warning_days, expiring)

@@ -1,6 +1,7 @@
 """mdm-endpoint entry points: `mdm-endpoint http` (Apple check-in/commands, gunicorn),
-`mdm-endpoint grpc` (Commander) and `mdm-endpoint push` (APNs push worker); and
-`mdm-endpoint rotate-key` (command payloads under SERVER_PRIVATE_KEY: key_rotation)."""
+`mdm-endpoint grpc` (Commander, HostRegistry, and the relay of mdm-endpoint's outbox, which both
+processes write) and `mdm-endpoint push` (APNs push worker); and `mdm-endpoint rotate-key`
+(command payloads under SERVER_PRIVATE_KEY: key_rotation)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import threading
 
 from mdmscep.v1 import commander_pb2_grpc, host_registry_pb2_grpc
 from mdmscep_common import bus, work_queues
-from mdmscep_common.bus import Publisher
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
-from mdmscep_common.health import dependency_checks
+from mdmscep_common.health import HealthChecks, dependency_checks
 from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
+from mdmscep_common.outbox import MDM_ENDPOINT_OUTBOX, Outbox, OutboxRelay
 from mdmscep_common.retention import PeriodicTask, pruning_task
 from mdmscep_common.service_tls import service_tls_or_exit
 from mdmscep_common.settings import load_settings_or_exit
@@ -32,12 +33,13 @@ def run_http(settings) -> None:
 
     def factory():
         db = Database(settings.database_url, name=SERVICE).open()
-        publisher = Publisher(settings.amqp_url)
+        events = Outbox(MDM_ENDPOINT_OUTBOX)
         # Push certificate and identity CA: checked at start, then every
         # CREDENTIAL_CHECK_INTERVAL, by each worker (each answers /healthz).
-        credentials = file_credential_monitor(settings, publisher)
+        credentials = file_credential_monitor(settings, db, events)
         credentials.periodic_task(settings.credential_check_interval).start()
-        return create_app(settings, db, publisher, dependency_checks(db, settings.amqp_url),
+        # Hosts are served with the database alone: events wait in the outbox for the relay.
+        return create_app(settings, db, events, HealthChecks({"database": db.ping}),
                           credentials=credentials)
     serve_http(factory, settings.mdm_http_port, settings.http_workers, settings.mdm_http_threads,
                f"{SERVICE}-http", settings.secret_values(), host=settings.http_bind_address)
@@ -51,26 +53,36 @@ def run_grpc(settings) -> None:
     tls = service_tls_or_exit(settings, SERVICE)
     configure_logging(f"{SERVICE}-grpc", settings.secret_values())
     db = Database(settings.database_url, max_size=8, name=SERVICE).open()
-    publisher = Publisher(settings.amqp_url)
+    events = Outbox(MDM_ENDPOINT_OUTBOX)
     server = GrpcServer(settings.mdm_grpc_port, ["mdmscep.v1.Commander", "mdmscep.v1.HostRegistry"],
                         dependency_checks(db, settings.amqp_url), tls=tls,
                         host=settings.grpc_bind_address)
     server.add(commander_pb2_grpc.add_CommanderServicer_to_server,
-               CommanderServicer(Commander.for_settings(settings, db, CommandStore(), publisher)))
+               CommanderServicer(Commander.for_settings(settings, db, CommandStore(), events)))
     server.add(host_registry_pb2_grpc.add_HostRegistryServicer_to_server,
-               HostRegistryServicer(HostRegistry(db, publisher)))
+               HostRegistryServicer(HostRegistry(db, events)))
     server.start()
     metrics_server = serve_metrics(settings.mdm_grpc_metrics_port, settings.http_bind_address)
     pruning = command_pruning(settings, db).start()
+    relay = outbox_relay(settings, db).start()
 
     def stop():
         pruning.stop()
         server.stop()
+        relay.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
-        publisher.close()
         db.close()
     run_until_signal(stop)
+
+
+def outbox_relay(settings, db) -> OutboxRelay:
+    """mdm-endpoint's events (the http workers' and the Commander's) to RabbitMQ. It runs here,
+    off the check-in path. admin-config's queue is declared first: credential.expiring may be
+    published before admin-config ever ran."""
+    return OutboxRelay(db, MDM_ENDPOINT_OUTBOX, settings.amqp_url, settings.database_url,
+                       declare=[work_queues.admin_config_events()],
+                       prune_interval=settings.prune_interval)
 
 
 def command_pruning(settings, db) -> PeriodicTask:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
@@ -28,6 +29,26 @@ class PushTarget:
     token: bytes
     push_magic: str
     topic: str
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A host as others may see it (HostRegistry): no identity binding, no push credentials."""
+
+    uuid: str
+    serial_number: str
+    enrolled: bool
+    last_seen_at: datetime | None
+    device_name: str
+    model: str
+    os_version: str
+    enrolled_at: datetime | None
+    push_token_invalid: bool
+
+
+_HOST_RECORD = ("SELECT h.uuid, h.serial_number, h.enrolled, h.last_seen_at, h.device_name, h.model, "
+                "h.os_version, h.enrolled_at, h.push_token_invalid_at IS NOT NULL AS push_token_invalid "
+                "FROM hosts h")
 
 
 class HostStore:
@@ -98,6 +119,32 @@ class HostStore:
     def mark_token_invalid(self, conn: psycopg.Connection, host_uuids: list[str]) -> None:
         conn.execute("UPDATE hosts SET push_token_invalid_at = now() WHERE uuid = ANY(%s)",
                      (host_uuids,))
+
+    def delete(self, conn: psycopg.Connection, udid: str) -> bool:
+        """Forget the host; its commands go with it (ON DELETE CASCADE)."""
+        return conn.execute("DELETE FROM hosts WHERE uuid = %s", (udid,)).rowcount == 1
+
+    def list_hosts(self, conn: psycopg.Connection, query: str, host_uuids: list[str],
+                   limit: int, offset: int) -> tuple[list[HostRecord], int]:
+        """Hosts in enrollment order (first seen, then UUID), with how many match over all pages.
+        `query` is a plain substring of the serial number or UUID in any case (no LIKE
+        wildcards); empty `query` or `host_uuids` narrow nothing."""
+        params = {"query": query or None, "hosts": host_uuids or None,
+                  "limit": limit, "offset": offset}
+        where = """WHERE (%(query)s::text IS NULL
+                          OR strpos(lower(h.serial_number), lower(%(query)s)) > 0
+                          OR strpos(lower(h.uuid), lower(%(query)s)) > 0)
+                     AND (%(hosts)s::text[] IS NULL OR h.uuid = ANY(%(hosts)s))"""
+        rows = conn.execute(f"{_HOST_RECORD} {where} ORDER BY h.created_at, h.uuid "
+                            "LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        total = conn.execute(f"SELECT count(*) AS n FROM hosts h {where}", params).fetchone()["n"]
+        return [HostRecord(**r) for r in rows], total
+
+    def hosts_by_uuid(self, conn: psycopg.Connection, host_uuids: list[str]) -> list[HostRecord]:
+        """The named hosts that exist, in enrollment order."""
+        rows = conn.execute(f"{_HOST_RECORD} WHERE h.uuid = ANY(%s) ORDER BY h.created_at, h.uuid",
+                            (host_uuids,)).fetchall()
+        return [HostRecord(**r) for r in rows]
 
 
 class CommandStore:

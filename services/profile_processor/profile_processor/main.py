@@ -1,17 +1,20 @@
-"""profile-processor entry point and composition root: the gRPC ProfileAuthority, the bus
-consumers (config changes, enrollments, command and SCEP results) and the reconcile loop."""
+"""profile-processor entry point and composition root: the gRPC ProfileAuthority and
+DeliveryDirectory, the bus consumers (config changes, enrollments, command and SCEP results) and
+the reconcile loop."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from mdmscep.v1 import profile_authority_pb2_grpc
+from mdmscep.v1 import delivery_directory_pb2_grpc, profile_authority_pb2_grpc
 from mdmscep_common import bus, work_queues
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks
+from mdmscep_common.inbox import PROFILE_PROCESSOR_INBOX, Inbox
+from mdmscep_common.inbox import retention_rule as inbox_retention_rule
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.retention import pruning_task
@@ -20,6 +23,7 @@ from mdmscep_common.settings import Settings, load_settings_or_exit
 
 from .commander_client import CommanderClient
 from .delivery import Reconciler
+from .delivery_directory import DeliveryDirectory, DeliveryDirectoryServicer
 from .reconcile_metrics import observed_pass
 from .results import ResultHandler
 from .scep_authorization import ProfileAuthorityServicer, ScepAuthority
@@ -29,6 +33,11 @@ from .store import DeliveryStore
 SERVICE = "profile-processor"
 
 log = logging.getLogger(__name__)
+
+# What profile_processor.events brings; the ones after which a reconcile pass runs at once.
+EVENTS = {bus.COMMAND_RESULT, bus.SCEP_RESULT, bus.HOST_CHECKED_OUT, bus.HOST_DELETED,
+          bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED}
+STARTS_A_PASS = {bus.COMMAND_RESULT, bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED}
 
 
 class ReconcileLoop:
@@ -69,24 +78,28 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
                             settings.profile_verify_interval, settings.profile_renewal_days,
                             settings.certificate_wait)
     loop = ReconcileLoop(reconciler, settings.profile_reconcile_interval)
-    results = ResultHandler(db, store, commander, settings.profile_retry_backoff)
+    inbox = Inbox(db, PROFILE_PROCESSOR_INBOX)
 
-    def on_event(body, delivery: bus.Delivery) -> None:
-        key = delivery.routing_key
+    def handle(key: str, body, tx) -> None:
+        """An event's work, in the transaction that records it in the inbox (`tx`)."""
+        results = ResultHandler(tx, store, commander, settings.profile_retry_backoff)
         if key == bus.COMMAND_RESULT:
             results.command_result(body)
-            loop.trigger()  # a retry may now be due
         elif key == bus.SCEP_RESULT:
             results.scep_result(body)
         elif key in (bus.HOST_CHECKED_OUT, bus.HOST_DELETED):
             results.host_checked_out(body)
         elif key == bus.DELIVERY_RESEND:
             results.resend(body)
-            loop.trigger()
-        elif key in (bus.CONFIG_CHANGED, bus.HOST_ENROLLED):
-            loop.trigger()
-        else:
+        # config.changed, host.enrolled: the pass derives everything from the tables.
+
+    def on_event(body, delivery: bus.Delivery) -> None:
+        key = delivery.routing_key
+        if key not in EVENTS:
             raise bus.PoisonMessage(f"unexpected routing key {key}")
+        handled = inbox.handle(body, lambda tx: handle(key, body, tx))
+        if handled and key in STARTS_A_PASS:
+            loop.trigger()  # once committed (after a command.result, a retry may be due)
 
     queue = work_queues.profile_processor_events()
     worker = bus.Worker(settings.amqp_url, {queue.name: (queue, on_event)}, prefetch=32)
@@ -99,14 +112,18 @@ def main() -> None:
     configure_logging(SERVICE, settings.secret_values())
     db = Database(settings.database_url, max_size=8, name=SERVICE).open()
     loop, worker, authority, commander = build(settings, db)
-    server = GrpcServer(settings.processor_grpc_port, ["mdmscep.v1.ProfileAuthority"],
+    server = GrpcServer(settings.processor_grpc_port,
+                        ["mdmscep.v1.ProfileAuthority", "mdmscep.v1.DeliveryDirectory"],
                         dependency_checks(db, settings.amqp_url), tls=tls,
                         host=settings.grpc_bind_address)
     server.add(profile_authority_pb2_grpc.add_ProfileAuthorityServicer_to_server,
                ProfileAuthorityServicer(authority))
+    server.add(delivery_directory_pb2_grpc.add_DeliveryDirectoryServicer_to_server,
+               DeliveryDirectoryServicer(DeliveryDirectory(db)))
     server.start()
     metrics_server = serve_metrics(settings.processor_metrics_port, settings.http_bind_address)
-    pruning = pruning_task(db, scep_code_rules(settings.scep_code_retention_days),
+    pruning = pruning_task(db, [*scep_code_rules(settings.scep_code_retention_days),
+                                inbox_retention_rule(PROFILE_PROCESSOR_INBOX)],
                            settings.prune_interval, settings.prune_batch_size).start()
     threads = [threading.Thread(target=loop.run, name="reconcile"),
                threading.Thread(target=worker.run, name="consumer")]

@@ -1,9 +1,11 @@
-"""profile-processor's SQL: host_profiles and scep_codes (owned), and reads of the tables other
-services own (profiles and CAs of admin-config, hosts of mdm-endpoint). One query per batch; the
+"""profile-processor's SQL: host_profiles, scep_codes and host_certificates (owned), with the
+reads admin-config asks for (DeliveryDirectory), and reads of the tables other services own
+(profiles and CAs of admin-config, hosts of mdm-endpoint). One query per batch; the
 arrays of the per-batch statements of a delivery go in binary (%b), which spares their quoting."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -366,3 +368,115 @@ class DeliveryStore:
                WHERE host_uuid = %s AND verify_command_uuid = %s AND operation_type = 'install'
                  AND status IN ('verifying', 'verified') FOR UPDATE""",
             (host_uuid, command_uuid)).fetchall()
+
+
+# -- what admin-config shows (DeliveryDirectory): reads only ------------------------------------
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    host_uuid: str
+    profile_uuid: str
+    profile_name: str
+    identifier: str
+    operation_type: str
+    status: str
+    detail: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    host_uuid: str
+    profile_uuid: str
+    serial: str
+    subject: str
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+
+
+_DELIVERY = ("SELECT host_uuid, profile_uuid, profile_name, identifier, operation_type, status, "
+             "detail, updated_at FROM host_profiles")
+_CERTIFICATE = ("SELECT host_uuid, profile_uuid, serial, subject, issuer, not_before, not_after "
+                "FROM host_certificates")
+# A certificate expiring within %(within)s seconds (NULL: any).
+_EXPIRING = ("(%(within)s::float8 IS NULL "
+             "OR not_after < now() + make_interval(secs => %(within)s::float8))")
+
+
+def _by_status(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in rows}
+
+
+class DeliveryDirectoryStore:
+    def install_counts_of_profile(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, int]:
+        return _by_status(conn.execute(
+            "SELECT status, count(*) AS n FROM host_profiles WHERE profile_uuid = %s "
+            "AND operation_type = 'install' GROUP BY status", (profile_uuid,)).fetchall())
+
+    def counts_of_host(self, conn: psycopg.Connection, host_uuid: str) -> dict[str, int]:
+        """Every delivery of the host, removals too."""
+        return _by_status(conn.execute(
+            "SELECT status, count(*) AS n FROM host_profiles WHERE host_uuid = %s GROUP BY status",
+            (host_uuid,)).fetchall())
+
+    def paced_counts_of_ca(self, conn: psycopg.Connection, ca_name: str) -> dict[str, int]:
+        """Pending installs of the profiles using the CA that wait for their issuance turn."""
+        return _by_status(conn.execute(
+            """SELECT hp.status, count(*) AS n FROM host_profiles hp
+               WHERE hp.operation_type = 'install' AND hp.status = 'pending'
+                 AND hp.paced_until > now()
+                 AND hp.profile_uuid IN (
+                     SELECT pc.profile_uuid FROM profile_certificate_authorities pc
+                     JOIN certificate_authorities ca ON ca.id = pc.ca_id WHERE ca.name = %s)
+               GROUP BY hp.status""", (ca_name,)).fetchall())
+
+    def deliveries_of_profile(self, conn: psycopg.Connection, profile_uuid: str,
+                              status: str | None, limit: int,
+                              offset: int) -> tuple[list[DeliveryRecord], int]:
+        params = {"p": profile_uuid, "s": status, "limit": limit, "offset": offset}
+        where = "WHERE profile_uuid = %(p)s AND (%(s)s::text IS NULL OR status = %(s)s)"
+        rows = conn.execute(f"{_DELIVERY} {where} ORDER BY host_uuid "
+                            "LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        total = conn.execute(f"SELECT count(*) AS n FROM host_profiles {where}",
+                             params).fetchone()["n"]
+        return [DeliveryRecord(**r) for r in rows], total
+
+    def deliveries_of_host(self, conn: psycopg.Connection, host_uuid: str,
+                           status: str | None) -> list[DeliveryRecord]:
+        rows = conn.execute(
+            f"{_DELIVERY} WHERE host_uuid = %(h)s AND (%(s)s::text IS NULL OR status = %(s)s) "
+            "ORDER BY created_at, profile_uuid", {"h": host_uuid, "s": status}).fetchall()
+        return [DeliveryRecord(**r) for r in rows]
+
+    def hosts_with_deliveries(self, conn: psycopg.Connection, profile_uuid: str | None,
+                              status: str | None, host_uuids: list[str] | None, limit: int,
+                              offset: int) -> tuple[list[str], int]:
+        params = {"p": profile_uuid, "s": status, "hosts": host_uuids, "limit": limit,
+                  "offset": offset}
+        where = """WHERE (%(p)s::text IS NULL OR profile_uuid = %(p)s)
+                     AND (%(s)s::text IS NULL OR status = %(s)s)
+                     AND (%(hosts)s::text[] IS NULL OR host_uuid = ANY(%(hosts)s))"""
+        rows = conn.execute(f"SELECT DISTINCT host_uuid FROM host_profiles {where} "
+                            "ORDER BY host_uuid LIMIT %(limit)s OFFSET %(offset)s",
+                            params).fetchall()
+        total = conn.execute(f"SELECT count(DISTINCT host_uuid) AS n FROM host_profiles {where}",
+                             params).fetchone()["n"]
+        return [r["host_uuid"] for r in rows], total
+
+    def certificates_of_host(self, conn: psycopg.Connection, host_uuid: str,
+                             within_seconds: float | None) -> list[CertificateRecord]:
+        rows = conn.execute(f"{_CERTIFICATE} WHERE host_uuid = %(h)s AND {_EXPIRING} "
+                            "ORDER BY not_after, serial",
+                            {"h": host_uuid, "within": within_seconds}).fetchall()
+        return [CertificateRecord(**r) for r in rows]
+
+    def certificates(self, conn: psycopg.Connection, within_seconds: float | None, limit: int,
+                     offset: int) -> tuple[list[CertificateRecord], int]:
+        params = {"within": within_seconds, "limit": limit, "offset": offset}
+        rows = conn.execute(f"{_CERTIFICATE} WHERE {_EXPIRING} "
+                            "ORDER BY not_after, host_uuid, serial "
+                            "LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        total = conn.execute(f"SELECT count(*) AS n FROM host_certificates WHERE {_EXPIRING}",
+                             params).fetchone()["n"]
+        return [CertificateRecord(**r) for r in rows], total

@@ -1,5 +1,6 @@
 """scep-proxy HTTP composition root: wires settings, the authority client, the upstream pool,
-caches, limits, events and metrics into the Flask app. One call per gunicorn worker process."""
+caches, limits, outcome records (with their events) and metrics into the Flask app. One call per
+gunicorn worker process."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .cache import TtlCache
 from .client_limits import SharedClientRefusalLimiter
 from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
-from .outcomes import Publisher
+from .outcomes import OutcomeRecorder
 from .profile_authority_client import Authority, CachingAuthority, ProfileAuthorityClient
 from .proxy import TEXT_PLAIN, ScepProxy
 from .upstream import Upstream, upstream_client
@@ -45,7 +46,7 @@ class ProxyParts:
                 log.exception("error while closing")
 
 
-def build_proxy(settings: Settings, publisher: Publisher, authority: Authority | None = None,
+def build_proxy(settings: Settings, outcomes: OutcomeRecorder, authority: Authority | None = None,
                 metrics: ProxyMetrics | None = None, limiter=None,
                 client_limiter=None) -> ProxyParts:
     closers = []
@@ -63,7 +64,7 @@ def build_proxy(settings: Settings, publisher: Publisher, authority: Authority |
         answers=TtlCache(settings.scep_proxy_cache_ttl, MAX_CACHED_ANSWERS),
         limiter=limiter or CaLimiter(settings.scep_proxy_ca_concurrency,
                                      settings.scep_proxy_queue_timeout),
-        publisher=publisher,
+        outcomes=outcomes,
         metrics=metrics or ProxyMetrics(),
         client_limiter=client_limiter,
         trusted_proxies=settings.trusted_proxies)
@@ -99,25 +100,25 @@ def create_app(proxy: ScepProxy, health: HealthChecks) -> Flask:
 
 def create_production_app(settings: Settings) -> Flask:
     """The app of one gunicorn worker: its own pools, caches and config.changed listener."""
-    from mdmscep_common.bus import Publisher as BusPublisher
     from mdmscep_common.db import Database
     from mdmscep_common.health import dependency_checks
+    from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox
 
     from .config_events import ConfigListener
-    from .outcome_metrics import CountingPublisher
-    from .outcomes import BackgroundPublisher
+    from .outcome_metrics import CountingRecorder
+    from .outcome_records import OutcomeStore
 
-    db = Database(settings.database_url, max_size=2, name="scep-proxy").open()
-    publisher = CountingPublisher(BackgroundPublisher(BusPublisher(settings.amqp_url)))
+    # Outcome records (one short transaction per PKIOperation) and refusal counts.
+    db = Database(settings.database_url, max_size=4, name="scep-proxy").open()
+    outcomes = CountingRecorder(OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX)))
     # Fleet-wide per-CA limit (every replica shares the slots) and per-CA statistics.
     limiter = FleetCaLimiter(settings.database_url, settings.scep_proxy_ca_concurrency,
                              settings.scep_proxy_queue_timeout, settings.http_threads)
     # Refused requests per client address, counted for every worker and replica.
-    parts = build_proxy(settings, publisher, limiter=limiter,
+    parts = build_proxy(settings, outcomes, limiter=limiter,
                         client_limiter=SharedClientRefusalLimiter(db))
     parts.closers.append(limiter.close)
     listener = ConfigListener(settings.amqp_url, parts.proxy.forget_ca).start()
-    # A gunicorn worker leaves through sys.exit after draining: flush queued scep.result events.
-    parts.closers = [db.close, publisher.close, listener.stop, *parts.closers]
+    parts.closers = [db.close, listener.stop, *parts.closers]
     atexit.register(parts.close)
     return create_app(parts.proxy, dependency_checks(db, settings.amqp_url))

@@ -70,8 +70,9 @@ class FleetCaLimiter:
     Each in-flight request holds one PostgreSQL session advisory lock (CA class, slot number) on
     a pooled connection for as long as the CA works on it. The CA's `max_concurrent_requests`
     (admin API) says how many slots exist. Nothing to clean up: a replica that dies loses its
-    connections, and PostgreSQL releases their locks with them. Outcomes are recorded per CA for
-    the admin's statistics.
+    connections, and PostgreSQL releases their locks with them. Requests refused busy are
+    recorded per CA for the admin's statistics (answered ones are recorded with their scep.result:
+    outcome_records.py).
     """
 
     def __init__(self, dsn: str, default_limit: int, queue_timeout: float, max_connections: int,
@@ -91,7 +92,8 @@ class FleetCaLimiter:
         self._limits: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
-        # Outcomes are written by a background thread in batches, off the host's request path.
+        # Busy refusals are written by a background thread in batches, off the host's request
+        # path (under overload they come in bursts).
         self._outcomes: queue.Queue[tuple[str, str, float] | None] = queue.Queue(MAX_PENDING_OUTCOMES)
         self._writer = threading.Thread(target=self._write_outcomes, name="ca-request-outcomes",
                                         daemon=True)
@@ -190,7 +192,8 @@ class FleetCaLimiter:
             raise Busy("no connection to take a slot for this CA; retry later", ca_name) from None
 
     def record(self, ca_name: str, outcome: str, latency_ms: float) -> None:
-        """Queue a request's outcome for the statistics (written within moments, in batches)."""
+        """Queue a request refused busy for the statistics (written within moments, in
+        batches)."""
         try:
             self._outcomes.put_nowait((ca_name, outcome, latency_ms))
         except queue.Full:  # statistics never hold up or break a host's request

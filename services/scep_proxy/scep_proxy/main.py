@@ -1,4 +1,5 @@
-"""scep-proxy entry points: `scep-proxy http` (gunicorn) and `scep-proxy grpc` (ScepGateway)."""
+"""scep-proxy entry points: `scep-proxy http` (gunicorn) and `scep-proxy grpc` (ScepGateway, and
+the relay of the scep.result events the http workers add to scep-proxy's outbox)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from mdmscep_common.health import dependency_checks
 from mdmscep_common.http import serve_http
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
+from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, OutboxRelay
 from mdmscep_common.service_tls import service_tls_or_exit
 from mdmscep_common.settings import load_settings_or_exit
 
 from .app import create_production_app
 from .ca_connections import ca_client
+from .ca_request_stats import CaRequestStatistics
 from .gateway import ScepGatewayServicer
 from .metrics import reset_multiprocess_dir
 from .retention import ca_request_pruning
@@ -43,15 +46,19 @@ def run_grpc(settings) -> None:
     server = GrpcServer(settings.scep_proxy_grpc_port, ["mdmscep.v1.ScepGateway"], checks,
                         tls=tls, host=settings.grpc_bind_address)
     server.add(scep_gateway_pb2_grpc.add_ScepGatewayServicer_to_server,
-               ScepGatewayServicer(client, settings.scep_probe_timeout))
+               ScepGatewayServicer(client, settings.scep_probe_timeout,
+                                   stats=CaRequestStatistics(db)))
     server.start()
     pruning = ca_request_pruning(db, settings).start()
+    relay = OutboxRelay(db, SCEP_PROXY_OUTBOX, settings.amqp_url, settings.database_url,
+                        prune_interval=settings.prune_interval).start()
     metrics_server = serve_metrics(settings.scep_proxy_grpc_metrics_port,
                                    settings.http_bind_address)
 
     def stop():
         server.stop()
         pruning.stop()
+        relay.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
         client.close()

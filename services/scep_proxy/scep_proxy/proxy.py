@@ -35,7 +35,7 @@ from .errors import (
 )
 from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
-from .outcomes import Publisher, ScepOutcome, outcome_of_answer, outcome_of_failure, publish_outcome
+from .outcomes import OutcomeRecorder, ScepOutcome, outcome_of_answer, outcome_of_failure
 from .profile_authority_client import Authority, Authorization
 from .upstream import CaAnswer, Upstream, UpstreamFailure, UpstreamTimeout
 
@@ -132,7 +132,7 @@ def map_failure(failure: UpstreamFailure, ca_name: str) -> BadGateway:
 
 class ScepProxy:
     def __init__(self, authority: Authority, upstream: Upstream, answers: TtlCache[AnswerKey, Answer],
-                 limiter: CaLimiter | FleetCaLimiter, publisher: Publisher, metrics: ProxyMetrics,
+                 limiter: CaLimiter | FleetCaLimiter, outcomes: OutcomeRecorder, metrics: ProxyMetrics,
                  client_limiter: ClientRefusalLimiter | None = None,
                  trusted_proxies: tuple = ()):
         self._authority = authority
@@ -143,7 +143,7 @@ class ScepProxy:
         self._upstream = upstream
         self._answers = answers
         self._limiter = limiter
-        self._publisher = publisher
+        self._outcomes = outcomes  # scep.result and the CA's ca_requests row (outcome_records.py)
         self.metrics = metrics
 
     def handle(self, request: ScepRequest) -> Answer:
@@ -191,7 +191,8 @@ class ScepProxy:
                 # The host's SCEP request ends here, before its PKIOperation: tell the processor
                 # the CA is down, so this attempt is given back like one that met the outage later.
                 self._report(outcome_of_failure(scep_id, failure.status, failure.reason,
-                                                timed_out=False, unreachable=True), operation)
+                                                timed_out=False, unreachable=True), None,
+                             operation)
             raise
         if answer.status == 200 and cacheable:
             self._answers.put(key, answer)
@@ -228,8 +229,7 @@ class ScepProxy:
         else:
             outcome = outcome_of_answer(scep_id, CaAnswer(answer.status, answer.content_type,
                                                           answer.body))
-        self._report(outcome)
-        self._limiter.record(scep_id.ca_name, outcome.outcome, latency_ms)
+        self._report(outcome, latency_ms)
         if failure is not None:
             raise failure
         return answer
@@ -253,9 +253,11 @@ class ScepProxy:
                         extra={"ca": ca_name, "operation": operation, "error": failure.detail})
             raise map_failure(failure, ca_name) from None
 
-    def _report(self, outcome: ScepOutcome, operation: str = scep.PKI_OPERATION) -> None:
+    def _report(self, outcome: ScepOutcome, latency_ms: float | None,
+                operation: str = scep.PKI_OPERATION) -> None:
+        """`latency_ms`: the request's time at the CA; None when it never reached it."""
         log.info(f"{operation} done",
                  extra={"ca": outcome.ca_name, "host_uuid": outcome.host_uuid,
                         "outcome": outcome.outcome, "fail_info": outcome.fail_info,
                         "http_status": outcome.http_status})
-        publish_outcome(self._publisher, outcome)
+        self._outcomes.record(outcome, latency_ms)
