@@ -33,7 +33,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 from benchlib import CpuMeter, Profile, add_common_arguments, child_pids, load_average, write_json
 
 from mdmscep_common.proxy_urls import ProxyId, proxy_url
@@ -99,16 +98,13 @@ class Bench:
 
         self.ca = start_scepserver(challenge=CHALLENGE, workdir=self.workdir / "ca")
         self.authority = FakeAuthorityServer(max_workers=32)
-        self.authority.fake.add_ca(CA, self.ca.url)
-        self.authority.fake.add_delivery(HOST, PROFILE, CA, any_code=True)
         limit = max(CLIENT_COUNTS) * 2
+        # The CA's max_concurrent_requests comes with each authorization, as from the processor.
+        self.authority.fake.add_ca(CA, self.ca.url, max_concurrent_requests=limit)
+        self.authority.fake.add_delivery(HOST, PROFILE, CA, any_code=True)
         self.database_url = f"{PG_BASE}/mdmscep_bench_{uuid.uuid4().hex[:8]}"
         ensure_database(self.database_url)
         apply_migrations(self.database_url)
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted, "
-                         "max_concurrent_requests) VALUES (%s, %s, %s, %s)",
-                         (CA, self.ca.url, b"unused", limit))
         self.proxies: dict[str, subprocess.Popen] = {}
         self.urls: dict[str, str] = {"direct": self.ca.url}
         self.bases: dict[str, str] = {}

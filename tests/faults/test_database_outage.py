@@ -55,7 +55,7 @@ def test_the_mdm_endpoint_answers_503_while_its_database_is_down():
 def test_the_fleet_ca_limit_answers_busy_while_the_database_is_down(unreachable_dsn):
     limiter = FleetCaLimiter(unreachable_dsn, 4, 0.5, max_connections=2)
     try:
-        with pytest.raises(Busy) as busy, limiter.slot("Test_SCEP"):
+        with pytest.raises(Busy) as busy, limiter.slot("Test_SCEP", 4):
             pass
     finally:
         limiter.close()

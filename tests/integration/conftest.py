@@ -304,9 +304,44 @@ class ProcessorReplica:
         self.reconciler = reconciler
 
 
+@pytest.fixture(scope="session")
+def processor_relay(mdm_settings, mdm_db):
+    """profile-processor's outbox relay (as the `profile-processor` process runs it)."""
+    from profile_processor.main import outbox_relay
+
+    relay = outbox_relay(mdm_settings, mdm_db).start()
+    yield relay
+    relay.stop()
+
+
 @pytest.fixture
-def start_processor(mdm_settings, mdm_db, commander):
-    """Start processor replicas in this process: reconcile loop + event consumer each."""
+def admin_events(mdm_db, amqp_url):
+    """admin-config's consumer of admin_config.events (as `admin-config worker` runs it), over
+    committed data; what earlier tests left in the queue is purged first."""
+    import threading
+
+    from admin_config.background_duties import admin_config_events_handler
+    from mdmscep_common import bus, work_queues
+
+    queue = work_queues.admin_config_events()
+    with bus.connection(amqp_url) as conn:
+        bus.declare_queue(conn, queue)
+        with conn.channel() as channel:
+            queue(channel).purge()
+    worker = bus.Worker(amqp_url, {queue.name: (queue, admin_config_events_handler(mdm_db, 30))},
+                        prefetch=4, requeue_pause=0.05)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    assert worker.ready.wait(10)
+    yield worker
+    worker.stop()
+    thread.join(10)
+
+
+@pytest.fixture
+def start_processor(mdm_settings, mdm_db, commander, processor_relay):
+    """Start processor replicas in this process: reconcile loop + event consumer each (their
+    events relayed by `processor_relay`)."""
     import threading
 
     from profile_processor.main import build

@@ -1,6 +1,8 @@
 """The per-CA limit holds across proxy replicas: two proxy instances, each with its own
-connection pool (as two replicas are), share one CA's slots through PostgreSQL. A counting relay
-in front of the real scepserver measures how many PKIOperations the CA sees at once."""
+connection pool (as two replicas are), connected as scep-proxy's own database role, share one
+CA's slots through PostgreSQL. The limit is the CA's max_concurrent_requests as the authorization
+carries it (below the proxies' default). A counting relay in front of the real scepserver
+measures how many PKIOperations the CA sees at once."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from mdmscep_common.health import HealthChecks
+from mdmscep_common.service_database import service_dsn
 from mdmscep_common.settings import load_settings
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.limits import FleetCaLimiter
@@ -24,6 +27,7 @@ from tests.support.service_certs import tls_env
 
 CA = "Limited_CA"
 LIMIT = 2
+DEFAULT_LIMIT = 4  # SCEP_PROXY_CA_CONCURRENCY: what applies when no limit comes with it
 
 
 class CountingRelay:
@@ -77,11 +81,7 @@ class CountingRelay:
 
 
 @pytest.fixture
-def limited_ca(mdm_db, custom_ca, clean_state):
-    with mdm_db.transaction() as conn:
-        conn.execute("INSERT INTO certificate_authorities (name, url, challenge_encrypted, "
-                     "max_concurrent_requests) VALUES (%s, %s, '\\x00', %s)",
-                     (CA, custom_ca.url, LIMIT))
+def limited_ca(custom_ca, clean_state):
     relay = CountingRelay(custom_ca.url.removesuffix("/scep"))
     yield relay
     relay.close()
@@ -89,7 +89,7 @@ def limited_ca(mdm_db, custom_ca, clean_state):
 
 def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path):
     authority = FakeAuthorityServer()
-    authority.fake.add_ca(CA, limited_ca.url)
+    authority.fake.add_ca(CA, limited_ca.url, max_concurrent_requests=LIMIT)
     replicas, servers = [], []
     for _ in range(2):
         settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
@@ -97,7 +97,8 @@ def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path)
                                   "PROCESSOR_GRPC_ADDR": authority.address,
                                   **tls_env("scep-proxy"),
                                   "SCEP_PROXY_QUEUE_TIMEOUT": "30"})
-        limiter = FleetCaLimiter(database_url, 4, 30.0, max_connections=8)
+        limiter = FleetCaLimiter(service_dsn(database_url, "scep-proxy"), DEFAULT_LIMIT, 30.0,
+                                 max_connections=8)
         parts = build_proxy(settings, _NoOutcomes(), limiter=limiter)
         parts.closers.append(limiter.close)
         server = make_server("127.0.0.1", 0, create_app(parts.proxy, HealthChecks({})),

@@ -99,9 +99,9 @@ def test_in_flight_counts_the_slots_the_proxy_holds_now(world, gateway, database
     limiter = FleetCaLimiter(database_url, default_limit=3, queue_timeout=0.5, max_connections=4)
     try:
         with contextlib.ExitStack() as held:
-            held.enter_context(limiter.slot(CA))
-            held.enter_context(limiter.slot(CA))
-            held.enter_context(limiter.slot(OTHER_CA))
+            held.enter_context(limiter.slot(CA, None))
+            held.enter_context(limiter.slot(CA, None))
+            held.enter_context(limiter.slot(OTHER_CA, None))
             assert stats(gateway, CA).in_flight == 2
             assert stats(gateway, OTHER_CA).in_flight == 1
             assert stats(gateway, BUSY_CA).in_flight == 0
@@ -140,7 +140,7 @@ def test_the_proxys_own_database_role_sees_every_replicas_slots(database_url):
                   name="tests-ca-request-stats").open()
     limiter = FleetCaLimiter(database_url, default_limit=3, queue_timeout=0.5, max_connections=2)
     try:
-        with limiter.slot(CA):
+        with limiter.slot(CA, None):
             stats = CaRequestStatistics(db).of_ca(CA, 3600)
         assert (stats.in_flight, stats.average_latency_ms) == (1, None)
     finally:

@@ -73,7 +73,7 @@ def test_acknowledged_without_a_certificate_ends_failed(mdm, hosts, live_admin, 
 
 
 def test_automatic_renewal_replaces_the_certificate(mdm, mdm_db, hosts, live_admin,
-                                                     start_processor, short_ca):
+                                                     start_processor, admin_events, short_ca):
     replica = start_processor()
     [host] = hosts(1)
     profile_uuid = upload_after_ca(live_admin, short_ca)
@@ -96,8 +96,11 @@ def test_automatic_renewal_replaces_the_certificate(mdm, mdm_db, hosts, live_adm
     assert new.serial_number != old.serial_number
     listed = live_admin.get(f"/api/v1/fleet/hosts/{host.udid}/certificates").json["certificates"]
     assert [c["serial"] for c in listed] == [format(new.serial_number, "x")]
-    activity = live_admin.get("/api/v1/fleet/activities").json["activities"][0]
-    assert activity["type"] == "renewed_certificates" and activity["details"]["hosts"] == 1
+    # The processor announces the renewal (certificates.renewed); admin-config records it.
+    activity = wait_for(lambda: live_admin.get("/api/v1/fleet/activities?type=renewed_certificates")
+                        .json["activities"], what="renewed_certificates activity")[0]
+    assert activity["actor"] == "profile-processor"
+    assert activity["details"] == {"hosts": 1, "profile_uuids": [profile_uuid]}
     # Renewal is once per certificate: the new one is not due yet.
     replica.reconciler.clock = lambda: datetime.now(UTC) + timedelta(days=1)
     assert replica.reconciler.start_renewals() == 0

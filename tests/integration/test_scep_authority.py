@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from admin_config.store import CertificateAuthorityStore
+from mdmscep.v1 import profile_authority_pb2
 from mdmscep.v1.profile_authority_pb2 import ScepRefusal
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
-from profile_processor.scep_authorization import ScepAuthority
+from profile_processor.scep_authorization import ProfileAuthorityServicer, ScepAuthority
 
 HOST, PROFILE, CA, CODE, COMMAND = "HOST-1", "profile-1", "Test_SCEP", "code-abc", "CMD-1"
 
@@ -69,3 +71,21 @@ def test_delivery_not_pending_is_refused(authority, db_conn, status):
     db_conn.execute("UPDATE host_profiles SET status = %s", (status,))
     decision = authority.authorize(HOST, PROFILE, CA, CODE, "PKIOperation")
     assert (decision.allowed, decision.refusal) == (False, ScepRefusal.SCEP_REFUSAL_NOT_PENDING)
+
+
+def test_an_allowed_request_carries_the_cas_limit_as_the_admin_last_set_it(authority, db_conn):
+    servicer = ProfileAuthorityServicer(authority)
+
+    def answer(code=CODE, operation="GetCACaps"):
+        return servicer.AuthorizeScep(profile_authority_pb2.AuthorizeScepRequest(
+            host_uuid=HOST, profile_uuid=PROFILE, ca_name=CA, one_time_code=code,
+            operation=operation), None)
+
+    assert (answer().allowed, answer().max_concurrent_requests) == (True, 4)  # the default
+    ca_id = db_conn.execute("SELECT id FROM certificate_authorities WHERE name = %s",
+                            (CA,)).fetchone()["id"]
+    CertificateAuthorityStore().set_limits(db_conn, ca_id, 9, None)  # as PATCH writes it
+    assert answer().max_concurrent_requests == 9
+    assert answer(operation="PKIOperation").max_concurrent_requests == 9
+    refused = answer(code="wrong")
+    assert (refused.allowed, refused.max_concurrent_requests) == (False, 0)

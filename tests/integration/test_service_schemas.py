@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from mdmscep_common.db import drop_database, ensure_database
+from mdmscep_common.db import database_name, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
 from mdmscep_common.service_database import (
     CROSS_SERVICE_READS,
@@ -133,3 +133,40 @@ def test_an_operator_can_name_each_services_url(database_url):
     assert service_dsn(database_url, "scep-proxy", {"SCEP_PROXY_DATABASE_URL": custom}) == custom
     assert service_dsn(database_url, "admin-config",
                        {"SCEP_PROXY_DATABASE_URL": custom}).startswith("postgresql://")
+
+
+def test_a_grant_dropped_from_the_list_is_revoked(database_url):
+    """profile-processor once inserted admin-config's activities; it announces renewals as an
+    event now, and preparing the roles takes the old grant back from databases that had it."""
+    processor = service_dsn(database_url, "profile-processor")
+    role = service_role(database_name(database_url), "profile-processor")
+    insert = ("INSERT INTO admin_config.activities (type, actor, details) "
+              "VALUES ('renewed_certificates', 'profile-processor', '{}')")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'GRANT INSERT ON admin_config.activities TO "{role}"')
+        conn.execute(f'GRANT USAGE ON SEQUENCE admin_config.activities_id_seq TO "{role}"')
+    assert _can(processor, insert)
+    prepare_service_roles(database_url)
+    assert not _can(processor, insert)
+    with psycopg.connect(database_url) as conn:
+        held = conn.execute(
+            "SELECT has_sequence_privilege(%s, 'admin_config.activities_id_seq', 'USAGE'), "
+            "has_table_privilege(%s, 'admin_config.profiles', 'SELECT')", (role, role)).fetchone()
+    assert held == (False, True)  # the listed reads stay
+
+
+def test_the_scep_proxy_reaches_its_own_schema_alone(database_url):
+    """The proxy learns a CA's max_concurrent_requests from AuthorizeScep now: its old read of
+    admin-config's certificate_authorities is taken back, and its search_path is its schema."""
+    proxy = service_dsn(database_url, "scep-proxy")
+    role = service_role(database_name(database_url), "scep-proxy")
+    read = "SELECT max_concurrent_requests FROM admin_config.certificate_authorities"
+    assert "scep-proxy" not in CROSS_SERVICE_READS
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'GRANT USAGE ON SCHEMA admin_config TO "{role}"')
+        conn.execute(f'GRANT SELECT ON admin_config.certificate_authorities TO "{role}"')
+    assert _can(proxy, read)
+    prepare_service_roles(database_url)
+    assert not _can(proxy, read)
+    with psycopg.connect(proxy) as conn:
+        assert conn.execute("SHOW search_path").fetchone()[0] == "scep_proxy"

@@ -25,6 +25,7 @@ from tests.support.polled_mdm import (  # noqa: F401 - fixtures this module uses
     identity_ca,
     mdm,
     mdm_db,
+    mdm_relay,
     mdm_server,
     mdm_settings,
     push_router,

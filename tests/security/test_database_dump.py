@@ -45,8 +45,10 @@ from tests.support.polled_mdm import (  # noqa: F401 - fixtures this module uses
     live_admin_app,
     mdm,
     mdm_db,
+    mdm_relay,
     mdm_server,
     mdm_settings,
+    processor_relay,
     push_router,
     start_processor,
 )
@@ -153,11 +155,11 @@ def test_a_database_dump_holds_no_challenge_and_no_one_time_code(  # noqa: F811 
     assert len(needles) == 2 + 2 * (1 + 3)
 
     dump = pg_dump(mdm_settings.database_url)
-    assert b"COPY public.commands" in dump and installed.udid.encode() in dump
+    assert b"COPY mdm_endpoint.commands" in dump and installed.udid.encode() in dump
     assert found_in(dump, needles) == []
 
     # Control: the same search finds them in a command stored as it was before (in clear).
-    clear_row = (b"COPY public.commands (payload) FROM stdin;\n\\\\x"
+    clear_row = (b"COPY mdm_endpoint.commands (payload) FROM stdin;\n\\\\x"
                  + mdm_commands.install_profile(install["CommandUUID"],
                                                 install["Command"]["Payload"]).hex().encode()
                  + b"\n\\.\n")

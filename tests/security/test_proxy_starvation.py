@@ -17,6 +17,8 @@ the proxy's rows (tests/support/owner_doubles.py).
 - A request with a real code refused by the per-CA limit (503 + Retry-After) keeps its code
   (GiveBackScepCode), and the host's retry with the same URL gets its certificate.
 - GiveBackScepCode gives back only a code AuthorizeScep used up lately for a pending delivery.
+- The CA's max_concurrent_requests comes with each authorization: an admin's change applies
+  from the next request on.
 - Refusals per client address are counted for every worker and replica (two proxies here): a
   forger is not granted a burst per process.
 """
@@ -337,6 +339,35 @@ def test_a_request_refused_busy_keeps_its_code_and_its_retry_succeeds(world, dat
     assert result.returncode == 0, result.stderr
     assert host.code_used(world.db)
     assert wait_for(lambda: world.stats()["issued"] == 1, 10, "the issued row")
+
+
+def test_an_admins_change_of_the_limit_applies_at_the_next_authorization(world, database_url,
+                                                                         tmp_path):
+    """The limit comes with each AuthorizeScep answer (the proxy reads no admin-config table):
+    raised, the very next request takes the new slot; lowered, the next one waits again."""
+    def set_limit(limit: int) -> None:  # as the admin API's PATCH writes it
+        with world.db.transaction() as conn:
+            CertificateAuthorityStore().set_limits(conn, world.ca_id, limit, None)
+
+    def busy(delivery: Delivery) -> bool:
+        answer = httpx.post(f"{world.base}{delivery.path()}?operation=PKIOperation",
+                            content=PKCS_REQ, timeout=10)
+        return answer.status_code == 503 and not delivery.code_used(world.db)
+
+    first, second = world.delivery(), world.delivery()
+    holder = psycopg.connect(database_url, autocommit=True)  # another replica's request
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s, 0)", (slot_lock_class(world.ca_name),))
+        assert busy(first)  # max_concurrent_requests 1: that slot is the only one
+        set_limit(2)
+        result = scepclient(world.base + first.path(), tmp_path / "device", CHALLENGE,
+                            cn="raised-limit")
+        assert result.returncode == 0, result.stderr
+        assert first.code_used(world.db)
+        set_limit(1)
+        assert busy(second)
+    finally:
+        holder.close()
 
 
 def test_only_a_recently_used_code_of_a_pending_delivery_is_given_back(world):

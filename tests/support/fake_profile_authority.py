@@ -45,15 +45,20 @@ class Delivery:
 class FakeProfileAuthority(profile_authority_pb2_grpc.ProfileAuthorityServicer):
     def __init__(self) -> None:
         self.cas: dict[str, tuple[int, str]] = {}
+        # CA name -> max_concurrent_requests sent when allowed; a CA not here gets 0, as from a
+        # processor that does not send it (the proxy's SCEP_PROXY_CA_CONCURRENCY applies).
+        self.limits: dict[str, int] = {}
         self.deliveries: dict[tuple[str, str], Delivery] = {}
         self.calls: list[Call] = []
         self.delay = 0.0  # seconds each answer waits (a slow processor)
         self._lock = threading.Lock()
 
     # --- the table -------------------------------------------------------------------------
-    def add_ca(self, name: str, url: str) -> None:
+    def add_ca(self, name: str, url: str, max_concurrent_requests: int = 0) -> None:
         with self._lock:
             self.cas[name] = (len(self.cas) + 1, url)
+            if max_concurrent_requests:
+                self.limits[name] = max_concurrent_requests
 
     def add_delivery(self, host_uuid: str, profile_uuid: str, ca_name: str,
                      status: str = "pending", any_code: bool = False) -> Delivery:
@@ -128,8 +133,9 @@ class FakeProfileAuthority(profile_authority_pb2_grpc.ProfileAuthorityServicer):
             if call.operation == "PKIOperation":
                 delivery.used.add(call.one_time_code)
         ca_id, url = self.cas[call.ca_name]
-        return profile_authority_pb2.AuthorizeScepResponse(allowed=True, upstream_url=url,
-                                                           ca_id=ca_id)
+        return profile_authority_pb2.AuthorizeScepResponse(
+            allowed=True, upstream_url=url, ca_id=ca_id,
+            max_concurrent_requests=self.limits.get(call.ca_name, 0))
 
 
 class FakeAuthorityServer:

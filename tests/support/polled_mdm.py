@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.conftest import (  # noqa: F401 - fixtures re-exported for test modules
     MdmHarness,
+    admin_events,
     apns_pki,
     clean_hosts,
     clean_state,
@@ -22,8 +23,10 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures re-exported fo
     live_admin,
     live_admin_app,
     mdm_db,
+    mdm_relay,
     mdm_server,
     mdm_settings,
+    processor_relay,
     push_router,
     start_processor,
 )

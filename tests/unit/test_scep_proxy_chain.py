@@ -58,12 +58,13 @@ class TableAuthority:
     def __init__(self):
         self.calls: list[tuple[str, str]] = []
         self.refuse: Refused | None = None
+        self.limit: int | None = None  # the CA's max_concurrent_requests; None: not sent
 
     def authorize(self, scep_id, operation):
         self.calls.append((scep_id.one_time_code, operation))
         if self.refuse:
             raise self.refuse
-        return Authorization(scep_id.ca_name, CA_URL, 1)
+        return Authorization(scep_id.ca_name, CA_URL, 1, self.limit)
 
     def give_back(self, scep_id):
         self.calls.append((scep_id.one_time_code, "GiveBack"))
@@ -286,6 +287,28 @@ def test_full_ca_refuses_with_retry_after_and_gives_the_code_back():
     assert world.post(PKCS_REQ, code="third").status_code == 200
 
 
+def test_the_cas_limit_is_the_one_its_authorization_carries():
+    world = World(slots=1, queue_timeout=0.1)  # the proxy's default: 1
+    world.authority.limit = 2  # the CA's own max_concurrent_requests
+    world.ca.hold = threading.Event()
+    holders = [threading.Thread(target=world.post, args=(PKCS_REQ, f"held-{n}")) for n in (1, 2)]
+    try:
+        for holder in holders:
+            holder.start()
+        for _ in range(200):
+            if len(world.ca.sent) == 2:
+                break
+            threading.Event().wait(0.01)
+        assert len(world.ca.sent) == 2  # both at the CA at once, over the default
+        assert world.post(PKCS_REQ, code="third").status_code == 503
+    finally:
+        world.ca.hold.set()
+        for holder in holders:
+            holder.join(5)
+    world.ca.hold = None
+    assert world.post(PKCS_REQ, code="fourth").status_code == 200
+
+
 def test_an_outcome_that_cannot_be_recorded_does_not_change_the_answer():
     from scep_proxy.outcome_records import RECORD_FAILURES, OutcomeStore
 
@@ -356,13 +379,29 @@ def test_ttl_cache_expires_and_is_bounded():
 
 def test_limiter_counts_only_what_is_in_flight():
     limiter = CaLimiter(1, 0)
-    with limiter.slot("A"):
+    with limiter.slot("A", None):
         with pytest.raises(Busy):
-            with limiter.slot("A"):
+            with limiter.slot("A", None):
                 pass
-        with limiter.slot("B"):
+        with limiter.slot("B", None):
             assert limiter.in_flight("A") == limiter.in_flight("B") == 1
     assert limiter._in_flight == {}
+
+
+def test_limiter_takes_the_cas_own_limit_over_the_default():
+    limiter = CaLimiter(1, 0)
+    with limiter.slot("A", 2), limiter.slot("A", 2):
+        with pytest.raises(Busy) as busy:
+            with limiter.slot("A", 2):
+                pass
+        assert "2 requests" in str(busy.value)
+        with pytest.raises(Busy):  # lowered meanwhile: no new slot until enough are given back
+            with limiter.slot("A", 1):
+                pass
+    with limiter.slot("A", None):  # not sent: the default, 1
+        with pytest.raises(Busy):
+            with limiter.slot("A", None):
+                pass
 
 
 def test_caching_authority_never_caches_pki_operation():

@@ -2,9 +2,11 @@
 of `admin-config serve`): the daily check of each custom CA's certificate, the
 `credential_expiring` activity (for those, and for the `credential.expiring` events mdm-endpoint
 publishes about the push certificate and the identity CA, each handled once: admin_config_inbox),
-and the retention of activities and of the inbox. activities and certificate_authorities are this
-service's tables, so this is where they are read for these checks and written. The API's
-`/healthz` lists the same custom-CA warnings, read when asked (CustomCaWarnings).
+the consumer of `admin_config.events` (those, and profile-processor's `certificates.renewed`:
+renewal_activities.py), and the retention of activities and of the inbox. activities and
+certificate_authorities are this service's tables, so this is where they are read for these
+checks and written. The API's `/healthz` lists the same custom-CA warnings, read when asked
+(CustomCaWarnings).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from mdmscep_common.inbox import retention_rule as inbox_retention_rule
 from mdmscep_common.retention import PeriodicTask, RetentionRule, days, pruning_task
 from mdmscep_common.settings import Settings
 from mdmscep_common.timefmt import rfc3339
+
+from .renewal_activities import certificates_renewed_handler
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +168,19 @@ def credential_event_handler(db, warning_days: float):
     return handle
 
 
+def admin_config_events_handler(db, warning_days: float) -> bus.Handler:
+    """What other services report for the activity feed, by routing key (admin_config.events)."""
+    handlers = {bus.CREDENTIAL_EXPIRING: credential_event_handler(db, warning_days),
+                bus.CERTIFICATES_RENEWED: certificates_renewed_handler(db)}
+
+    def handle(body: dict[str, Any], delivery: bus.Delivery) -> None:
+        handler = handlers.get(delivery.routing_key)
+        if handler is None:
+            raise bus.PoisonMessage(f"unexpected routing key {delivery.routing_key}")
+        handler(body, delivery)
+    return handle
+
+
 @dataclass
 class Background:
     """What `admin-config worker` runs besides relaying the outbox."""
@@ -196,11 +213,11 @@ def background(settings: Settings, db) -> Background:
     ACTIVITY_RETENTION_DAYS pruned every PRUNE_INTERVAL (one small indexed delete: a thread here
     works in every deployment, where a CronJob would need its own manifest and nothing under
     `make run`), and so are admin_config_inbox rows past their retention; credential.expiring
-    events consumed from admin_config.events."""
+    and certificates.renewed events consumed from admin_config.events."""
     monitor = custom_ca_monitor(db, settings.credential_warning_days)
     queue = work_queues.admin_config_events()
     worker = bus.Worker(settings.amqp_url, {queue.name: (
-        queue, credential_event_handler(db, settings.credential_warning_days))}, prefetch=4)
+        queue, admin_config_events_handler(db, settings.credential_warning_days))}, prefetch=4)
     return Background(monitor, [
         monitor.periodic_task(settings.credential_check_interval),
         pruning_task(db, [*activity_rules(settings.activity_retention_days),

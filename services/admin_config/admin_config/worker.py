@@ -1,7 +1,8 @@
 """`admin-config worker`: admin-config's background process, so the gunicorn workers of
 `admin-config serve` only answer requests. It relays the outbox the API writes (config.changed,
 delivery.resend) to RabbitMQ and runs the background duties (background_duties.py: custom-CA
-expiry checks, retention of activities and of the inbox, the credential.expiring consumer).
+expiry checks, retention of activities and of the inbox, the admin_config.events consumer:
+credential.expiring, certificates.renewed).
 Several replicas may run: the relay claims rows with SKIP LOCKED, the consumer shares its queue.
 
 Like the other processes without HTTP of their own: JSON logs, `/metrics` on

@@ -43,6 +43,7 @@ COMMAND_RESULT = "command.result"
 PUSH_REQUESTED = "push.requested"
 SCEP_RESULT = "scep.result"
 CREDENTIAL_EXPIRING = "credential.expiring"
+CERTIFICATES_RENEWED = "certificates.renewed"
 
 # A replayed dead letter goes straight to its queue (default exchange) and carries the routing
 # key it was first published with in this header, which consumers use instead (mdmscep-dlq).

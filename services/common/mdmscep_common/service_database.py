@@ -10,7 +10,8 @@ the owner's DATABASE_URL and, after the migrations, calls `prepare_service_roles
 - the role gets USAGE and DML on its schema's tables and sequences, and its search_path is its
   schema, so a service's unqualified SQL can only name its own tables. CROSS_SERVICE_READS lists,
   table by table, what a service still reads or writes of another's (each entry is a grant; the
-  list shrinks as those reads move to gRPC or read models; docs/architecture.md).
+  list shrinks as those reads move to gRPC, events or read models, and a grant dropped from it
+  is revoked; docs/architecture.md).
 
 Services then connect as their role (`service_dsn`): an operator may give each service its own URL
 (`<SERVICE>_DATABASE_URL`, e.g. SCEP_PROXY_DATABASE_URL, with its own password); otherwise the
@@ -48,14 +49,8 @@ CROSS_SERVICE_READS: dict[str, list[tuple[str, str, str]]] = {
         ("SELECT", "admin_config", "certificate_authorities"),
         ("SELECT", "admin_config", "profiles"),
         ("SELECT", "admin_config", "profile_certificate_authorities"),
-        # The renewed_certificates activity.
-        ("INSERT", "admin_config", "activities"),
         # Enrolled hosts × profiles = deliveries.
         ("SELECT", "mdm_endpoint", "hosts"),
-    ],
-    SCEP_PROXY: [
-        # A CA's max_concurrent_requests (the fleet-wide request slots).
-        ("SELECT", "admin_config", "certificate_authorities"),
     ],
 }
 
@@ -154,11 +149,44 @@ def prepare_service_roles(owner_dsn: str, env: dict[str, str] | None = None) -> 
                     for sequence in _sequences_of(conn, schema, table):
                         conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
                             sql.Identifier(schema, sequence), who))
+        for service, role in roles.items():
+            _revoke_unlisted(conn, service, role)
         # Owner connections (migrations, operators' CLIs, psql) see every service's tables.
         conn.execute(sql.SQL("ALTER DATABASE {} SET search_path TO {}").format(
             db, sql.SQL(", ").join(map(sql.Identifier, [*SCHEMAS.values(), "public"]))))
     log.info("service roles ready", extra={"roles": sorted(roles.values())})
     return roles
+
+
+def _revoke_unlisted(conn: psycopg.Connection, service: str, role: str) -> None:
+    """Take back what the role holds of other services' schemas beyond CROSS_SERVICE_READS: a
+    grant dropped from the list (its access moved to an event or a gRPC call) is revoked from
+    databases prepared before, not only absent from new ones."""
+    listed = CROSS_SERVICE_READS.get(service, [])
+    wanted = {(schema, table, privilege) for privilege, schema, table in listed}
+    wanted |= {(schema, sequence, "USAGE") for privilege, schema, table in listed
+               if privilege == "INSERT" for sequence in _sequences_of(conn, schema, table)}
+    others = [schema for name, schema in SCHEMAS.items() if name != service]
+    held = conn.execute(
+        """SELECT n.nspname, c.relname, c.relkind, a.privilege_type
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+                aclexplode(c.relacl) a
+           WHERE n.nspname = ANY(%s)
+             AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)""",
+        (others, role)).fetchall()
+    for schema, name, kind, privilege in held:
+        if (schema, name, privilege) in wanted:
+            continue
+        log.info("revoking a cross-service grant no longer listed",
+                 extra={"role": role, "relation": f"{schema}.{name}", "privilege": privilege})
+        conn.execute(sql.SQL("REVOKE {} ON {} {} FROM {}").format(
+            sql.SQL(privilege), sql.SQL("SEQUENCE" if kind == "S" else "TABLE"),
+            sql.Identifier(schema, name), sql.Identifier(role)))
+    used = {schema for _, schema, _ in listed}
+    for schema in others:
+        if schema not in used:
+            conn.execute(sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(
+                sql.Identifier(schema), sql.Identifier(role)))
 
 
 def _ensure_role(conn: psycopg.Connection, role: str) -> None:

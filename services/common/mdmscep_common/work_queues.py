@@ -1,7 +1,8 @@
 """The stack's durable work queues, each named and bound once. Each is consumed by one service
 (named below), which declares it when it starts; this module is shared because others need the
-same names: `mdmscep-dlq` inspects all of them, and mdm-endpoint declares admin-config's queue
-before it first publishes to it (docs/operations.md "Dead letters and health").
+same names: `mdmscep-dlq` inspects all of them, and mdm-endpoint and profile-processor declare
+admin-config's queue before they first publish to it (docs/operations.md "Dead letters and
+health").
 
 scep-proxy's per-process `config.changed` queues are no work queues: they belong to
 scep_proxy/config_events.py.
@@ -17,7 +18,8 @@ from . import bus
 PROFILE_PROCESSOR_EVENTS = "profile_processor.events"
 # mdm-endpoint's push worker: hosts to wake through APNs.
 MDM_ENDPOINT_PUSH_REQUESTED = "mdm_endpoint.push_requested"
-# admin-config: credentials about to expire, recorded as activities.
+# admin-config: what other services report for the activity feed (credentials about to expire,
+# certificates renewed).
 ADMIN_CONFIG_EVENTS = "admin_config.events"
 
 ALL = (PROFILE_PROCESSOR_EVENTS, MDM_ENDPOINT_PUSH_REQUESTED, ADMIN_CONFIG_EVENTS)
@@ -34,4 +36,5 @@ def mdm_endpoint_push_requested() -> Queue:
 
 
 def admin_config_events() -> Queue:
-    return bus.durable_queue(ADMIN_CONFIG_EVENTS, [bus.CREDENTIAL_EXPIRING])
+    return bus.durable_queue(ADMIN_CONFIG_EVENTS, [bus.CREDENTIAL_EXPIRING,
+                                                   bus.CERTIFICATES_RENEWED])

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 
-from mdmscep_common import fleet_vars, mdm_commands
+from mdmscep_common import bus, fleet_vars, mdm_commands
 from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.logs import register_secret
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
+from mdmscep_common.outbox import PROFILE_PROCESSOR_OUTBOX, Events, Outbox
 
 from .commander_client import CommanderClient, HostCommand
 from .issued_certificates import MAX_SPREAD, renewal_due_at
@@ -37,8 +38,11 @@ class Reconciler:
     def __init__(self, db, store: DeliveryStore, commander: CommanderClient, secrets: SecretBox,
                  proxy_public_url: str, code_ttl: float, verify_interval: float,
                  renewal_days: float = 30.0, certificate_wait: float = 3600.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 events: Events | None = None):
         self._db = db
+        # The processor's outbox: events commit with the change they announce.
+        self._events = events if events is not None else Outbox(PROFILE_PROCESSOR_OUTBOX)
         self._store = store
         self._commander = commander
         self._secrets = secrets
@@ -73,7 +77,8 @@ class Reconciler:
 
     def start_renewals(self, limit: int = RENEWALS_PER_PASS) -> int:
         """Re-send SCEP profiles whose certificate is due for renewal (a new one-time code; the
-        host's new certificate replaces the old one). Bounded per pass; spread per host."""
+        host's new certificate replaces the old one). Bounded per pass; spread per host. A pass
+        that renews announces it (certificates.renewed: admin-config records the activity)."""
         now = self.clock()
         with self._db.transaction() as conn:
             candidates = self._store.renewal_candidates(
@@ -87,7 +92,7 @@ class Reconciler:
             due.sort(key=lambda item: item[0])
             started = self._store.start_renewals(conn, [c for _, c in due[:limit]])
             if started:
-                self._store.record_activity(conn, "renewed_certificates", {
+                self._events.add(conn, bus.CERTIFICATES_RENEWED, {
                     "hosts": started, "profile_uuids": sorted({c["profile_uuid"]
                                                               for _, c in due[:limit]})})
         return started

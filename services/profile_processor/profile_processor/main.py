@@ -1,6 +1,6 @@
 """profile-processor entry point and composition root: the gRPC ProfileAuthority and
-DeliveryDirectory, the bus consumers (config changes, enrollments, command and SCEP results) and
-the reconcile loop."""
+DeliveryDirectory, the bus consumers (config changes, enrollments, command and SCEP results), the
+reconcile loop, and the relay of the processor's outbox (certificates.renewed)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from mdmscep_common.inbox import PROFILE_PROCESSOR_INBOX, Inbox
 from mdmscep_common.inbox import retention_rule as inbox_retention_rule
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
+from mdmscep_common.outbox import PROFILE_PROCESSOR_OUTBOX, Outbox, OutboxRelay
 from mdmscep_common.retention import pruning_task
 from mdmscep_common.service_tls import ServiceTls, service_tls_or_exit
 from mdmscep_common.settings import Settings, load_settings_or_exit
@@ -76,7 +77,7 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
     reconciler = Reconciler(db, store, commander, SecretBox.from_settings(settings),
                             settings.scep_proxy_public_url, settings.scep_code_ttl,
                             settings.profile_verify_interval, settings.profile_renewal_days,
-                            settings.certificate_wait)
+                            settings.certificate_wait, events=Outbox(PROFILE_PROCESSOR_OUTBOX))
     loop = ReconcileLoop(reconciler, settings.profile_reconcile_interval)
     inbox = Inbox(db, PROFILE_PROCESSOR_INBOX)
 
@@ -106,6 +107,14 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
     return loop, worker, ScepAuthority(db), commander
 
 
+def outbox_relay(settings: Settings, db) -> OutboxRelay:
+    """The processor's events to RabbitMQ, from a thread of this process. admin-config's queue
+    is declared first: certificates.renewed may be published before admin-config ever ran."""
+    return OutboxRelay(db, PROFILE_PROCESSOR_OUTBOX, settings.amqp_url, settings.database_url,
+                       declare=[work_queues.admin_config_events()],
+                       prune_interval=settings.prune_interval)
+
+
 def main() -> None:
     settings = load_settings_or_exit()
     tls = service_tls_or_exit(settings, SERVICE)
@@ -125,6 +134,7 @@ def main() -> None:
     pruning = pruning_task(db, [*scep_code_rules(settings.scep_code_retention_days),
                                 inbox_retention_rule(PROFILE_PROCESSOR_INBOX)],
                            settings.prune_interval, settings.prune_batch_size).start()
+    relay = outbox_relay(settings, db).start()
     threads = [threading.Thread(target=loop.run, name="reconcile"),
                threading.Thread(target=worker.run, name="consumer")]
     for thread in threads:
@@ -136,6 +146,7 @@ def main() -> None:
         loop.stop()
         for thread in threads:
             thread.join(30)
+        relay.stop()
         server.stop()
         if metrics_server is not None:
             metrics_server.shutdown()

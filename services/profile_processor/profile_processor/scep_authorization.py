@@ -32,6 +32,9 @@ class Decision:
     refusal: int = ScepRefusal.SCEP_REFUSAL_UNSPECIFIED
     upstream_url: str = ""
     ca_id: int = 0
+    # When allowed: the CA's fleet-wide limit of PKIOperations in flight (the proxy's slots),
+    # read with the rest of the CA so an admin's change applies from the next authorization.
+    max_concurrent_requests: int = 0
 
 
 def _refuse(refusal: int, reason: str) -> Decision:
@@ -53,7 +56,8 @@ class ScepAuthority:
             if conn.execute("SELECT 1 FROM profiles WHERE uuid = %s", (profile_uuid,)).fetchone() is None:
                 return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_PROFILE, "unknown profile")
             ca = conn.execute(
-                """SELECT ca.id, ca.url FROM certificate_authorities ca
+                """SELECT ca.id, ca.url, ca.max_concurrent_requests
+                   FROM certificate_authorities ca
                    JOIN profile_certificate_authorities pc ON pc.ca_id = ca.id
                    WHERE ca.name = %s AND pc.profile_uuid = %s""", (ca_name, profile_uuid)).fetchone()
             if ca is None:
@@ -87,7 +91,8 @@ class ScepAuthority:
                 if used is None:
                     return _refuse(ScepRefusal.SCEP_REFUSAL_CODE_USED,
                                    "one-time code already used")
-            return Decision(True, upstream_url=ca["url"], ca_id=ca["id"])
+            return Decision(True, upstream_url=ca["url"], ca_id=ca["id"],
+                            max_concurrent_requests=ca["max_concurrent_requests"])
 
     def give_back(self, host_uuid: str, profile_uuid: str, ca_name: str, code: str) -> bool:
         """Make a code used up by AuthorizeScep(PKIOperation) usable again, if it belongs to this
@@ -120,7 +125,8 @@ class ProfileAuthorityServicer(profile_authority_pb2_grpc.ProfileAuthorityServic
                                              request.operation)
         return profile_authority_pb2.AuthorizeScepResponse(
             allowed=decision.allowed, reason=decision.reason, upstream_url=decision.upstream_url,
-            ca_id=decision.ca_id, refusal=decision.refusal)
+            ca_id=decision.ca_id, refusal=decision.refusal,
+            max_concurrent_requests=decision.max_concurrent_requests)
 
     def GiveBackScepCode(self, request, context):  # noqa: N802 - gRPC method name
         given_back = self._authority.give_back(request.host_uuid, request.profile_uuid,

@@ -332,12 +332,6 @@ class DeliveryStore:
              [r["sha256"] for r in renewals],
              [r["not_after"].strftime("%Y-%m-%d %H:%M UTC") for r in renewals])).rowcount
 
-    def record_activity(self, conn: psycopg.Connection, type_: str, details: dict[str, Any]) -> None:
-        # The activity log is append-only and shared: the processor appends its own runs.
-        from psycopg.types.json import Jsonb
-        conn.execute("INSERT INTO activities (type, actor, details) VALUES (%s, %s, %s)",
-                     (type_, "profile-processor", Jsonb(details)))
-
     def resend(self, conn: psycopg.Connection, profile_uuid: str, host_uuid: str | None,
                only_failed: bool) -> int:
         """A fresh delivery with a new budget of attempts (the queued command, if any, is

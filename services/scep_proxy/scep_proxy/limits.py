@@ -1,4 +1,10 @@
-"""Per-CA limit of PKIOperation requests in flight in this process (503 when full).
+"""Per-CA limit of PKIOperation requests in flight (503 when full): in this process (CaLimiter) or
+across every proxy replica (FleetCaLimiter).
+
+The limit is the CA's max_concurrent_requests, which comes with the request's authorization
+(AuthorizeScep reads it with the rest of the CA), so an admin's change applies from the next
+request on and the proxy never reads admin-config's tables. `limit` None (a processor that does
+not send it) means the proxy's default, SCEP_PROXY_CA_CONCURRENCY.
 
 Counters exist only while a CA has requests in flight, so CA names taken from (not yet
 authorized) URLs cannot grow memory.
@@ -27,8 +33,11 @@ OUTCOMES_PER_WRITE = 500
 
 
 class CaLimiter:
-    def __init__(self, slots_per_ca: int, queue_timeout: float):
-        self._slots = slots_per_ca
+    """The limit within this process only: FleetCaLimiter's stand-in where there is no database
+    (tests, the benchmark)."""
+
+    def __init__(self, default_limit: int, queue_timeout: float):
+        self._default = default_limit
         self._queue_timeout = queue_timeout
         self._changed = threading.Condition()
         self._in_flight: dict[str, int] = {}
@@ -38,15 +47,15 @@ class CaLimiter:
             return self._in_flight.get(ca_name, 0)
 
     @contextlib.contextmanager
-    def slot(self, ca_name: str) -> Iterator[None]:
-        """Hold one of the CA's slots, waiting up to queue_timeout for one; else Busy."""
+    def slot(self, ca_name: str, limit: int | None) -> Iterator[None]:
+        """Hold one of the CA's `limit` slots, waiting up to queue_timeout for one; else Busy."""
+        limit = limit or self._default
         deadline = time.monotonic() + self._queue_timeout
         with self._changed:
-            while self._in_flight.get(ca_name, 0) >= self._slots:
+            while self._in_flight.get(ca_name, 0) >= limit:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise Busy(f"{self._slots} requests to this CA are in flight; retry later",
-                               ca_name)
+                    raise Busy(f"{limit} requests to this CA are in flight; retry later", ca_name)
                 self._changed.wait(remaining)
             self._in_flight[ca_name] = self._in_flight.get(ca_name, 0) + 1
         try:
@@ -69,14 +78,14 @@ class FleetCaLimiter:
 
     Each in-flight request holds one PostgreSQL session advisory lock (CA class, slot number) on
     a pooled connection for as long as the CA works on it. The CA's `max_concurrent_requests`
-    (admin API) says how many slots exist. Nothing to clean up: a replica that dies loses its
-    connections, and PostgreSQL releases their locks with them. Requests refused busy are
-    recorded per CA for the admin's statistics (answered ones are recorded with their scep.result:
-    outcome_records.py).
+    (admin API, sent with each authorization) says how many slots exist: after an admin lowers
+    it, requests holding a slot above the new limit finish, and new ones take only the slots
+    below it. Nothing to clean up: a replica that dies loses its connections, and PostgreSQL
+    releases their locks with them. Requests refused busy are recorded per CA for the admin's
+    statistics (answered ones are recorded with their scep.result: outcome_records.py).
     """
 
-    def __init__(self, dsn: str, default_limit: int, queue_timeout: float, max_connections: int,
-                 limit_ttl: float = 5.0):
+    def __init__(self, dsn: str, default_limit: int, queue_timeout: float, max_connections: int):
         from psycopg_pool import ConnectionPool
 
         # A connection is pinged when taken only after it sat idle for a while (it may have
@@ -88,8 +97,6 @@ class FleetCaLimiter:
                                     check=self._check_if_idle, name="scep-proxy-slots")
         self._default = default_limit
         self._queue_timeout = queue_timeout
-        self._limit_ttl = limit_ttl
-        self._limits: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
         # Busy refusals are written by a background thread in batches, off the host's request
@@ -109,33 +116,16 @@ class FleetCaLimiter:
         self._last_used[id(conn)] = time.monotonic()
         self._pool.putconn(conn)
 
-    def limit_for(self, ca_name: str) -> int:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._limits.get(ca_name)
-        if cached and cached[0] > now:
-            return cached[1]
-        with self._pool.connection(timeout=5) as conn:
-            row = conn.execute("SELECT max_concurrent_requests FROM certificate_authorities "
-                               "WHERE name = %s", (ca_name,)).fetchone()
-        limit = max(1, row[0]) if row else self._default
-        with self._lock:
-            if len(self._limits) > 1024:
-                self._limits.clear()
-            self._limits[ca_name] = (now + self._limit_ttl, limit)
-        return limit
-
     def in_flight(self, ca_name: str) -> int:
         with self._lock:
             return self._in_flight.get(ca_name, 0)
 
     @contextlib.contextmanager
-    def slot(self, ca_name: str) -> Iterator[None]:
+    def slot(self, ca_name: str, limit: int | None) -> Iterator[None]:
+        """Hold one of the CA's `limit` slots fleet-wide, waiting up to queue_timeout for one;
+        else Busy (also while the database is down)."""
+        limit = limit or self._default
         deadline = time.monotonic() + self._queue_timeout
-        try:
-            limit = self.limit_for(ca_name)
-        except Exception:  # noqa: BLE001 - database down (PoolTimeout, OperationalError): 503
-            raise Busy("the CA's limit cannot be read now; retry later", ca_name) from None
         key = slot_lock_class(ca_name)
         try:
             conn = self._pool.getconn(timeout=max(0.1, self._queue_timeout))

@@ -52,6 +52,9 @@ class Authorization:
     ca_name: str
     upstream_url: str
     ca_id: int
+    # The CA's fleet-wide limit of PKIOperations in flight; None when the processor did not say
+    # (one older than this proxy): the proxy's default applies (limits.py).
+    max_concurrent_requests: int | None = None
 
 
 class Authority(Protocol):
@@ -96,7 +99,9 @@ class ProfileAuthorityClient:
         parts = urlsplit(answer.upstream_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadGateway("the CA has no usable SCEP URL", scep_id.ca_name, verified_ca=True)
-        return Authorization(scep_id.ca_name, answer.upstream_url, answer.ca_id)
+        limit = answer.max_concurrent_requests
+        return Authorization(scep_id.ca_name, answer.upstream_url, answer.ca_id,
+                             limit if limit > 0 else None)
 
     def give_back(self, scep_id: ProxyId) -> bool:
         """GiveBackScepCode: the PKIOperation this code was used up for never reached the CA.

@@ -204,7 +204,8 @@ class ScepProxy:
         # wait for, hold or are counted against the CA's slots.
         authorization = self._authority.authorize(scep_id, scep.PKI_OPERATION)
         try:
-            slot = self._limiter.slot(authorization.ca_name)
+            # The CA's limit as of this authorization: an admin's change applies right away.
+            slot = self._limiter.slot(authorization.ca_name, authorization.max_concurrent_requests)
             slot.__enter__()  # noqa: PLC2801 - released in the finally below
         except Busy:
             # The request never reached the CA: the host keeps its code for the retry it is told

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mdmscep/v1/profile_authority.proto\x12\nmdmscep.v1\"z\n\x14\x41uthorizeScepRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\x12\x14\n\x0cprofile_uuid\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61_name\x18\x03 \x01(\t\x12\x15\n\rone_time_code\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\"\x9a\x01\n\x15\x41uthorizeScepResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cupstream_url\x18\x03 \x01(\t\x12\r\n\x05\x63\x61_id\x18\x04 \x01(\x03\x12(\n\x07refusal\x18\x06 \x01(\x0e\x32\x17.mdmscep.v1.ScepRefusalJ\x04\x08\x05\x10\x06R\x0bhttp_status\"j\n\x17GiveBackScepCodeRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\x12\x14\n\x0cprofile_uuid\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61_name\x18\x03 \x01(\t\x12\x15\n\rone_time_code\x18\x04 \x01(\t\".\n\x18GiveBackScepCodeResponse\x12\x12\n\ngiven_back\x18\x01 \x01(\x08*\xc7\x02\n\x0bScepRefusal\x12\x1c\n\x18SCEP_REFUSAL_UNSPECIFIED\x10\x00\x12\"\n\x1eSCEP_REFUSAL_UNKNOWN_OPERATION\x10\x01\x12\x1d\n\x19SCEP_REFUSAL_UNKNOWN_HOST\x10\x02\x12 \n\x1cSCEP_REFUSAL_UNKNOWN_PROFILE\x10\x03\x12\x1b\n\x17SCEP_REFUSAL_UNKNOWN_CA\x10\x04\x12\x1c\n\x18SCEP_REFUSAL_NOT_PENDING\x10\x05\x12\x1d\n\x19SCEP_REFUSAL_CODE_UNKNOWN\x10\x06\x12\x1a\n\x16SCEP_REFUSAL_CODE_USED\x10\x07\x12\x1d\n\x19SCEP_REFUSAL_CODE_EXPIRED\x10\x08\x12 \n\x1cSCEP_REFUSAL_CODE_SUPERSEDED\x10\t2\xc7\x01\n\x10ProfileAuthority\x12T\n\rAuthorizeScep\x12 .mdmscep.v1.AuthorizeScepRequest\x1a!.mdmscep.v1.AuthorizeScepResponse\x12]\n\x10GiveBackScepCode\x12#.mdmscep.v1.GiveBackScepCodeRequest\x1a$.mdmscep.v1.GiveBackScepCodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mdmscep/v1/profile_authority.proto\x12\nmdmscep.v1\"z\n\x14\x41uthorizeScepRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\x12\x14\n\x0cprofile_uuid\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61_name\x18\x03 \x01(\t\x12\x15\n\rone_time_code\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\"\xbb\x01\n\x15\x41uthorizeScepResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cupstream_url\x18\x03 \x01(\t\x12\r\n\x05\x63\x61_id\x18\x04 \x01(\x03\x12(\n\x07refusal\x18\x06 \x01(\x0e\x32\x17.mdmscep.v1.ScepRefusal\x12\x1f\n\x17max_concurrent_requests\x18\x07 \x01(\x05J\x04\x08\x05\x10\x06R\x0bhttp_status\"j\n\x17GiveBackScepCodeRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\x12\x14\n\x0cprofile_uuid\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61_name\x18\x03 \x01(\t\x12\x15\n\rone_time_code\x18\x04 \x01(\t\".\n\x18GiveBackScepCodeResponse\x12\x12\n\ngiven_back\x18\x01 \x01(\x08*\xc7\x02\n\x0bScepRefusal\x12\x1c\n\x18SCEP_REFUSAL_UNSPECIFIED\x10\x00\x12\"\n\x1eSCEP_REFUSAL_UNKNOWN_OPERATION\x10\x01\x12\x1d\n\x19SCEP_REFUSAL_UNKNOWN_HOST\x10\x02\x12 \n\x1cSCEP_REFUSAL_UNKNOWN_PROFILE\x10\x03\x12\x1b\n\x17SCEP_REFUSAL_UNKNOWN_CA\x10\x04\x12\x1c\n\x18SCEP_REFUSAL_NOT_PENDING\x10\x05\x12\x1d\n\x19SCEP_REFUSAL_CODE_UNKNOWN\x10\x06\x12\x1a\n\x16SCEP_REFUSAL_CODE_USED\x10\x07\x12\x1d\n\x19SCEP_REFUSAL_CODE_EXPIRED\x10\x08\x12 \n\x1cSCEP_REFUSAL_CODE_SUPERSEDED\x10\t2\xc7\x01\n\x10ProfileAuthority\x12T\n\rAuthorizeScep\x12 .mdmscep.v1.AuthorizeScepRequest\x1a!.mdmscep.v1.AuthorizeScepResponse\x12]\n\x10GiveBackScepCode\x12#.mdmscep.v1.GiveBackScepCodeRequest\x1a$.mdmscep.v1.GiveBackScepCodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mdmscep.v1.profile_authority_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCEPREFUSAL']._serialized_start=488
-  _globals['_SCEPREFUSAL']._serialized_end=815
+  _globals['_SCEPREFUSAL']._serialized_start=521
+  _globals['_SCEPREFUSAL']._serialized_end=848
   _globals['_AUTHORIZESCEPREQUEST']._serialized_start=50
   _globals['_AUTHORIZESCEPREQUEST']._serialized_end=172
   _globals['_AUTHORIZESCEPRESPONSE']._serialized_start=175
-  _globals['_AUTHORIZESCEPRESPONSE']._serialized_end=329
-  _globals['_GIVEBACKSCEPCODEREQUEST']._serialized_start=331
-  _globals['_GIVEBACKSCEPCODEREQUEST']._serialized_end=437
-  _globals['_GIVEBACKSCEPCODERESPONSE']._serialized_start=439
-  _globals['_GIVEBACKSCEPCODERESPONSE']._serialized_end=485
-  _globals['_PROFILEAUTHORITY']._serialized_start=818
-  _globals['_PROFILEAUTHORITY']._serialized_end=1017
+  _globals['_AUTHORIZESCEPRESPONSE']._serialized_end=362
+  _globals['_GIVEBACKSCEPCODEREQUEST']._serialized_start=364
+  _globals['_GIVEBACKSCEPCODEREQUEST']._serialized_end=470
+  _globals['_GIVEBACKSCEPCODERESPONSE']._serialized_start=472
+  _globals['_GIVEBACKSCEPCODERESPONSE']._serialized_end=518
+  _globals['_PROFILEAUTHORITY']._serialized_start=851
+  _globals['_PROFILEAUTHORITY']._serialized_end=1050
 # @@protoc_insertion_point(module_scope)

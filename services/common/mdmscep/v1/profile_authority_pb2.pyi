@@ -43,18 +43,20 @@ class AuthorizeScepRequest(_message.Message):
     def __init__(self, host_uuid: _Optional[str] = ..., profile_uuid: _Optional[str] = ..., ca_name: _Optional[str] = ..., one_time_code: _Optional[str] = ..., operation: _Optional[str] = ...) -> None: ...
 
 class AuthorizeScepResponse(_message.Message):
-    __slots__ = ("allowed", "reason", "upstream_url", "ca_id", "refusal")
+    __slots__ = ("allowed", "reason", "upstream_url", "ca_id", "refusal", "max_concurrent_requests")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_URL_FIELD_NUMBER: _ClassVar[int]
     CA_ID_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
     upstream_url: str
     ca_id: int
     refusal: ScepRefusal
-    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., upstream_url: _Optional[str] = ..., ca_id: _Optional[int] = ..., refusal: _Optional[_Union[ScepRefusal, str]] = ...) -> None: ...
+    max_concurrent_requests: int
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., upstream_url: _Optional[str] = ..., ca_id: _Optional[int] = ..., refusal: _Optional[_Union[ScepRefusal, str]] = ..., max_concurrent_requests: _Optional[int] = ...) -> None: ...
 
 class GiveBackScepCodeRequest(_message.Message):
     __slots__ = ("host_uuid", "profile_uuid", "ca_name", "one_time_code")
