@@ -235,6 +235,9 @@ def test_expiring_credentials_warn_in_health_metrics_logs_and_activities(ops):
     # The reminder stage: within 30 days, within 7 days (then 1 day, expired).
     assert by_kind["custom_ca"]["details"]["stage"] == "30d"
     assert by_kind["push_certificate"]["details"]["stage"] == "7d"
-    log = stack.log()
-    assert "credential expiring" in log and "Expiring_CA" in log and "APNS_CERT" in log
+    # The processes' output reaches the stack's log through supervisord a moment after the
+    # activity is stored.
+    wait_for(lambda: all(text in stack.log() for text in
+                         ("credential expiring", "Expiring_CA", "APNS_CERT")),
+             what="the expiry warnings in the log")
 
