@@ -43,10 +43,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
+from mdm_endpoint.settings import DEFAULT_MDM_HTTP_THREADS
 from mdmscep_common import mdm_commands
 from mdmscep_common.db import Database, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
-from mdmscep_common.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -185,7 +185,7 @@ def main() -> None:
     add_common_arguments(parser)
     args = parser.parse_args()
     if args.threads is None:
-        args.threads = load_settings({}, needs_server_private_key=False).mdm_http_threads
+        args.threads = DEFAULT_MDM_HTTP_THREADS
 
     run_id = uuid.uuid4().hex[:8]
     database_url = f"{PG_BASE}/mdmscep_bench_{run_id}"

@@ -52,16 +52,16 @@ def _serve_proxy(port: int) -> None:
     production's FleetCaLimiter on DATABASE_URL; otherwise the in-process limit, no database."""
     from mdmscep_common.health import HealthChecks
     from mdmscep_common.http import serve_http
-    from mdmscep_common.settings import load_settings
     from scep_proxy.app import build_proxy, create_app
     from scep_proxy.limits import FleetCaLimiter
     from scep_proxy.main import gunicorn_options
+    from scep_proxy.settings import ScepProxySettings
 
     class NoBus:
         def publish(self, routing_key, body, message_id=None):
             pass
 
-    settings = load_settings()
+    settings = ScepProxySettings.from_env()
 
     def factory():
         limiter = None

@@ -91,10 +91,10 @@ def check_dependencies() -> bool:
     import psycopg
 
     from mdmscep_common.bus import broker_reachable
-    from mdmscep_common.settings import SettingsError, load_settings
+    from mdmscep_common.settings import CommonSettings, SettingsError
 
     try:
-        settings = load_settings(needs_server_private_key=False)  # URLs only (the worker has no key)
+        settings = CommonSettings.from_env()  # the URLs only: every service has them
     except SettingsError:
         return False
     try:

@@ -125,13 +125,22 @@ def main() -> None:
 
     load_dotenv(ROOT / ".env", override=False)
 
+    from admin_config.settings import AdminConfigSettings
+    from mdm_endpoint.settings import MdmEndpointSettings
     from mdmscep_common.db import ensure_database
     from mdmscep_common.logs import configure_logging
     from mdmscep_common.migrate import apply_migrations
     from mdmscep_common.service_pki import write_service_pki
-    from mdmscep_common.settings import load_settings_or_exit
+    from mdmscep_common.settings import CommonSettings, load_or_exit
+    from profile_processor.settings import ProfileProcessorSettings
+    from scep_proxy.settings import ScepProxySettings
 
-    settings = load_settings_or_exit()
+    # Every service it starts checks its own configuration here first: a mistake stops `make
+    # run` at once instead of a program restarting forever under supervisord.
+    checked = [load_or_exit(service_settings.from_env)
+               for service_settings in (AdminConfigSettings, MdmEndpointSettings,
+                                        ProfileProcessorSettings, ScepProxySettings)]
+    settings = load_or_exit(CommonSettings.from_env)
     configured = [name for name in GRPC_TLS_VARIABLES if os.environ.get(name)]
     if configured:
         # One certificate for every program would give them all one identity, and the services
@@ -140,7 +149,8 @@ def main() -> None:
               "its own internal gRPC certificate; unset GRPC_TLS_CA_CERT, GRPC_TLS_CERT and "
               "GRPC_TLS_KEY (deploy/ sets them per service)", file=sys.stderr)
         raise SystemExit(78)
-    configure_logging("launcher", settings.secret_values())
+    configure_logging("launcher", [value for service_settings in checked
+                                   for value in service_settings.secret_values()])
     ensure_database(settings.database_url)
     applied = apply_migrations(settings.database_url, dict(os.environ))
     print(f"launcher: {len(applied)} migration(s) applied; starting services", flush=True)

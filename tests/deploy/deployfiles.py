@@ -120,8 +120,10 @@ def console_scripts(package_dir: str) -> set[str]:
 
 
 def settings_variables() -> set[str]:
-    """Environment variable names the services read (services/common settings)."""
-    text = (ROOT / "services" / "common" / "mdmscep_common" / "settings.py").read_text()
+    """Environment variable names the services read (the common core and each service's own)."""
+    text = "".join(path.read_text() for path in [
+        ROOT / "services" / "common" / "mdmscep_common" / "settings.py",
+        *(ROOT / "services").glob("*/*/settings.py")])
     from mdmscep_common.service_database import SCHEMAS, service_url_variable
 
     # Each service's own database URL, read by the migration step (service_database.py).

@@ -16,13 +16,13 @@ import pytest
 from mdm_endpoint.app import create_app
 from mdm_endpoint.identity import IdentityVerifier
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from scep_proxy.errors import Busy
 from scep_proxy.limits import FleetCaLimiter
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.identity_pki import IdentityCa
 from tests.support.ports import free_port
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 
 @pytest.fixture

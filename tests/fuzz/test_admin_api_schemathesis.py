@@ -31,12 +31,12 @@ from schemathesis.checks import (
 from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ProbeOutcome
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.fuzz.strategies import EXAMPLES
 from tests.support.identity_pki import IdentityCa
 from tests.support.owner_doubles import row_owners
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = (ROOT / "tests" / "integration" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()

@@ -5,11 +5,11 @@ import pytest
 from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ScepGatewayClient
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.owner_doubles import RowCaRequests, RowDeliveryDirectory, row_owners
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
+from tests.support.settings import load_settings
 
 
 class AdminClient:

@@ -15,10 +15,10 @@ from admin_config.app import DATABASE_RETRY_AFTER_SECONDS, build_services, creat
 from admin_config.delivery_directory_client import Delivery
 from admin_config.host_registry_client import RegisteredHost
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.admin_doubles import NoProber
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 
 class UnavailableDatabase:

@@ -28,12 +28,12 @@ from mdmscep.v1 import (
 )
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.admin_doubles import NoProber
 from tests.support.ports import free_port
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
+from tests.support.settings import load_settings
 
 SEEN = datetime(2026, 1, 31, 12, 0, 5, tzinfo=UTC)
 

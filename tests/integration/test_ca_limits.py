@@ -17,13 +17,13 @@ from werkzeug.serving import make_server
 
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.service_database import service_dsn
-from mdmscep_common.settings import load_settings
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.limits import FleetCaLimiter
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, grant, proxy_path, scepclient
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.service_certs import tls_env
+from tests.support.settings import load_settings
 
 CA = "Limited_CA"
 LIMIT = 2

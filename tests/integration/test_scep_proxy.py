@@ -32,12 +32,11 @@ from mdmscep_common import bus
 from mdmscep_common.db import Database
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox, OutboxRelay
-from mdmscep_common.settings import load_settings
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.config_events import ConfigListener
 from scep_proxy.outcome_records import OutcomeStore
 from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES, encode_get_message, read_cert_rep
-from tests.conftest import SERVER_PRIVATE_KEY
+from scep_proxy.settings import ScepProxySettings
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.ports import free_port, wait_for_port
 from tests.support.recording_publisher import RecordingPublisher
@@ -191,8 +190,8 @@ class Proxy:
     """The proxy app as app.py builds it, with the fake authority and test settings."""
 
     def __init__(self, authority_address: str, publisher, **env: str):
-        self.settings = load_settings({
-            "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY, "PROCESSOR_GRPC_ADDR": authority_address,
+        self.settings = ScepProxySettings.from_env({
+            "PROCESSOR_GRPC_ADDR": authority_address,
             **tls_env("scep-proxy"),
             "SCEP_UPSTREAM_TIMEOUT": "3", **env})
         self.parts = build_proxy(self.settings, publisher)

@@ -18,11 +18,11 @@ from admin_config.store import ApiTokenStore
 from mdmscep_common.db import Database
 from mdmscep_common.failure_limits import PRUNE_PER_FAILURE, FailureLimiter
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.admin_doubles import NoProber
 from tests.support.owner_doubles import row_owners
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 PROXY = "192.0.2.10"  # the load balancer every request comes through
 HOSTS = "/api/v1/fleet/hosts"

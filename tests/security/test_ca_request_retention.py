@@ -12,9 +12,10 @@ import pytest
 
 from mdmscep_common.db import Database
 from mdmscep_common.retention import Pruner
-from mdmscep_common.settings import SettingsError, load_settings
+from mdmscep_common.settings import SettingsError
 from scep_proxy.retention import ca_request_pruning, ca_request_rules
 from tests.conftest import SERVER_PRIVATE_KEY
+from tests.support.settings import load_settings
 
 
 @pytest.fixture

@@ -38,7 +38,6 @@ from mdmscep.v1 import scep_gateway_pb2_grpc
 from mdmscep_common.ca_addresses import forbidden_address, forbidden_host
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from scep_proxy.ca_connections import ForbiddenCaAddress, ca_client
 from scep_proxy.gateway import ScepGatewayServicer
 from scep_proxy.main import upstream_client as gateway_client
@@ -49,6 +48,7 @@ from tests.support.ports import free_port
 from tests.support.proxy_world import ProxyWorld
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
+from tests.support.settings import load_settings
 
 CAS = "/api/v1/fleet/certificate_authorities"
 PROBE_TIMEOUT = 1.5

@@ -27,7 +27,6 @@ from admin_config.terminal import UNSAFE_CATEGORIES
 from mdm_endpoint.app import create_app as create_mdm_app
 from mdm_endpoint.identity import IdentityVerifier
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.admin_doubles import NoProber
 from tests.support.identity_pki import IdentityCa
@@ -35,6 +34,7 @@ from tests.support.mdm import ServerThread
 from tests.support.owner_doubles import row_owners
 from tests.support.ports import free_port
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 UDID = "C11C11C1-0000-4000-8000-0000000000C1"
 # ESC colour and OSC window-title sequences, BEL, backspace, carriage return, a bidi override.

@@ -13,9 +13,9 @@ from mdm_endpoint.app import create_app
 from mdm_endpoint.enrollment import ENROLL_FAILURE_LIMIT, ENROLL_FAILURES_TABLE
 from mdm_endpoint.identity import IdentityVerifier
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 ENROLL_SECRET = "s3cret-enroll-Lq7"
 PROXY = "192.0.2.20"

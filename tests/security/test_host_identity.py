@@ -19,10 +19,10 @@ from mdm_endpoint.app import create_app
 from mdm_endpoint.identity import IdentityVerifier
 from mdm_endpoint.service import IDENTITY_REBINDS
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.identity_pki import IdentityCa, self_signed
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 ENROLL_SECRET = "s3cret-enroll-Pz9"
 UDID_A = "A0A0A0A0-0000-4000-8000-00000000000A"

@@ -26,7 +26,6 @@ from mdm_endpoint.identity import MAX_CHAIN_DEPTH, IdentityVerifier, SignatureIn
 from mdm_endpoint.service import IDENTITY_REBINDS
 from mdm_endpoint.store import CommandStore
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.chain_pki import (
     CA_KEY_USAGE,
@@ -39,6 +38,7 @@ from tests.support.chain_pki import (
 )
 from tests.support.identity_pki import IdentityCa
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 VICTIM = "A0A0A0A0-0000-4000-8000-0000000000C1"
 ATTACKER = "B0B0B0B0-0000-4000-8000-0000000000C2"

@@ -46,11 +46,11 @@ from mdmscep_common.mdm_commands import PROFILE_LIST, profile_list
 from mdmscep_common.one_time_codes import code_sha256
 from mdmscep_common.outbox import MDM_ENDPOINT_OUTBOX, Outbox
 from mdmscep_common.service_tls import SERVICES
-from mdmscep_common.settings import load_settings
 from profile_processor.scep_authorization import ProfileAuthorityServicer, ScepAuthority
 from tests.conftest import PG_BASE, RUN_ID, SERVER_PRIVATE_KEY
 from tests.support.proxy_world import RecordingCa
 from tests.support.service_certs import other_pki_dir, service_tls, tls_env
+from tests.support.settings import load_settings
 from tests.support.stack import GRPC_SERVERS, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,6 @@ from mdm_endpoint import views
 from mdm_endpoint.app import MAX_BODY_BYTES as MDM_LIMIT
 from mdm_endpoint.identity import IdentityVerifier
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support import raw_http
@@ -26,6 +25,7 @@ from tests.support.identity_pki import IdentityCa
 from tests.support.owner_doubles import row_owners
 from tests.support.proxy_world import ProxyWorld
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 ADMIN_LIMIT = 2 << 20
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -38,12 +38,12 @@ from mdm_endpoint.store import CommandStore
 from mdmscep_common import mdm_commands
 from mdmscep_common.db import Database
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.support.identity_pki import IdentityCa
 from tests.support.mdm import ServerThread
 from tests.support.ports import free_port
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 UDID = "D0D0D0D0-0000-4000-8000-0000000000B1"
 COMMAND = "9A1B2C3D-0000-4000-8000-0000000000B2"

@@ -48,7 +48,6 @@ from mdmscep_common.health import HealthChecks
 from mdmscep_common.one_time_codes import code_sha256
 from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox
 from mdmscep_common.service_tls import PROFILE_PROCESSOR
-from mdmscep_common.settings import load_settings
 from profile_processor.scep_authorization import (
     GIVE_BACK_WINDOW_SECONDS,
     ProfileAuthorityServicer,
@@ -68,6 +67,7 @@ from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, scepclient
 from tests.support.owner_doubles import RowCaRequests, RowDeliveryDirectory
 from tests.support.service_certs import service_tls, tls_env
+from tests.support.settings import load_settings
 from tests.support.waiting import eventually, wait_for
 from tests.unit.test_scep_proxy_protocol import scep_message
 

@@ -24,7 +24,6 @@ from mdmscep_common import fleet_vars, logs
 from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from profile_processor.delivery import Reconciler
 from scep_proxy.profile_authority_client import _reason_for_host
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
@@ -32,6 +31,7 @@ from tests.support.identity_pki import IdentityCa
 from tests.support.owner_doubles import row_owners
 from tests.support.proxy_world import ProxyWorld
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 CHALLENGE = "Zq9-challenge&<only-the-CA-knows>"
 NEW_CHALLENGE = "Wx7-another-challenge-for-the-CA"

@@ -27,10 +27,11 @@ import httpx
 import pytest
 
 from mdmscep_common.crypto import DecryptionError, SecretBox
-from mdmscep_common.settings import SettingsError, load_settings
+from mdmscep_common.settings import SettingsError
 from tests.conftest import ROOT, SERVER_PRIVATE_KEY
 from tests.support.legacy_secrets import seal_v1
 from tests.support.ports import free_port
+from tests.support.settings import load_settings
 from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent

@@ -17,11 +17,11 @@ from admin_config import auth
 from admin_config.app import build_services, create_app
 from admin_config.store import ApiTokenStore
 from mdmscep_common.health import HealthChecks
-from mdmscep_common.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.admin_doubles import NoProber
 from tests.support.owner_doubles import row_owners
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,16 +14,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.proxy_urls import PROXY_PATH, ProxyId, encode_id
-from mdmscep_common.settings import load_settings
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE, OID_PKI_STATUS
+from scep_proxy.settings import ScepProxySettings
 from tests.support.recording_publisher import RecordingPublisher
 
 from .fake_profile_authority import FakeAuthorityServer
 from .identity_pki import IdentityCa
 from .service_certs import tls_env
 
-SERVER_PRIVATE_KEY = "test-server-private-key-0123456789abcdef"
 CA = "Test_SCEP"
 
 
@@ -112,11 +111,9 @@ class ProxyWorld:
         self.fake = self.authority.fake
         self.fake.add_ca(CA, self.ca.url)
         self.publisher = RecordingPublisher()
-        self.settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
-                                       "PROCESSOR_GRPC_ADDR": self.authority.address,
-                                       **tls_env("scep-proxy"),
-                                       "SCEP_UPSTREAM_TIMEOUT": "3", "SCEP_PROXY_CACHE_TTL": "0",
-                                       **env})
+        self.settings = ScepProxySettings.from_env({
+            "PROCESSOR_GRPC_ADDR": self.authority.address, **tls_env("scep-proxy"),
+            "SCEP_UPSTREAM_TIMEOUT": "3", "SCEP_PROXY_CACHE_TTL": "0", **env})
         self.parts = build_proxy(self.settings, self.publisher)
         self.proxy = self.parts.proxy
         self.app = create_app(self.proxy, HealthChecks({}))

@@ -19,9 +19,10 @@ from mdmscep_common.crypto import DecryptionError, SecretBox
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz, register_metrics
-from mdmscep_common.settings import SettingsError, load_settings
+from mdmscep_common.settings import SettingsError
 from tests.support.expiring_pki import ca_pem
 from tests.support.service_certs import service_tls
+from tests.support.settings import load_settings
 
 KEY = "unit-test-server-private-key-0123456789"
 

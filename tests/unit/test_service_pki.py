@@ -14,7 +14,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mdmscep_common.service_pki import write_service_pki
 from mdmscep_common.service_tls import SERVICES, ServiceTls
-from mdmscep_common.settings import SettingsError, load_settings
+from mdmscep_common.settings import SettingsError
+from tests.support.settings import load_settings
 
 CLI = Path(sys.executable).parent / "mdmscep-service-pki"
 KEY = "test-server-private-key-0123456789abcdef"

@@ -14,7 +14,6 @@ from mdmscep_common.crypto import SecretBox
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import Warnings, register_healthz, register_metrics
 from mdmscep_common.service_tls import ADMIN_CONFIG, ServiceTls
-from mdmscep_common.settings import Settings
 
 from .activities import ActivityService
 from .api import api
@@ -27,6 +26,7 @@ from .host_certificate_directory import CertificateDirectory
 from .host_registry_client import HostRegistryClient
 from .hosts import HostDirectory
 from .scep_gateway import ScepGatewayClient
+from .settings import AdminConfigSettings
 from .store import (
     ActivityStore,
     ApiTokenStore,
@@ -53,7 +53,7 @@ class Services:
     tokens: TokenService
 
 
-def build_services(settings: Settings, db, prober, events, host_registry=None,
+def build_services(settings: AdminConfigSettings, db, prober, events, host_registry=None,
                    deliveries=None, ca_requests=None) -> Services:
     """`prober` and `ca_requests` are scep-proxy's ScepGateway, `host_registry` mdm-endpoint's
     HostRegistry, `deliveries` the processor's DeliveryDirectory: the owners of what admin-config
@@ -121,7 +121,7 @@ def create_app(services: Services, health, warnings: Warnings | None = None) -> 
     return app
 
 
-def create_production_app(settings: Settings) -> Flask:
+def create_production_app(settings: AdminConfigSettings) -> Flask:
     from mdmscep_common.db import Database
     from mdmscep_common.outbox import ADMIN_CONFIG_OUTBOX, Outbox
 

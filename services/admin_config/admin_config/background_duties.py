@@ -35,10 +35,10 @@ from mdmscep_common.credentials import (
 from mdmscep_common.inbox import ADMIN_CONFIG_INBOX, Inbox
 from mdmscep_common.inbox import retention_rule as inbox_retention_rule
 from mdmscep_common.retention import PeriodicTask, RetentionRule, days, pruning_task
-from mdmscep_common.settings import Settings
 from mdmscep_common.timefmt import rfc3339
 
 from .renewal_activities import certificates_renewed_handler
+from .settings import AdminConfigSettings
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class Background:
             self._thread.join(5)
 
 
-def background(settings: Settings, db) -> Background:
+def background(settings: AdminConfigSettings, db) -> Background:
     """Custom-CA checks at start and every CREDENTIAL_CHECK_INTERVAL; activities past
     ACTIVITY_RETENTION_DAYS pruned every PRUNE_INTERVAL (one small indexed delete: a thread here
     works in every deployment, where a CronJob would need its own manifest and nothing under

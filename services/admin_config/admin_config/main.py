@@ -8,7 +8,9 @@ import sys
 
 from mdmscep_common.http import serve_http
 from mdmscep_common.service_tls import service_tls_or_exit
-from mdmscep_common.settings import load_settings_or_exit
+from mdmscep_common.settings import load_or_exit
+
+from .settings import AdminConfigSettings
 
 SERVICE = "admin-config"
 
@@ -125,6 +127,7 @@ def main() -> None:
                    "also does it every PRUNE_INTERVAL)")
     args = parser.parse_args()
     # The worker never encrypts nor decrypts secrets at rest: it starts without the key.
-    settings = load_settings_or_exit(needs_server_private_key=args.command != "worker")
+    settings = load_or_exit(lambda: AdminConfigSettings.from_env(
+        needs_server_private_key=args.command != "worker"))
     {"serve": _serve, "worker": _worker, "tokens": _tokens, "rotate-key": _rotate_key,
      "prune": _prune}[args.command](settings, args)

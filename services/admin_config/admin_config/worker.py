@@ -17,12 +17,12 @@ from mdmscep_common.grpc_server import run_until_signal
 from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.outbox import ADMIN_CONFIG_OUTBOX, OutboxRelay
-from mdmscep_common.settings import Settings
 
 from .background_duties import background
+from .settings import AdminConfigSettings
 
 
-def run_worker(settings: Settings, service: str) -> None:
+def run_worker(settings: AdminConfigSettings, service: str) -> None:
     configure_logging(f"{service}-worker", settings.secret_values())
     db = Database(settings.database_url, max_size=4, name=f"{service}-worker").open()
     relay = OutboxRelay(db, ADMIN_CONFIG_OUTBOX, settings.amqp_url, settings.database_url,

@@ -90,9 +90,9 @@ def apply_migrations(dsn: str, env: dict[str, str] | None = None) -> list[str]:
 def main() -> None:
     from .db import ensure_database
     from .logs import configure_logging
-    from .settings import load_settings_or_exit
+    from .settings import CommonSettings, load_or_exit
 
-    settings = load_settings_or_exit(needs_server_private_key=False)  # DDL only: no secrets
+    settings = load_or_exit(CommonSettings.from_env)  # DDL only: no service's secrets
     configure_logging("migrate", settings.secret_values())
     ensure_database(settings.database_url)
     applied = apply_migrations(settings.database_url, dict(os.environ))

@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from .settings import Settings, SettingsError
+from .settings import CommonSettings, SettingsError
 
 # The service identities: certificate CN and SAN DNS name of each service.
 ADMIN_CONFIG = "admin-config"
@@ -70,7 +70,7 @@ class ServiceTls:
         return tls
 
     @classmethod
-    def from_settings(cls, settings: Settings, service: str) -> ServiceTls:
+    def from_settings(cls, settings: CommonSettings, service: str) -> ServiceTls:
         paths = {CA_CERT_VAR: settings.grpc_tls_ca_cert, CERT_VAR: settings.grpc_tls_cert,
                  KEY_VAR: settings.grpc_tls_key}
         missing = [name for name, value in paths.items() if not value]
@@ -143,8 +143,8 @@ def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def service_tls_or_exit(settings: Settings, service: str) -> ServiceTls:
-    """Entry points call this at start (as settings.load_settings_or_exit): a missing or unusable
+def service_tls_or_exit(settings: CommonSettings, service: str) -> ServiceTls:
+    """Entry points call this at start (as settings.load_or_exit): a missing or unusable
     GRPC_TLS_* ends the process with exit status 78, naming the variables."""
     try:
         return ServiceTls.from_settings(settings, service)

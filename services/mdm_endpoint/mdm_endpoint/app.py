@@ -15,11 +15,11 @@ from mdmscep_common.failure_limits import FailureLimiter
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz, register_metrics
 from mdmscep_common.outbox import Events
-from mdmscep_common.settings import Settings
 
 from .enrollment import enroll_failure_limiter, enrollment_profile, push_topic
 from .identity import IdentityVerifier, load_ca_certificates
 from .service import MdmService
+from .settings import MdmEndpointSettings
 from .store import CommandStore, HostStore
 from .views import mdm
 
@@ -32,7 +32,7 @@ UNCONFIGURED_TOPIC = "com.apple.mgmt.External.unconfigured"
 
 @dataclass
 class Dependencies:
-    settings: Settings
+    settings: MdmEndpointSettings
     verifier: IdentityVerifier
     service: MdmService
     topic: str
@@ -44,7 +44,7 @@ class Dependencies:
                                   self.settings.identity_scep_challenge or "")
 
 
-def configured_topic(settings: Settings) -> str:
+def configured_topic(settings: MdmEndpointSettings) -> str:
     if not settings.apns_cert:
         log.warning("APNS_CERT is not set: pushes are skipped and enrollment profiles carry a "
                     "placeholder topic")
@@ -53,14 +53,14 @@ def configured_topic(settings: Settings) -> str:
         return push_topic(f.read())
 
 
-def identity_verifier(settings: Settings) -> IdentityVerifier:
+def identity_verifier(settings: MdmEndpointSettings) -> IdentityVerifier:
     if not settings.mdm_identity_ca_certs:
         log.warning("MDM_IDENTITY_CA_CERTS is not set: every signed request will be refused")
         return IdentityVerifier([])
     return IdentityVerifier(load_ca_certificates(settings.mdm_identity_ca_certs))
 
 
-def create_app(settings: Settings, db, events: Events, health: HealthChecks,
+def create_app(settings: MdmEndpointSettings, db, events: Events, health: HealthChecks,
                verifier: IdentityVerifier | None = None,
                credentials: CredentialMonitor | None = None) -> Flask:
     app = Flask("mdm_endpoint")

@@ -15,8 +15,9 @@ from mdmscep_common.credentials import (
     credentials_from_file,
 )
 from mdmscep_common.outbox import Events
-from mdmscep_common.settings import Settings
 from mdmscep_common.timefmt import rfc3339
+
+from .settings import MdmEndpointSettings
 
 
 def credential_event(credential: Credential, now: datetime | None = None) -> dict[str, object]:
@@ -29,7 +30,7 @@ def credential_event(credential: Credential, now: datetime | None = None) -> dic
             "fingerprint": credential.fingerprint}
 
 
-def file_credential_monitor(settings: Settings, db, events: Events) -> CredentialMonitor:
+def file_credential_monitor(settings: MdmEndpointSettings, db, events: Events) -> CredentialMonitor:
     """APNS_CERT and MDM_IDENTITY_CA_CERTS, when set; an expiring one is published as
     `credential.expiring` (activities belong to admin-config)."""
     sources = {}

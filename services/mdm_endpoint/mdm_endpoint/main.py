@@ -20,7 +20,9 @@ from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.outbox import MDM_ENDPOINT_OUTBOX, Outbox, OutboxRelay
 from mdmscep_common.retention import PeriodicTask, pruning_task
 from mdmscep_common.service_tls import service_tls_or_exit
-from mdmscep_common.settings import load_settings_or_exit
+from mdmscep_common.settings import load_or_exit
+
+from .settings import MdmEndpointSettings
 
 SERVICE = "mdm-endpoint"
 
@@ -142,7 +144,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="rotate-key: check every command payload, change nothing")
     args = parser.parse_args()
-    settings = load_settings_or_exit()
+    settings = load_or_exit(MdmEndpointSettings.from_env)
     if args.role == "rotate-key":
         from .key_rotation import main as rotate_key
 

@@ -20,7 +20,7 @@ from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.outbox import PROFILE_PROCESSOR_OUTBOX, Outbox, OutboxRelay
 from mdmscep_common.retention import pruning_task
 from mdmscep_common.service_tls import ServiceTls, service_tls_or_exit
-from mdmscep_common.settings import Settings, load_settings_or_exit
+from mdmscep_common.settings import load_or_exit
 
 from .commander_client import CommanderClient
 from .delivery import Reconciler
@@ -29,6 +29,7 @@ from .reconcile_metrics import observed_pass
 from .results import ResultHandler
 from .scep_authorization import ProfileAuthorityServicer, ScepAuthority
 from .scep_code_retention import scep_code_rules
+from .settings import ProfileProcessorSettings
 from .store import DeliveryStore
 
 SERVICE = "profile-processor"
@@ -71,7 +72,8 @@ class ReconcileLoop:
         self._wake.set()
 
 
-def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthority, CommanderClient]:
+def build(settings: ProfileProcessorSettings,
+          db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthority, CommanderClient]:
     store = DeliveryStore()
     commander = CommanderClient(settings.mdm_grpc_addr, ServiceTls.from_settings(settings, SERVICE))
     reconciler = Reconciler(db, store, commander, SecretBox.from_settings(settings),
@@ -107,7 +109,7 @@ def build(settings: Settings, db) -> tuple[ReconcileLoop, bus.Worker, ScepAuthor
     return loop, worker, ScepAuthority(db), commander
 
 
-def outbox_relay(settings: Settings, db) -> OutboxRelay:
+def outbox_relay(settings: ProfileProcessorSettings, db) -> OutboxRelay:
     """The processor's events to RabbitMQ, from a thread of this process. admin-config's queue
     is declared first: certificates.renewed may be published before admin-config ever ran."""
     return OutboxRelay(db, PROFILE_PROCESSOR_OUTBOX, settings.amqp_url, settings.database_url,
@@ -116,7 +118,7 @@ def outbox_relay(settings: Settings, db) -> OutboxRelay:
 
 
 def main() -> None:
-    settings = load_settings_or_exit()
+    settings = load_or_exit(ProfileProcessorSettings.from_env)
     tls = service_tls_or_exit(settings, SERVICE)
     configure_logging(SERVICE, settings.secret_values())
     db = Database(settings.database_url, max_size=8, name=SERVICE).open()

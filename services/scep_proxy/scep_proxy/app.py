@@ -14,7 +14,6 @@ from werkzeug.exceptions import HTTPException
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.http import register_healthz, register_metrics
 from mdmscep_common.service_tls import SCEP_PROXY, ServiceTls
-from mdmscep_common.settings import Settings
 
 from .cache import TtlCache
 from .client_limits import SharedClientRefusalLimiter
@@ -23,6 +22,7 @@ from .metrics import ProxyMetrics
 from .outcomes import OutcomeRecorder
 from .profile_authority_client import Authority, CachingAuthority, ProfileAuthorityClient
 from .proxy import TEXT_PLAIN, ScepProxy
+from .settings import ScepProxySettings
 from .upstream import Upstream, upstream_client
 from .views import scep_routes
 
@@ -46,7 +46,7 @@ class ProxyParts:
                 log.exception("error while closing")
 
 
-def build_proxy(settings: Settings, outcomes: OutcomeRecorder, authority: Authority | None = None,
+def build_proxy(settings: ScepProxySettings, outcomes: OutcomeRecorder, authority: Authority | None = None,
                 metrics: ProxyMetrics | None = None, limiter=None,
                 client_limiter=None) -> ProxyParts:
     closers = []
@@ -98,7 +98,7 @@ def create_app(proxy: ScepProxy, health: HealthChecks) -> Flask:
     return app
 
 
-def create_production_app(settings: Settings) -> Flask:
+def create_production_app(settings: ScepProxySettings) -> Flask:
     """The app of one gunicorn worker: its own pools, caches and config.changed listener."""
     from mdmscep_common.db import Database
     from mdmscep_common.health import dependency_checks

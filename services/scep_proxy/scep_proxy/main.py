@@ -17,7 +17,7 @@ from mdmscep_common.logs import configure_logging
 from mdmscep_common.metrics import serve_metrics
 from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, OutboxRelay
 from mdmscep_common.service_tls import service_tls_or_exit
-from mdmscep_common.settings import load_settings_or_exit
+from mdmscep_common.settings import load_or_exit
 
 from .app import create_production_app
 from .ca_connections import ca_client
@@ -25,6 +25,7 @@ from .ca_request_stats import CaRequestStatistics
 from .gateway import ScepGatewayServicer
 from .metrics import reset_multiprocess_dir
 from .retention import ca_request_pruning
+from .settings import ScepProxySettings
 
 SERVICE = "scep-proxy"
 # gunicorn's largest bounded request line: a GET PKIOperation carries the whole base64 message
@@ -89,6 +90,5 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog=SERVICE, description=__doc__)
     parser.add_argument("role", choices=["http", "grpc"])
     args = parser.parse_args()
-    # The proxy never encrypts nor decrypts secrets at rest: it starts without SERVER_PRIVATE_KEY.
-    settings = load_settings_or_exit(needs_server_private_key=False)
+    settings = load_or_exit(ScepProxySettings.from_env)
     {"http": run_http, "grpc": run_grpc}[args.role](settings)
