@@ -195,10 +195,7 @@ class HostProfileDirectory:
     def for_host(self, host_uuid: str) -> list[dict[str, Any]]:
         require_host(self._registry, host_uuid)
         deliveries = self._deliveries.deliveries_of_host(host_uuid)
-        names: dict[str, str] = {}
-        if deliveries:
-            with self._db.transaction() as conn:
-                names = self._store.names_by_uuid(conn, [d.profile_uuid for d in deliveries])
+        names = self._store.current_names(self._db, [d.profile_uuid for d in deliveries])
         # A profile renamed since shows its name now; a deleted one (being removed), the name
         # it was delivered with.
         return [{"profile_uuid": d.profile_uuid, "name": names.get(d.profile_uuid, d.profile_name),

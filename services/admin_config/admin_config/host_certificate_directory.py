@@ -50,9 +50,5 @@ class CertificateDirectory:
 
     def _with_names(self, certificates: list[HostCertificate]) -> list[dict[str, Any]]:
         """Each certificate with the current name of its profile ("" once the profile is gone)."""
-        names: dict[str, str] = {}
-        uuids = [c.profile_uuid for c in certificates if c.profile_uuid]
-        if uuids:
-            with self._db.transaction() as conn:
-                names = self._store.names_by_uuid(conn, uuids)
+        names = self._store.current_names(self._db, [c.profile_uuid for c in certificates])
         return [_public(c, names) for c in certificates]

@@ -194,12 +194,16 @@ class ProfileStore:
                             (ca_id,)).fetchall()
         return [r["name"] for r in rows]
 
-    def names_by_uuid(self, conn: psycopg.Connection, profile_uuids: list[str]) -> dict[str, str]:
-        """The current names of the profiles that still exist among `profile_uuids`."""
-        if not profile_uuids:
+    def current_names(self, db, profile_uuids: list[str]) -> dict[str, str]:
+        """The current names of the profiles that still exist among `profile_uuids`: what
+        admin-config overlays on rows other services own (deliveries, certificates) that name a
+        profile. No transaction is opened when there is nothing to name."""
+        uuids = list({uuid for uuid in profile_uuids if uuid})
+        if not uuids:
             return {}
-        rows = conn.execute("SELECT uuid, name FROM profiles WHERE uuid = ANY(%s)",
-                            (list(set(profile_uuids)),)).fetchall()
+        with db.transaction() as conn:
+            rows = conn.execute("SELECT uuid, name FROM profiles WHERE uuid = ANY(%s)",
+                                (uuids,)).fetchall()
         return {r["uuid"]: r["name"] for r in rows}
 
 
