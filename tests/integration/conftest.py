@@ -202,10 +202,10 @@ def push_worker(mdm_settings, mdm_db):
 
 
 @pytest.fixture
-def clean_hosts(mdm_db):
-    _truncate_all(mdm_db)
+def clean_hosts(mdm_db, amqp_url):
+    _reset(mdm_db, amqp_url)
     yield
-    _truncate_all(mdm_db)
+    _reset(mdm_db, amqp_url)
 
 
 @pytest.fixture
@@ -255,19 +255,35 @@ class MdmHarness:
 
 # --- profile delivery (admin + processor over committed data) --------------------------------
 
+def _reset(db, amqp_url):
+    """Empty tables, and no event of an earlier test left for the processor: its read models
+    would take the CAs and profiles of that test back."""
+    from mdmscep_common import bus, work_queues
+
+    _truncate_all(db)
+    queue = work_queues.profile_processor_events()
+    with bus.connection(amqp_url) as conn:
+        bus.declare_queue(conn, queue)
+        with conn.channel() as channel:
+            queue(channel).purge()
+
+
 def _truncate_all(db):
     with db.transaction() as conn:
         conn.execute("TRUNCATE hosts, commands, host_profiles, scep_codes, profiles, "
                      "profile_certificate_authorities, certificate_authorities, activities, api_tokens, "
-                     "host_certificates, ca_pacing, ca_requests CASCADE")
+                     "host_certificates, ca_pacing, ca_requests, known_profiles, "
+                     "known_profile_certificate_authorities, known_certificate_authorities, "
+                     "enrolled_hosts, read_model_sequences, admin_config_outbox, "
+                     "mdm_endpoint_outbox, profile_processor_outbox, scep_proxy_outbox CASCADE")
 
 
 @pytest.fixture
-def clean_state(mdm_db):
+def clean_state(mdm_db, amqp_url):
     """Tests that commit start and end with empty tables (others roll back their own)."""
-    _truncate_all(mdm_db)
+    _reset(mdm_db, amqp_url)
     yield
-    _truncate_all(mdm_db)
+    _reset(mdm_db, amqp_url)
 
 
 @pytest.fixture

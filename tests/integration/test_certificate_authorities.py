@@ -11,6 +11,7 @@ import time
 import pytest
 from cryptography import x509
 
+from mdmscep_common.config_events import read_ca_state
 from tests.integration.conftest import AdminClient, create_ca
 from tests.support.ports import free_port
 
@@ -45,9 +46,18 @@ def test_create_with_live_scepserver(admin, custom_ca, db_conn, publisher):
     assert CHALLENGE.encode() not in raw and b"s3cret" not in raw
     assert _activities(db_conn, "added_custom_scep_proxy") == [
         {"actor": "admin", "details": {"name": "Test_SCEP"}}]
-    assert publisher.messages == [("config.changed", {
+    [(key, event)] = publisher.messages
+    state = event.pop("certificate_authority")
+    assert (key, event) == ("config.changed", {
         "kind": "certificate_authority", "action": "added", "id": body["id"],
-        "name": "Test_SCEP", "resend": False})]
+        "name": "Test_SCEP", "resend": False})
+    # The CA as committed, for the processor's copy: its challenge only as stored, sealed.
+    copy = read_ca_state(state)
+    assert (copy.id, copy.name, copy.url, copy.challenge_encrypted, copy.ca_certificates_pem,
+            copy.max_concurrent_requests, copy.max_issuance_per_second, copy.updated_at) == (
+        row["id"], "Test_SCEP", custom_ca.url, raw, row["ca_certificates_pem"], 4, None,
+        row["updated_at"])
+    assert CHALLENGE not in str(state)
 
 
 def test_get_and_list_never_show_the_challenge(admin, custom_ca):
@@ -237,7 +247,7 @@ def test_delete_records_activity(admin, custom_ca, db_conn, publisher):
         {"actor": "admin", "details": {"name": "Gone"}}]
     assert publisher.messages[-1] == ("config.changed", {
         "kind": "certificate_authority", "action": "deleted", "id": ca_id, "name": "Gone",
-        "resend": False})
+        "resend": False, "certificate_authority": None})
     feed = admin.get("/api/v1/fleet/activities").json["activities"]
     assert [a["type"] for a in feed[:2]] == ["deleted_custom_scep_proxy", "added_custom_scep_proxy"]
     assert feed[0]["created_at"].endswith("Z")
@@ -320,9 +330,13 @@ def test_limits_are_validated_and_do_not_resend(admin, custom_ca, db_conn, publi
     edited = admin.patch(f"{CAS}/{ca_id}", json={"custom_scep_proxy": {"max_concurrent_requests": 1}})
     assert edited.status_code == 200
     assert (edited.json["max_concurrent_requests"], edited.json["max_issuance_per_second"]) == (1, 1.5)
-    # Limits are not a change of the CA's identity: no profile is re-sent.
+    # Limits are not a change of the CA's identity: no profile is re-sent. The processor's copy
+    # learns them (it paces by them and hands the proxy its limit).
     assert _ca_row(db_conn, "Limited")["updated_at"] == before
-    assert all(m[1]["action"] != "edited" for m in publisher.messages)
+    [(_, edit)] = [m for m in publisher.messages if m[1]["action"] == "edited"]
+    assert edit["resend"] is False
+    assert edit["certificate_authority"]["max_concurrent_requests"] == 1
+    assert edit["certificate_authority"]["updated_at"] == before.isoformat()
     for value in ("x", -1, 10_001, True):
         response = admin.patch(f"{CAS}/{ca_id}",
                                json={"custom_scep_proxy": {"max_issuance_per_second": value}})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import pytest
 
+from mdmscep_common.config_events import ProfileState, read_profile_state
 from tests.integration.conftest import create_ca
 
 PROFILES = "/api/v1/fleet/configuration_profiles"
@@ -38,8 +40,13 @@ def test_seed_profile_is_accepted_unchanged(admin, test_scep_ca, db_conn, publis
     assert [(p["profile_uuid"], p["name"], p["identifier"]) for p in listed] == [
         (profile_uuid, "SCEP proxy cert", "Fleet.custom.SCEP")]
     assert listed[0]["created_at"].endswith("Z")
-    assert publisher.messages[-1] == ("config.changed", {"kind": "profile", "action": "added",
-                                                         "profile_uuid": profile_uuid})
+    key, event = publisher.messages[-1]
+    state = read_profile_state(event.pop("profile"))
+    assert (key, event) == ("config.changed", {"kind": "profile", "action": "added",
+                                               "profile_uuid": profile_uuid})
+    # The profile as committed, for the processor's copy.
+    assert state == ProfileState(profile_uuid, "Fleet.custom.SCEP", "SCEP proxy cert", SEED,
+                                 hashlib.sha256(SEED).digest(), True, (test_scep_ca,))
     activity = admin.get("/api/v1/fleet/activities").json["activities"][0]
     assert activity["type"] == "created_configuration_profile"
     assert activity["details"]["profile_name"] == "SCEP proxy cert"

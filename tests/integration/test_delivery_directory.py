@@ -21,6 +21,7 @@ from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.service_database import service_dsn
 from profile_processor.delivery_directory import DeliveryDirectory, DeliveryDirectoryServicer
+from tests.support.processor_read_models import copy_owned_rows_to_processor
 from tests.support.service_certs import service_tls
 
 SUFFIX = uuid.uuid4().hex[:8]
@@ -63,6 +64,7 @@ def world(db, db_conn):
                                                              f"com.{profile}"))
         db_conn.execute("INSERT INTO profile_certificate_authorities VALUES (%s, %s)",
                         (profile, ca_ids[ca]))
+    copy_owned_rows_to_processor(db_conn)
     for host, profile, operation, status, paced, created in DELIVERIES:
         db_conn.execute(
             "INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, profile_name, "

@@ -65,7 +65,8 @@ def test_host_enrolls_is_pushed_and_gets_its_command(mdm, mdm_db, events, apns_p
     assert bytes(row["push_token"]) == host.push_token and row["push_magic"] == host.push_magic
     [(_, enrolled)] = events.wait_for(lambda k, b: k == "host.enrolled"
                                       and b["host_uuid"] == host.udid)
-    assert set(enrolled) == {"host_uuid", "event_id"}  # the id consumers deduplicate by
+    # The id consumers deduplicate by; the sequence that orders the host's events.
+    assert set(enrolled) == {"host_uuid", "event_id", "sequence"}
 
     command_uuid = mdm_commands.new_command_uuid()
     answer = mdm.enqueue([(host.udid, command_uuid, "ProfileList",

@@ -29,6 +29,7 @@ from profile_processor.delivery import Reconciler
 from profile_processor.store import DeliveryStore
 from tests.conftest import PG_BASE, RUN_ID
 from tests.support.legacy_secrets import seal_v1
+from tests.support.processor_read_models import apply_outbox_events, copy_owned_rows_to_processor
 
 OLD_KEY = "the-old-server-private-key-0123456789"
 NEW_KEY = "the-new-server-private-key-9876543210"
@@ -93,6 +94,9 @@ def test_rotate_key_re_encrypts_every_secret_and_every_ca_stays_usable(rotation_
         conn.execute("DELETE FROM certificate_authorities WHERE name = 'Lost_CA'")
         del before["Lost_CA"]
 
+        # The processor's copy of the CAs, as their events left it: under the old keys.
+        copy_owned_rows_to_processor(conn)
+
         dry = rotate(rotation_db, "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert "would re-encrypt 2 secret(s)" in dry.stdout and stored(conn) == before
@@ -115,14 +119,21 @@ def test_rotate_key_re_encrypts_every_secret_and_every_ca_stays_usable(rotation_
         again = rotate(rotation_db)
         assert "re-encrypted 0 secret(s) under SERVER_PRIVATE_KEY; 3 already used it" in again.stdout
 
+        # Each re-encrypted CA was announced: the processor's copy takes the new ciphertexts
+        # (the dry run and the refused run announced nothing).
+        assert apply_outbox_events(conn, "admin_config.admin_config_outbox") == 2
+        copies = {r["name"]: bytes(r["challenge_encrypted"]) for r in conn.execute(
+            "SELECT name, challenge_encrypted FROM profile_processor.known_certificate_authorities")}
+        assert copies == {name: after[name]["challenge_encrypted"] for name in CHALLENGES}
+
         # The processor with only the new key renders the seed profile with the CA's challenge.
         host = f"H-{uuid.uuid4()}"
-        conn.execute("INSERT INTO hosts (uuid, enrolled) VALUES (%s, true)", (host,))
-        conn.execute("INSERT INTO profiles (uuid, name, identifier, payload_uuid, raw, checksum, "
-                     "has_scep_payload) VALUES ('p-rotate', 'SCEP', 'Fleet.custom.SCEP', 'u', %s, "
-                     "%s, true)", (SEED, hashlib.sha256(SEED).digest()))
-        conn.execute("INSERT INTO profile_certificate_authorities VALUES ('p-rotate', %s)",
-                     (after["Test_SCEP"]["id"],))
+        conn.execute("INSERT INTO profile_processor.enrolled_hosts (uuid) VALUES (%s)", (host,))
+        conn.execute("INSERT INTO profile_processor.known_profiles (uuid, name, identifier, raw, "
+                     "checksum, has_scep_payload) VALUES ('p-rotate', 'SCEP', "
+                     "'Fleet.custom.SCEP', %s, %s, true)", (SEED, hashlib.sha256(SEED).digest()))
+        conn.execute("INSERT INTO profile_processor.known_profile_certificate_authorities "
+                     "VALUES ('p-rotate', %s)", (after["Test_SCEP"]["id"],))
     db = Database(rotation_db, max_size=2, name="tests-rotation").open()
     try:
         commander = RecordingCommander()

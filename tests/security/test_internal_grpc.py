@@ -48,6 +48,7 @@ from mdmscep_common.outbox import MDM_ENDPOINT_OUTBOX, Outbox
 from mdmscep_common.service_tls import SERVICES
 from profile_processor.scep_authorization import ProfileAuthorityServicer, ScepAuthority
 from tests.conftest import PG_BASE, RUN_ID, SERVER_PRIVATE_KEY
+from tests.support.processor_read_models import copy_owned_rows_to_processor
 from tests.support.proxy_world import RecordingCa
 from tests.support.service_certs import other_pki_dir, service_tls, tls_env
 from tests.support.settings import load_settings
@@ -117,6 +118,7 @@ class World:
                          "command_uuid, expires_at) VALUES (%s, %s, %s, %s, 'CMD-1', "
                          "now() + interval '1 hour')",
                          (code_sha256(self.code), self.host, self.profile, self.ca))
+            copy_owned_rows_to_processor(conn)
         self.ca_server.requests.clear()
 
     def _forget(self, conn) -> None:
@@ -127,6 +129,7 @@ class World:
         conn.execute("DELETE FROM profiles WHERE uuid = %s", (self.profile,))
         conn.execute("DELETE FROM certificate_authorities WHERE name = %s", (self.ca,))
         conn.execute("DELETE FROM hosts WHERE uuid = %s", (self.host,))  # commands cascade
+        copy_owned_rows_to_processor(conn)
 
     def close(self) -> None:
         for server in self.servers:

@@ -20,6 +20,7 @@ from mdmscep_common.proxy_urls import ONE_TIME_CODE as _CODE
 from profile_processor.rendering import CODE_BYTES, new_one_time_code
 from profile_processor.scep_authorization import ScepAuthority
 from scep_proxy.client_limits import REFUSAL_BURST
+from tests.support.processor_read_models import copy_owned_rows_to_processor
 from tests.support.proxy_world import ProxyWorld
 
 CA = "Code_CA"
@@ -62,10 +63,12 @@ class Deliveries:
                      "VALUES (%s, 'p', %s, 'u', 'x', 'c')", (self.profile, "id." + self.profile))
         conn.execute("INSERT INTO profile_certificate_authorities (profile_uuid, ca_id) "
                      "VALUES (%s, %s)", (self.profile, self.ca_id))
+        copy_owned_rows_to_processor(conn)
 
     def host(self, status: str = "pending", enrolled: bool = True) -> tuple[str, str]:
         host, command = str(uuid.uuid4()).upper(), str(uuid.uuid4())
         self.conn.execute("INSERT INTO hosts (uuid, enrolled) VALUES (%s, %s)", (host, enrolled))
+        copy_owned_rows_to_processor(self.conn)
         self.conn.execute(
             "INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, status, command_uuid) "
             "VALUES (%s, %s, 'i', %s, %s)", (host, self.profile, status, command))

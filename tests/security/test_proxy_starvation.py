@@ -38,7 +38,7 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from admin_config.certificate_authorities import CertificateAuthorityService
+from admin_config.certificate_authorities import CertificateAuthorityService, announce_ca
 from admin_config.store import ActivityStore, CertificateAuthorityStore, ProfileStore
 from mdmscep.v1 import profile_authority_pb2_grpc
 from mdmscep_common.ca_keys import slot_lock_class
@@ -66,6 +66,8 @@ from scep_proxy.scep_protocol import OID_MESSAGE_TYPE
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, scepclient
 from tests.support.owner_doubles import RowCaRequests, RowDeliveryDirectory
+from tests.support.processor_read_models import apply_recorded_events, copy_owned_rows_to_processor
+from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
 from tests.support.settings import load_settings
 from tests.support.waiting import eventually, wait_for
@@ -103,6 +105,7 @@ class Delivery:
             conn.execute("INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, "
                          "command_uuid) VALUES (%s, %s, 'com.p', %s)",
                          (self.host, self.profile, self.command))
+            copy_owned_rows_to_processor(conn)
             conn.execute("INSERT INTO scep_codes (code_sha256, host_uuid, profile_uuid, ca_name, "
                          "command_uuid, expires_at) VALUES (%s, %s, %s, %s, %s, "
                          "now() + interval '1 hour')",
@@ -130,6 +133,7 @@ class RealWorld:
                 "INSERT INTO certificate_authorities (name, url, challenge_encrypted, "
                 "max_concurrent_requests) VALUES (%s, %s, '\\x00', 1) RETURNING id",
                 (self.ca_name, ca_url)).fetchone()["id"]
+            copy_owned_rows_to_processor(conn)
         self.deliveries: list[Delivery] = []
         self.authority = GrpcServer(0, ["mdmscep.v1.ProfileAuthority"], HealthChecks({}),
                                     tls=service_tls(PROFILE_PROCESSOR), max_workers=16)
@@ -206,6 +210,7 @@ class RealWorld:
                 conn.execute("DELETE FROM profiles WHERE uuid = %s", (d.profile,))
                 conn.execute("DELETE FROM hosts WHERE uuid = %s", (d.host,))
             conn.execute("DELETE FROM certificate_authorities WHERE id = %s", (self.ca_id,))
+            copy_owned_rows_to_processor(conn)
             conn.execute("DELETE FROM ca_requests WHERE ca_name = %s", (self.ca_name,))
             conn.execute("DELETE FROM scep_proxy_outbox WHERE body->>'ca_name' = %s",
                          (self.ca_name,))
@@ -345,9 +350,14 @@ def test_an_admins_change_of_the_limit_applies_at_the_next_authorization(world, 
                                                                          tmp_path):
     """The limit comes with each AuthorizeScep answer (the proxy reads no admin-config table):
     raised, the very next request takes the new slot; lowered, the next one waits again."""
-    def set_limit(limit: int) -> None:  # as the admin API's PATCH writes it
+    def set_limit(limit: int) -> None:
+        # As the admin API's PATCH writes and announces it, and the processor takes the event.
+        events = RecordingPublisher()
         with world.db.transaction() as conn:
-            CertificateAuthorityStore().set_limits(conn, world.ca_id, limit, None)
+            announce_ca(events, conn, "edited",
+                        CertificateAuthorityStore().set_limits(conn, world.ca_id, limit, None),
+                        resend=False)
+            assert apply_recorded_events(conn, events) == 1
 
     def busy(delivery: Delivery) -> bool:
         answer = httpx.post(f"{world.base}{delivery.path()}?operation=PKIOperation",

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mdmscep_common import bus
+from mdmscep_common import bus, config_events
 from mdmscep_common.ca_addresses import forbidden_host
 from mdmscep_common.ca_keys import challenge_context
 from mdmscep_common.crypto import DecryptionError, SecretBox
@@ -252,6 +252,8 @@ class CertificateAuthorityService:
                 if limits_changed:
                     self._activities.record(conn, "edited_custom_scep_proxy", actor,
                                             {"name": row.name, "limits": True})
+                    # The processor paces by them and hands them to the proxy: no re-send.
+                    self._changed(conn, "edited", row, resend=False)
                 return _public(row)
             encrypted = (self._secrets.encrypt(new_challenge, context) if challenge_changed
                          else row.challenge_encrypted)
@@ -298,9 +300,18 @@ class CertificateAuthorityService:
 
     def _changed(self, conn, action: str, row: CertificateAuthorityRow, resend: bool) -> None:
         """Tell the processor and the proxies, in the change's transaction (the outbox)."""
-        self._events.add(conn, bus.CONFIG_CHANGED,
-                         {"kind": "certificate_authority", "action": action, "id": row.id,
-                          "name": row.name, "resend": resend})
+        announce_ca(self._events, conn, action, row, resend)
+
+
+def announce_ca(events: Events, conn, action: str, row: CertificateAuthorityRow,
+                resend: bool) -> None:
+    """config.changed for a CA, with its state as committed (none once deleted): the
+    processor's copy of it (mdmscep_common.config_events). Called after the row changed."""
+    events.add(conn, bus.CONFIG_CHANGED,
+               {"kind": config_events.CERTIFICATE_AUTHORITY, "action": action, "id": row.id,
+                "name": row.name, "resend": resend,
+                "certificate_authority": (None if action == "deleted"
+                                          else config_events.certificate_authority_state(row))})
 
 
 def _public(row: CertificateAuthorityRow) -> CertificateAuthority:

@@ -9,7 +9,7 @@ import logging
 import uuid
 from typing import Any
 
-from mdmscep_common import bus
+from mdmscep_common import bus, config_events
 from mdmscep_common.outbox import Events
 from mdmscep_common.timefmt import rfc3339
 
@@ -178,8 +178,13 @@ class ProfileService:
             self._changed(conn, "deleted", profile_uuid)
 
     def _changed(self, conn, action: str, profile_uuid: str) -> None:
+        """config.changed with the profile as committed (none once deleted): the processor's
+        copy of it (mdmscep_common.config_events). Called after the row changed."""
+        state = None if action == "deleted" else self._store.state(conn, profile_uuid)
         self._events.add(conn, bus.CONFIG_CHANGED,
-                         {"kind": "profile", "action": action, "profile_uuid": profile_uuid})
+                         {"kind": config_events.PROFILE, "action": action,
+                          "profile_uuid": profile_uuid,
+                          "profile": None if state is None else config_events.profile_state(state)})
 
 
 class HostProfileDirectory:

@@ -6,6 +6,8 @@ Queued MDM commands are mdm-endpoint's: `mdm-endpoint rotate-key`.
 
 Rows are locked while they are re-encrypted, so an edit made meanwhile waits and then sees the new
 ciphertext. Nothing else changes: `updated_at` stays, so the processor does not re-send profiles.
+Each re-encrypted CA is announced (config.changed, through the outbox in the same transaction): the
+processor's copy then holds the new ciphertext before the previous key is retired.
 If any secret opens with neither key, nothing is written and the command names it.
 """
 
@@ -16,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mdmscep_common.crypto import DecryptionError, SecretBox
+from mdmscep_common.outbox import ADMIN_CONFIG_OUTBOX, Events, Outbox
 
-from .certificate_authorities import challenge_context
+from .certificate_authorities import announce_ca, challenge_context
+from .store import CertificateAuthorityStore
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class EncryptedColumn:
     context_columns: tuple[str, ...]
     context: Callable[[dict[str, Any]], bytes]
     describe: Callable[[dict[str, Any]], str]
+    # Tells other services that hold a copy of the row (conn, events, key value).
+    announce: Callable[[Any, Events, Any], None] | None = None
+
+
+def _announce_ca(conn, events: Events, ca_id: int) -> None:
+    announce_ca(events, conn, "edited", CertificateAuthorityStore().get(conn, ca_id),
+                resend=False)
 
 
 # Every secret admin-config stores encrypted (a new encrypted column is added here, or rotation
@@ -37,7 +48,8 @@ class EncryptedColumn:
 ENCRYPTED_COLUMNS = (
     EncryptedColumn("certificate_authorities", "id", "challenge_encrypted", ("name",),
                     lambda row: challenge_context(row["name"]),
-                    lambda row: f"certificate authority {row['name']} (id {row['id']}) challenge"),
+                    lambda row: f"certificate authority {row['name']} (id {row['id']}) challenge",
+                    _announce_ca),
 )
 
 
@@ -57,10 +69,12 @@ class UnreadableSecrets(Exception):
 
 
 def rotate_key(db, current_key: str, previous_key: str | None, dry_run: bool = False,
-               columns: tuple[EncryptedColumn, ...] = ENCRYPTED_COLUMNS) -> RotationReport:
+               columns: tuple[EncryptedColumn, ...] = ENCRYPTED_COLUMNS,
+               events: Events | None = None) -> RotationReport:
     """Re-encrypt under `current_key`, in the current format, every secret that does not already
     open with it in that format but opens with `previous_key` or in the legacy format."""
     box = SecretBox(current_key, previous_key)
+    events = events if events is not None else Outbox(ADMIN_CONFIG_OUTBOX)
     report = RotationReport()
     with db.transaction() as conn:
         for col in columns:
@@ -84,6 +98,9 @@ def rotate_key(db, current_key: str, previous_key: str | None, dry_run: bool = F
                 with conn.cursor() as cur:
                     cur.executemany(f"UPDATE {col.table} SET {col.column} = %s "
                                     f"WHERE {col.key} = %s", updates)
+                if col.announce is not None:
+                    for _, key in updates:
+                        col.announce(conn, events, key)
         if report.unreadable:
             raise UnreadableSecrets(report)  # leaving the block rolls everything back
     return report

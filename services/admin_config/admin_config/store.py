@@ -184,6 +184,14 @@ class ProfileStore:
             conn.execute("INSERT INTO profile_certificate_authorities (profile_uuid, ca_id) "
                          "SELECT %s, unnest(%s::bigint[])", (profile_uuid, ca_ids))
 
+    def state(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
+        """What config.changed carries of a profile (mdmscep_common.config_events)."""
+        return conn.execute(
+            "SELECT uuid, identifier, name, raw, checksum, has_scep_payload, "
+            "ARRAY(SELECT ca_id FROM profile_certificate_authorities pc "
+            "      WHERE pc.profile_uuid = p.uuid ORDER BY ca_id) AS ca_ids "
+            "FROM profiles p WHERE uuid = %s", (profile_uuid,)).fetchone()
+
     def delete(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
         return conn.execute("DELETE FROM profiles WHERE uuid = %s RETURNING uuid, name, identifier",
                             (profile_uuid,)).fetchone()

@@ -12,6 +12,7 @@ healthcheck.py).
 
 from __future__ import annotations
 
+from mdmscep_common import work_queues
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import run_until_signal
 from mdmscep_common.logs import configure_logging
@@ -25,7 +26,10 @@ from .settings import AdminConfigSettings
 def run_worker(settings: AdminConfigSettings, service: str) -> None:
     configure_logging(f"{service}-worker", settings.secret_values())
     db = Database(settings.database_url, max_size=4, name=f"{service}-worker").open()
+    # The processor's queue is declared first: its read models are fed by config.changed, which
+    # an admin may cause before the processor ever ran.
     relay = OutboxRelay(db, ADMIN_CONFIG_OUTBOX, settings.amqp_url, settings.database_url,
+                        declare=[work_queues.profile_processor_events()],
                         prune_interval=settings.prune_interval).start()
     duties = background(settings, db).start()
     metrics_server = serve_metrics(settings.admin_worker_metrics_port, settings.http_bind_address)

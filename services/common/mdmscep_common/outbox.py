@@ -7,7 +7,10 @@ So an event goes out if and only if its transaction commits, and a broker outage
 the rows wait and the relay retries with backoff. Delivery is at least once (a relay that stops
 between the broker's confirm and its own commit publishes those rows again): consumers
 deduplicate by event id (mdmscep_common.inbox), which the relay sends as the message_id and as
-`event_id` in the body.
+`event_id` in the body. The body also carries the row's id as `sequence`: a service adds an event
+after changing (so locking) the row it announces, so the events of one row are numbered in the
+order of its changes, and a consumer keeping a copy of that row applies only a newer one
+(mdmscep_common.config_events, the profile-processor's read models).
 
 Several relays may serve one table (replicas): each claims a batch in id order with
 FOR UPDATE SKIP LOCKED. NOTIFY on a channel named after the table wakes a relay as soon as a row
@@ -217,7 +220,7 @@ class OutboxRelay:
     def _publish(self, producer: kombu.Producer, row: dict[str, Any]) -> None:
         event_id = str(row["event_id"])
         producer.publish(
-            {**row["body"], "event_id": event_id}, exchange=bus.EXCHANGE,
+            {**row["body"], "event_id": event_id, "sequence": row["id"]}, exchange=bus.EXCHANGE,
             routing_key=row["routing_key"], serializer="json", delivery_mode=2,
             message_id=event_id, retry=False, timeout=self._publish_timeout,
             confirm_timeout=self._publish_timeout)

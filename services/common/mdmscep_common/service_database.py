@@ -8,10 +8,9 @@ the owner's DATABASE_URL and, after the migrations, calls `prepare_service_roles
   share a role: a role of one stack can neither connect to another stack's database (CONNECT is
   revoked from PUBLIC and granted to that database's own roles) nor use its schemas;
 - the role gets USAGE and DML on its schema's tables and sequences, and its search_path is its
-  schema, so a service's unqualified SQL can only name its own tables. CROSS_SERVICE_READS lists,
-  table by table, what a service still reads or writes of another's (each entry is a grant; the
-  list shrinks as those reads move to gRPC, events or read models, and a grant dropped from it
-  is revoked; docs/architecture.md).
+  schema, so a service's unqualified SQL can only name its own tables. CROSS_SERVICE_READS would
+  list, table by table, a grant on another service's table; it is empty, and a grant dropped from
+  it is revoked (docs/architecture.md).
 
 Services then connect as their role (`service_dsn`): an operator may give each service its own URL
 (`<SERVICE>_DATABASE_URL`, e.g. SCEP_PROXY_DATABASE_URL, with its own password); otherwise the
@@ -41,18 +40,11 @@ SCHEMAS: dict[str, str] = {
     SCEP_PROXY: "scep_proxy",
 }
 
-# What a service still touches of another's tables: service → [(privilege, schema, table)].
-# Each is a database grant; nothing else of another schema is reachable.
-CROSS_SERVICE_READS: dict[str, list[tuple[str, str, str]]] = {
-    PROFILE_PROCESSOR: [
-        # The profiles to deliver and the CAs they use (reconcile, verification, AuthorizeScep).
-        ("SELECT", "admin_config", "certificate_authorities"),
-        ("SELECT", "admin_config", "profiles"),
-        ("SELECT", "admin_config", "profile_certificate_authorities"),
-        # Enrolled hosts × profiles = deliveries.
-        ("SELECT", "mdm_endpoint", "hosts"),
-    ],
-}
+# What a service touches of another's tables: service → [(privilege, schema, table)], each a
+# database grant. None today: each service reads only its own schema, and another's data reaches
+# it through the owner's gRPC API or a read model fed by the owner's events (the processor's
+# read_models.py). A grant dropped from here is revoked at the next migration.
+CROSS_SERVICE_READS: dict[str, list[tuple[str, str, str]]] = {}
 
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names
 

@@ -80,10 +80,12 @@ def run_grpc(settings) -> None:
 
 def outbox_relay(settings, db) -> OutboxRelay:
     """mdm-endpoint's events (the http workers' and the Commander's) to RabbitMQ. It runs here,
-    off the check-in path. admin-config's queue is declared first: credential.expiring may be
-    published before admin-config ever ran."""
+    off the check-in path. The queues of its events' consumers are declared first: host events
+    (the processor's read model of hosts) and credential.expiring may be published before the
+    processor or admin-config ever ran."""
     return OutboxRelay(db, MDM_ENDPOINT_OUTBOX, settings.amqp_url, settings.database_url,
-                       declare=[work_queues.admin_config_events()],
+                       declare=[work_queues.profile_processor_events(),
+                                work_queues.admin_config_events()],
                        prune_interval=settings.prune_interval)
 
 

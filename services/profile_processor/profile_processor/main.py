@@ -1,6 +1,7 @@
 """profile-processor entry point and composition root: the gRPC ProfileAuthority and
-DeliveryDirectory, the bus consumers (config changes, enrollments, command and SCEP results), the
-reconcile loop, and the relay of the processor's outbox (certificates.renewed)."""
+DeliveryDirectory, the bus consumers (config changes and host events into the read models,
+command and SCEP results), the reconcile loop, and the relay of the processor's outbox
+(certificates.renewed)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from mdmscep_common.retention import pruning_task
 from mdmscep_common.service_tls import ServiceTls, service_tls_or_exit
 from mdmscep_common.settings import load_or_exit
 
+from . import read_models
 from .commander_client import CommanderClient
 from .delivery import Reconciler
 from .delivery_directory import DeliveryDirectory, DeliveryDirectoryServicer
@@ -90,11 +92,17 @@ def build(settings: ProfileProcessorSettings,
             results.command_result(body)
         elif key == bus.SCEP_RESULT:
             results.scep_result(body)
-        elif key in (bus.HOST_CHECKED_OUT, bus.HOST_DELETED):
-            results.host_checked_out(body)
+        elif key in (bus.HOST_ENROLLED, bus.HOST_CHECKED_OUT, bus.HOST_DELETED):
+            with tx.transaction() as conn:
+                changed = read_models.apply_host_event(conn, key, body)
+            if changed and key != bus.HOST_ENROLLED:
+                results.host_checked_out(body)
+        elif key == bus.CONFIG_CHANGED:
+            with tx.transaction() as conn:
+                read_models.apply_config_change(conn, body)
         elif key == bus.DELIVERY_RESEND:
             results.resend(body)
-        # config.changed, host.enrolled: the pass derives everything from the tables.
+        # The pass that follows derives the deliveries from the read models.
 
     def on_event(body, delivery: bus.Delivery) -> None:
         key = delivery.routing_key

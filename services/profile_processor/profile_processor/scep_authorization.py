@@ -50,15 +50,16 @@ class ScepAuthority:
         if operation not in OPERATIONS:
             return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_OPERATION, "unknown SCEP operation")
         with self._db.transaction() as conn:
-            host = conn.execute("SELECT enrolled FROM hosts WHERE uuid = %s", (host_uuid,)).fetchone()
-            if host is None or not host["enrolled"]:
+            if conn.execute("SELECT 1 FROM enrolled_hosts WHERE uuid = %s",
+                            (host_uuid,)).fetchone() is None:
                 return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_HOST, "unknown host")
-            if conn.execute("SELECT 1 FROM profiles WHERE uuid = %s", (profile_uuid,)).fetchone() is None:
+            if conn.execute("SELECT 1 FROM known_profiles WHERE uuid = %s",
+                            (profile_uuid,)).fetchone() is None:
                 return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_PROFILE, "unknown profile")
             ca = conn.execute(
                 """SELECT ca.id, ca.url, ca.max_concurrent_requests
-                   FROM certificate_authorities ca
-                   JOIN profile_certificate_authorities pc ON pc.ca_id = ca.id
+                   FROM known_certificate_authorities ca
+                   JOIN known_profile_certificate_authorities pc ON pc.ca_id = ca.id
                    WHERE ca.name = %s AND pc.profile_uuid = %s""", (ca_name, profile_uuid)).fetchone()
             if ca is None:
                 return _refuse(ScepRefusal.SCEP_REFUSAL_UNKNOWN_CA,

@@ -1,6 +1,7 @@
 """profile-processor's SQL: host_profiles, scep_codes and host_certificates (owned), with the
-reads admin-config asks for (DeliveryDirectory), and reads of the tables other services own
-(profiles and CAs of admin-config, hosts of mdm-endpoint). One query per batch; the
+reads admin-config asks for (DeliveryDirectory), and reads of its read models of what other
+services own (known_profiles and known_certificate_authorities of admin-config, enrolled_hosts of
+mdm-endpoint: read_models.py). One query per batch; the
 arrays of the per-batch statements of a delivery go in binary (%b), which spares their quoting."""
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ _DESIRED = """
            encode(p.checksum, 'hex') || ':' ||
            COALESCE(string_agg(extract(epoch FROM ca.updated_at)::text, ',' ORDER BY ca.id), '')
                AS revision
-    FROM profiles p
-    LEFT JOIN profile_certificate_authorities pc ON pc.profile_uuid = p.uuid
-    LEFT JOIN certificate_authorities ca ON ca.id = pc.ca_id
+    FROM known_profiles p
+    LEFT JOIN known_profile_certificate_authorities pc ON pc.profile_uuid = p.uuid
+    LEFT JOIN known_certificate_authorities ca ON ca.id = pc.ca_id
     GROUP BY p.uuid
 """
 
@@ -33,8 +34,8 @@ class DeliveryStore:
         """Every enrolled host should have every profile: add the rows that are missing."""
         return conn.execute(
             """INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, profile_name)
-               SELECT h.uuid, p.uuid, p.identifier, p.name FROM hosts h CROSS JOIN profiles p
-               WHERE h.enrolled
+               SELECT h.uuid, p.uuid, p.identifier, p.name
+               FROM enrolled_hosts h CROSS JOIN known_profiles p
                ON CONFLICT (host_uuid, profile_uuid) DO NOTHING""").rowcount
 
     def resend_changed(self, conn: psycopg.Connection) -> int:
@@ -52,21 +53,21 @@ class DeliveryStore:
         forgotten = conn.execute(
             """DELETE FROM host_profiles hp WHERE hp.operation_type = 'install'
                AND hp.command_uuid IS NULL
-               AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
+               AND NOT EXISTS (SELECT 1 FROM known_profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
         removing = conn.execute(
             """UPDATE host_profiles hp SET operation_type = 'remove', status = 'pending',
                       attempts = 0, ca_unreachable_retries = 0, detail = '', revision = NULL,
                       next_attempt_at = now(),
                       updated_at = now()
                WHERE hp.operation_type = 'install'
-                 AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
+                 AND NOT EXISTS (SELECT 1 FROM known_profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
         return forgotten + removing
 
     def drop_unenrolled(self, conn: psycopg.Connection) -> int:
-        conn.execute("DELETE FROM scep_codes c WHERE NOT EXISTS (SELECT 1 FROM hosts h "
-                     "WHERE h.uuid = c.host_uuid AND h.enrolled)")
-        return conn.execute("DELETE FROM host_profiles hp WHERE NOT EXISTS (SELECT 1 FROM hosts h "
-                            "WHERE h.uuid = hp.host_uuid AND h.enrolled)").rowcount
+        conn.execute("DELETE FROM scep_codes c WHERE NOT EXISTS (SELECT 1 FROM enrolled_hosts h "
+                     "WHERE h.uuid = c.host_uuid)")
+        return conn.execute("DELETE FROM host_profiles hp WHERE NOT EXISTS ("
+                            "SELECT 1 FROM enrolled_hosts h WHERE h.uuid = hp.host_uuid)").rowcount
 
     def drop_host(self, conn: psycopg.Connection, host_uuid: str) -> None:
         conn.execute("DELETE FROM host_profiles WHERE host_uuid = %s", (host_uuid,))
@@ -85,7 +86,7 @@ class DeliveryStore:
 
     def desired(self, conn: psycopg.Connection, profile_uuids: list[str]) -> dict[str, dict[str, Any]]:
         rows = conn.execute(
-            f"""SELECT d.*, p.raw FROM ({_DESIRED}) d JOIN profiles p ON p.uuid = d.profile_uuid
+            f"""SELECT d.*, p.raw FROM ({_DESIRED}) d JOIN known_profiles p ON p.uuid = d.profile_uuid
                 WHERE d.profile_uuid = ANY(%s)""", (profile_uuids,)).fetchall()
         return {r["profile_uuid"]: {**r, "raw": bytes(r["raw"])} for r in rows}
 
@@ -94,8 +95,8 @@ class DeliveryStore:
         rows = conn.execute(
             """SELECT pc.profile_uuid, ca.id, ca.name, ca.url, ca.challenge_encrypted,
                       ca.max_concurrent_requests, ca.max_issuance_per_second
-               FROM profile_certificate_authorities pc
-               JOIN certificate_authorities ca ON ca.id = pc.ca_id
+               FROM known_profile_certificate_authorities pc
+               JOIN known_certificate_authorities ca ON ca.id = pc.ca_id
                WHERE pc.profile_uuid = ANY(%s)""", (profile_uuids,)).fetchall()
         out: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
@@ -243,9 +244,9 @@ class DeliveryStore:
             """SELECT hp.profile_uuid, p.raw,
                       COALESCE(string_agg(ca.ca_certificates_pem, ''), '') AS ca_pem
                FROM host_profiles hp
-               JOIN profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
-               LEFT JOIN profile_certificate_authorities pc ON pc.profile_uuid = p.uuid
-               LEFT JOIN certificate_authorities ca ON ca.id = pc.ca_id
+               JOIN known_profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
+               LEFT JOIN known_profile_certificate_authorities pc ON pc.profile_uuid = p.uuid
+               LEFT JOIN known_certificate_authorities ca ON ca.id = pc.ca_id
                WHERE hp.host_uuid = %s AND hp.operation_type = 'install'
                GROUP BY hp.profile_uuid, p.raw""", (host_uuid,)).fetchall()
 
@@ -263,14 +264,14 @@ class DeliveryStore:
     def has_scep_deliveries(self, conn: psycopg.Connection, hosts: list[str]) -> set[str]:
         rows = conn.execute(
             """SELECT DISTINCT hp.host_uuid FROM host_profiles hp
-               JOIN profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
+               JOIN known_profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
                WHERE hp.host_uuid = ANY(%s) AND hp.operation_type = 'install'""", (hosts,)).fetchall()
         return {r["host_uuid"] for r in rows}
 
     def verified_scep(self, conn: psycopg.Connection, host_uuid: str) -> list[dict[str, Any]]:
         return conn.execute(
             """SELECT hp.profile_uuid FROM host_profiles hp
-               JOIN profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
+               JOIN known_profiles p ON p.uuid = hp.profile_uuid AND p.has_scep_payload
                WHERE hp.host_uuid = %s AND hp.operation_type = 'install'
                  AND hp.status = 'verified' FOR UPDATE OF hp""", (host_uuid,)).fetchall()
 
@@ -280,7 +281,7 @@ class DeliveryStore:
         return conn.execute(
             """UPDATE host_profiles hp SET status = 'verified', detail = '', verified_at = now(),
                       replacing_sha256 = NULL, updated_at = now()
-               FROM profiles p
+               FROM known_profiles p
                WHERE hp.host_uuid = %s AND p.uuid = hp.profile_uuid
                  AND hp.operation_type = 'install' AND hp.status = 'verifying'
                  AND hp.listed_at IS NOT NULL AND hp.listed_at >= hp.acknowledged_at
@@ -297,7 +298,7 @@ class DeliveryStore:
                       detail = 'The host acknowledged the profile but holds no certificate from '
                                || 'its certificate authority after ' || %(wait)s::int
                                || ' s: the SCEP enrollment did not complete on the host'
-               FROM profiles p
+               FROM known_profiles p
                WHERE p.uuid = hp.profile_uuid AND p.has_scep_payload
                  AND hp.operation_type = 'install' AND hp.status = 'verifying'
                  AND hp.acknowledged_at < now() - make_interval(secs => %(wait)s)""",
@@ -421,8 +422,8 @@ class DeliveryDirectoryStore:
                WHERE hp.operation_type = 'install' AND hp.status = 'pending'
                  AND hp.paced_until > now()
                  AND hp.profile_uuid IN (
-                     SELECT pc.profile_uuid FROM profile_certificate_authorities pc
-                     JOIN certificate_authorities ca ON ca.id = pc.ca_id WHERE ca.name = %s)
+                     SELECT pc.profile_uuid FROM known_profile_certificate_authorities pc
+                     JOIN known_certificate_authorities ca ON ca.id = pc.ca_id WHERE ca.name = %s)
                GROUP BY hp.status""", (ca_name,)).fetchall())
 
     def deliveries_of_profile(self, conn: psycopg.Connection, profile_uuid: str,

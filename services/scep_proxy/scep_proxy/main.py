@@ -9,6 +9,7 @@ import math
 import httpx
 
 from mdmscep.v1 import scep_gateway_pb2_grpc
+from mdmscep_common import work_queues
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import dependency_checks
@@ -51,7 +52,9 @@ def run_grpc(settings) -> None:
                                    stats=CaRequestStatistics(db)))
     server.start()
     pruning = ca_request_pruning(db, settings).start()
+    # scep.result's consumer queue is declared first: the processor may not have run yet.
     relay = OutboxRelay(db, SCEP_PROXY_OUTBOX, settings.amqp_url, settings.database_url,
+                        declare=[work_queues.profile_processor_events()],
                         prune_interval=settings.prune_interval).start()
     metrics_server = serve_metrics(settings.scep_proxy_grpc_metrics_port,
                                    settings.http_bind_address)
