@@ -7,9 +7,10 @@ values); the others must not need it."
   secrets (they did when the first 32 bytes were the AES key).
 - Known placeholders are refused with a configuration error naming the variable: every example
   value this repository ships, and obvious ones; the tests' key is accepted.
-- The real entry points: both scep-proxy processes start and serve without the key; every process
-  of admin-config, the processor and mdm-endpoint refuses to start without it (exit status 78,
-  naming it), or with a placeholder.
+- The real entry points: both scep-proxy processes start and serve without the key, and so do the
+  two workers that never encrypt nor decrypt (`admin-config worker`, `mdm-endpoint push`), which
+  ignore it when set; every other process of admin-config, the processor and mdm-endpoint refuses
+  to start without it (exit status 78, naming it), or with a placeholder.
 - Secrets stored in the legacy format still open, and rotate-key re-encrypts them
   (tests/integration/test_operations_key_rotation.py runs the commands against real PostgreSQL).
 """
@@ -124,8 +125,7 @@ def _env_without_key(base_env, **extra) -> dict[str, str]:
 
 @pytest.mark.parametrize("command", [["admin-config", "serve"], ["admin-config", "rotate-key"],
                                      ["profile-processor"], ["mdm-endpoint", "http"],
-                                     ["mdm-endpoint", "grpc"], ["mdm-endpoint", "push"],
-                                     ["mdm-endpoint", "rotate-key"]])
+                                     ["mdm-endpoint", "grpc"], ["mdm-endpoint", "rotate-key"]])
 def test_the_services_that_encrypt_or_decrypt_refuse_to_start_without_it(command, base_env):
     missing = subprocess.run([str(BIN / command[0]), *command[1:]], env=_env_without_key(base_env),
                              capture_output=True, text=True, timeout=60)
@@ -166,3 +166,38 @@ def test_both_scep_proxy_processes_and_the_migrations_run_without_it(base_env, t
         for process in processes:
             process.terminate()
             process.wait(30)
+
+
+@pytest.mark.parametrize("command, metrics_variable", [
+    (["admin-config", "worker"], "ADMIN_WORKER_METRICS_PORT"),
+    (["mdm-endpoint", "push"], "MDM_PUSH_METRICS_PORT"),  # on the edge network: reaches APNs
+])
+def test_the_workers_run_without_it_and_never_read_it(command, metrics_variable, base_env,
+                                                      tmp_path):
+    """Started without the key, and with a placeholder every process that reads it refuses: both
+    serve their metrics, which they do once their worker is built."""
+    ports = [free_port(), free_port()]
+    envs = [_env_without_key(base_env, **{metrics_variable: str(ports[0])}),
+            _env_without_key(base_env, SERVER_PRIVATE_KEY="EXAMPLE-ONLY-replace-with-openssl-rand-hex-32",
+                             **{metrics_variable: str(ports[1])})]
+    logs = [tmp_path / "without-key.log", tmp_path / "placeholder-key.log"]
+    processes = [subprocess.Popen([str(BIN / command[0]), *command[1:]], env=env,
+                                  stdout=log.open("wb"), stderr=subprocess.STDOUT)
+                 for env, log in zip(envs, logs, strict=True)]
+
+    def answers(port: int) -> bool:
+        assert all(p.poll() is None for p in processes), [log.read_text() for log in logs]
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        for port in ports:
+            wait_for(lambda port=port: answers(port), 60, f"{' '.join(command)} started")
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+    for log in logs:
+        assert "SERVER_PRIVATE_KEY" not in log.read_text()

@@ -96,6 +96,20 @@ def test_the_admin_worker_does_not_need_the_encryption_key():
         AdminConfigSettings.from_env({})
 
 
+def test_the_push_worker_does_not_need_the_encryption_key_nor_reads_it_when_set():
+    s = MdmEndpointSettings.from_env({}, needs_server_private_key=False)
+    assert s.server_private_key is None and s.server_private_key_previous is None
+    # Set (even to a placeholder the other processes refuse), it is neither checked nor held.
+    s = MdmEndpointSettings.from_env({"SERVER_PRIVATE_KEY": KEY, "SERVER_PRIVATE_KEY_PREVIOUS":
+                                      "x" * 32}, needs_server_private_key=False)
+    held = repr(s) + repr(vars(s)) + repr(s.secret_values())
+    assert KEY not in held and "x" * 32 not in held
+    s = MdmEndpointSettings.from_env({"SERVER_PRIVATE_KEY": "short"}, needs_server_private_key=False)
+    assert s.server_private_key is None
+    with pytest.raises(SettingsError, match="SERVER_PRIVATE_KEY is required"):
+        MdmEndpointSettings.from_env({})
+
+
 @pytest.mark.parametrize("settings_class", [AdminConfigSettings, MdmEndpointSettings,
                                             ProfileProcessorSettings])
 def test_a_missing_encryption_key_is_named(settings_class):

@@ -146,7 +146,9 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="rotate-key: check every command payload, change nothing")
     args = parser.parse_args()
-    settings = load_or_exit(MdmEndpointSettings.from_env)
+    # The push worker never encrypts nor decrypts command payloads: it starts without the key.
+    settings = load_or_exit(lambda: MdmEndpointSettings.from_env(
+        needs_server_private_key=args.role != "push"))
     if args.role == "rotate-key":
         from .key_rotation import main as rotate_key
 

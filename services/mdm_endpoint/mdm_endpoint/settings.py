@@ -1,5 +1,6 @@
 """mdm-endpoint's configuration: the core, its HTTP, gRPC and push processes, the device
-identity it checks, APNs, and SERVER_PRIVATE_KEY for the command payloads it stores encrypted."""
+identity it checks, APNs, and (except for the push worker) SERVER_PRIVATE_KEY for the command
+payloads it stores encrypted."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ DEFAULT_MDM_HTTP_THREADS = 2
 
 @dataclass(frozen=True, kw_only=True)
 class MdmEndpointSettings(CommonSettings):
-    server_private_key: str = field(repr=False)
+    # None in the push worker, which never encrypts nor decrypts command payloads.
+    server_private_key: str | None = field(repr=False)
     server_private_key_previous: str | None = field(repr=False)
     mdm_http_port: int
     mdm_grpc_port: int
@@ -47,10 +49,12 @@ class MdmEndpointSettings(CommonSettings):
     credential_warning_days: float
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> MdmEndpointSettings:
-        """Raises SettingsError naming the variable."""
+    def from_env(cls, env: dict[str, str] | None = None, *,
+                 needs_server_private_key: bool = True) -> MdmEndpointSettings:
+        """Raises SettingsError naming the variable. `needs_server_private_key`: False for the
+        push worker: it starts without SERVER_PRIVATE_KEY and never holds it."""
         env = environment(env)
-        key, previous_key = server_private_keys(env)
+        key, previous_key = server_private_keys(env) if needs_server_private_key else (None, None)
         return cls(
             **common_values(env),
             server_private_key=key,
