@@ -95,7 +95,7 @@ PROCESS_SECRETS = {
     "admin-config-worker": CONNECTIONS,
     "mdm-endpoint": CONNECTIONS | {"SERVER_PRIVATE_KEY", "ENROLL_SECRET", "IDENTITY_SCEP_CHALLENGE"},
     "mdm-endpoint-grpc": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
-    "mdm-endpoint-push": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
+    "mdm-endpoint-push": CONNECTIONS,
     "scep-proxy": CONNECTIONS,
     "scep-proxy-grpc": CONNECTIONS,
     "profile-processor": CONNECTIONS | {"SERVER_PRIVATE_KEY"},
