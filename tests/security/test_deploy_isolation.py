@@ -1,6 +1,8 @@
 """Deployment isolation: deploy/ gives each service only its own secrets, from a Secret per
-service, and its own gRPC certificate; NetworkPolicies and the compose networks let only the
-intended callers reach each gRPC port. Checked from the files (Kubernetes manifests rendered by
+service, and its own gRPC certificate; NetworkPolicies let only the intended callers reach each
+gRPC port; compose publishes none and keeps the gRPC servers on its internal network (one network:
+there mutual TLS and the per-method caller check, tests/security/test_internal_grpc.py, keep the
+wrong callers out). Checked from the files (Kubernetes manifests rendered by
 tests/deploy/kustomize_lite.py, docker-compose.yml as YAML), and the compose certificate mounts
 against real files from `mdmscep-service-pki`."""
 
