@@ -34,3 +34,41 @@ def test_concurrent_replicas_apply_each_migration_once():
             assert conn.execute("SELECT count(*) FROM scep_proxy._yoyo_migration").fetchone() == (1,)
     finally:
         drop_database(url)
+
+
+def test_an_upgrade_seeds_the_processors_read_models_from_the_owners_rows():
+    """A database made before the processor kept its own copies: the processor's migration copies
+    the CAs, profiles and enrolled hosts once; from then on only events change them."""
+    from mdmscep_common.migrate import _apply
+
+    url = f"{PG_BASE}/mdmscep_test_{RUN_ID}_seed"
+    drop_database(url)
+    ensure_database(url)
+    try:
+        _apply(url, migrations_dir(), "public")  # the shared history: the owners' tables
+        with psycopg.connect(url) as conn:
+            ca = conn.execute(
+                "INSERT INTO admin_config.certificate_authorities (name, url, challenge_encrypted, "
+                "max_issuance_per_second) VALUES ('Old_CA', 'http://ca.test/scep', '\\x02aa', 2.5) "
+                "RETURNING id, updated_at").fetchone()
+            conn.execute("INSERT INTO admin_config.profiles (uuid, name, identifier, payload_uuid, "
+                         "raw, checksum, has_scep_payload) VALUES ('p-old', 'Old', 'com.old', "
+                         "'u', '<plist/>', '\\x01', true)")
+            conn.execute("INSERT INTO admin_config.profile_certificate_authorities VALUES "
+                         "('p-old', %s)", (ca[0],))
+            conn.execute("INSERT INTO mdm_endpoint.hosts (uuid, enrolled) VALUES ('H-IN', true), "
+                         "('H-OUT', false)")
+        assert "profile_processor/0003_read_models" in apply_migrations(url)
+        with psycopg.connect(url) as conn:
+            copied = conn.execute(
+                "SELECT id, updated_at, max_issuance_per_second, challenge_encrypted "
+                "FROM profile_processor.known_certificate_authorities").fetchall()
+            assert copied == [(ca[0], ca[1], 2.5, b"\x02\xaa")]
+            assert conn.execute("SELECT p.uuid, p.has_scep_payload, pc.ca_id FROM "
+                                "profile_processor.known_profiles p JOIN "
+                                "profile_processor.known_profile_certificate_authorities pc "
+                                "ON pc.profile_uuid = p.uuid").fetchall() == [("p-old", True, ca[0])]
+            assert conn.execute("SELECT uuid FROM profile_processor.enrolled_hosts"
+                                ).fetchall() == [("H-IN",)]
+    finally:
+        drop_database(url)
