@@ -6,9 +6,9 @@ Every operation of the document gets schema-shaped and malformed requests: never
 answer's status is one the document lists, with the content type and body schema it declares.
 The database starts with a CA and the seed's profile, so reads, edits and deletes meet real rows.
 A CA's URL probe is faked (no network): "http://ca.test/scep" answers GetCACert, others do not.
-Hosts, deliveries and CA traffic come from the owners' rows through in-process stand-ins of
-their gRPC services (tests/support/owner_doubles.py), which fail on any request the real owner
-would refuse as INVALID_ARGUMENT.
+Hosts, deliveries and CA traffic come from the owners' rows through their real servicers called
+in-process (tests/support/owner_doubles.py), which fail the test on any request the owner
+refuses as INVALID_ARGUMENT.
 """
 
 from __future__ import annotations

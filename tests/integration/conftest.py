@@ -6,7 +6,7 @@ from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ScepGatewayClient
 from mdmscep_common.health import HealthChecks
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
-from tests.support.owner_doubles import RowCaRequests, RowDeliveryDirectory, row_owners
+from tests.support.owner_doubles import ca_requests, delivery_directory, row_owners
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
 from tests.support.settings import load_settings
@@ -52,7 +52,8 @@ def admin_app(db, scep_gateway, publisher, database_url):
     settings = load_settings({"SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY,
                               "ADMIN_API_TOKEN": ADMIN_TOKEN, "DATABASE_URL": database_url,
                               **tls_env("admin-config")})
-    # Hosts, deliveries and CA traffic come from the test's rows (tests/support/owner_doubles.py).
+    # Hosts, deliveries and CA traffic from the owners' servicers in-process, over the test's rows
+    # (tests/support/owner_doubles.py).
     services = build_services(settings, db,
                               ScepGatewayClient(scep_gateway, service_tls("admin-config"), 2.0),
                               publisher, **row_owners(db))
@@ -297,11 +298,11 @@ def live_admin_app(mdm_db, scep_gateway, amqp_url, database_url, commander, clea
                               "MDM_GRPC_ADDR": commander, **tls_env("admin-config")})
     relay = OutboxRelay(mdm_db, ADMIN_CONFIG_OUTBOX, amqp_url, database_url).start()
     # Hosts through mdm-endpoint's real HostRegistry (`commander`); deliveries and CA traffic from
-    # the committed rows (tests/support/owner_doubles.py).
+    # the processor's and the proxy's servicers in-process (tests/support/owner_doubles.py).
     services = build_services(settings, mdm_db,
                               ScepGatewayClient(scep_gateway, service_tls("admin-config"), 2.0),
-                              Outbox(ADMIN_CONFIG_OUTBOX), deliveries=RowDeliveryDirectory(mdm_db),
-                              ca_requests=RowCaRequests(mdm_db))
+                              Outbox(ADMIN_CONFIG_OUTBOX), deliveries=delivery_directory(mdm_db),
+                              ca_requests=ca_requests(mdm_db))
     yield create_app(services, HealthChecks({}))
     relay.stop()
 

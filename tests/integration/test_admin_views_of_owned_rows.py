@@ -1,12 +1,14 @@
 """What the admin API shows of rows other services own (hosts, deliveries, host certificates, CA
 request records), now that admin-config asks their owners: the answers are those it gave when it
 read the tables itself, field for field, with the same filters and totals. The owners answer from
-this test's rows (tests/support/owner_doubles.py, with the protos' limits); the hosts list
+this test's rows (their servicers in-process: tests/support/owner_doubles.py); the hosts list
 narrowed by a delivery comes in host UUID order (docs/api.md)."""
 
 from __future__ import annotations
 
 import pytest
+
+from tests.support.processor_read_models import copy_owned_rows_to_processor
 
 HOSTS = "/api/v1/fleet/hosts"
 PROFILES = "/api/v1/fleet/configuration_profiles"
@@ -187,6 +189,7 @@ def test_ca_stats_come_from_the_proxys_records_and_the_processors_pacing(admin, 
     _delivery(db_conn, "H-D", "P-1", "pending")
     db_conn.execute("UPDATE host_profiles SET paced_until = now() + interval '1 minute' "
                     "WHERE host_uuid = 'H-D'")
+    copy_owned_rows_to_processor(db_conn)  # the processor paces by its copy of the CA
     assert admin.get(f"/api/v1/fleet/certificate_authorities/{ca_id}/stats").json == {
         "id": ca_id, "name": "Stats_CA", "window_seconds": 3600, "issued": 2, "failed": 1,
         "refused_busy": 1, "in_flight": 0, "waiting": 1, "average_latency_ms": 300.0,

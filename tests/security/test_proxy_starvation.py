@@ -6,8 +6,8 @@ the test database), the proxy as app.py builds it for production: the fleet-wide
 their scep.result in scep-proxy's outbox) and the shared count of
 refusals per client address (SharedClientRefusalLimiter), served on a loopback port, the real
 scepserver as the CA and the real scepclient as the host. The admin's statistics
-are read with admin-config's own CertificateAuthorityService.stats, its owners' answers taken from
-the proxy's rows (tests/support/owner_doubles.py).
+are read with admin-config's own CertificateAuthorityService.stats, its owners' servicers called
+in-process over the proxy's rows (tests/support/owner_doubles.py).
 
 - Hundreds of well-formed, forged PKIOperations in parallel (bounded in count and time, from
   other loopback addresses) are refused by the processor before any CA slot is taken: none holds
@@ -65,7 +65,7 @@ from scep_proxy.outcome_records import OutcomeStore
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE
 from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, scepclient
-from tests.support.owner_doubles import RowCaRequests, RowDeliveryDirectory
+from tests.support.owner_doubles import ca_requests, delivery_directory
 from tests.support.processor_read_models import apply_recorded_events, copy_owned_rows_to_processor
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
@@ -160,8 +160,8 @@ class RealWorld:
         self.base = f"http://127.0.0.1:{self._server.server_port}"
         self.stats_service = CertificateAuthorityService(
             self.db, CertificateAuthorityStore(), ActivityStore(), None, None, None,
-            ProfileStore(), ca_requests=RowCaRequests(self.db),
-            deliveries=RowDeliveryDirectory(self.db))
+            ProfileStore(), ca_requests=ca_requests(self.db),
+            deliveries=delivery_directory(self.db))
 
     def _recording(self, environ, start_response):
         def capture(status, headers, exc_info=None):

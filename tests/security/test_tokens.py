@@ -114,7 +114,9 @@ REVIEWED = {
     "scep_proxy/outcome_metrics.py": {"routing_key == bus.SCEP_RESULT"},
     "profile_processor/main.py": {"key == bus.COMMAND_RESULT", "key == bus.SCEP_RESULT",
                                   "key == bus.DELIVERY_RESEND", "key == bus.HOST_CHECKED_OUT",
-                                  "key == bus.CONFIG_CHANGED", "key == bus.HOST_ENROLLED"},
+                                  "key == bus.CONFIG_CHANGED", "key == bus.HOST_ENROLLED",
+                                  "key != bus.HOST_ENROLLED"},
+    "profile_processor/read_models.py": {"routing_key == bus.HOST_ENROLLED"},  # routing keys
     "admin_config/certificate_authorities.py": {
         "challenge == MASKED_CHALLENGE",  # the public mask "********"
         # An admin's PATCH against the stored challenge: the caller is authenticated and a
