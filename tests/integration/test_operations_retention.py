@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import psycopg
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
-from admin_config.background_duties import activity_rules
+from admin_config.background_duties import activity_rules, retention_rules
 from mdm_endpoint.command_retention import command_rules
 from mdmscep_common.db import Database
 from mdmscep_common.retention import Pruner
@@ -93,6 +94,20 @@ def test_activities_older_than_their_retention_are_pruned(db, db_conn):
     left = [r["actor"] for r in db_conn.execute(
         "SELECT actor FROM activities WHERE type = %s ORDER BY created_at", (marker,)).fetchall()]
     assert left == ["364.99", "1"]
+
+
+def test_admin_configs_prune_takes_its_inbox_too(db, db_conn):
+    """`admin-config prune` and the worker's timer prune the same tables: activities, and the
+    event ids admin_config.events' consumer remembers past their retention."""
+    db_conn.execute("DELETE FROM admin_config_inbox")
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    db_conn.execute("INSERT INTO admin_config_inbox (event_id, received_at) VALUES (%s, %s), "
+                    "(%s, %s)", (old, NOW - 8 * DAY, recent, NOW - 6 * DAY))
+    rules = retention_rules(SimpleNamespace(activity_retention_days=365.0))
+    assert {r.table for r in rules} == {"activities", "admin_config_inbox"}
+    assert Pruner(db).prune_all(rules, now=NOW).get("admin_config_inbox") == 1
+    assert [r["event_id"] for r in db_conn.execute(
+        "SELECT event_id FROM admin_config_inbox").fetchall()] == [recent]
 
 
 def test_pruning_works_in_batches_and_skips_rows_a_transaction_holds(database_url):

@@ -56,6 +56,14 @@ def activity_rules(retention_days: float) -> list[RetentionRule]:
     return [RetentionRule("activities", "created_at < %(cutoff)s", days(retention_days))]
 
 
+def retention_rules(settings: AdminConfigSettings) -> list[RetentionRule]:
+    """What the worker prunes on its timer and `admin-config prune` at once: activities past
+    ACTIVITY_RETENTION_DAYS and the inbox's event ids past theirs (the outbox's published rows
+    are its relay's)."""
+    return [*activity_rules(settings.activity_retention_days),
+            inbox_retention_rule(ADMIN_CONFIG_INBOX)]
+
+
 def stage(days_left: float, warning_days: float) -> str:
     """Which reminder a certificate this close to expiry is due: "30d", "7d", "1d", "expired"."""
     if days_left <= 0:
@@ -220,7 +228,6 @@ def background(settings: AdminConfigSettings, db) -> Background:
         queue, admin_config_events_handler(db, settings.credential_warning_days))}, prefetch=4)
     return Background(monitor, [
         monitor.periodic_task(settings.credential_check_interval),
-        pruning_task(db, [*activity_rules(settings.activity_retention_days),
-                          inbox_retention_rule(ADMIN_CONFIG_INBOX)],
-                     settings.prune_interval, settings.prune_batch_size),
+        pruning_task(db, retention_rules(settings), settings.prune_interval,
+                     settings.prune_batch_size),
     ], worker)

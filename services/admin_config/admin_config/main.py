@@ -93,13 +93,13 @@ def _prune(settings, _args) -> None:
     from mdmscep_common.logs import configure_logging
     from mdmscep_common.retention import Pruner
 
-    from .background_duties import activity_rules
+    from .background_duties import retention_rules
 
     configure_logging(f"{SERVICE}-cli", settings.secret_values())
     db = Database(settings.database_url, name=f"{SERVICE}-cli").open()
     try:
         deleted = Pruner(db, batch_size=settings.prune_batch_size).prune_all(
-            activity_rules(settings.activity_retention_days))
+            retention_rules(settings))
     finally:
         db.close()
     for table, count in deleted.items():
