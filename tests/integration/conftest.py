@@ -233,11 +233,21 @@ class MdmHarness:
 
     def new_host(self, enroll: bool = True, **kw):
         from hostsim.device import SimulatedHost
+        from tests.support.waiting import eventually
 
         host = SimulatedHost(self.url, workdir=self.workdir, client=self.fleet.client, **kw)
         self.fleet.add_host(host)
         if enroll:
             host.enroll(ENROLL_SECRET)
+            # Enrolled, it is asked its facts and pushed: the test starts once it has answered
+            # (its queue empty, no connection of its own still under way). Without pushes
+            # (tests/support/polled_mdm.py) it checks in once on its own.
+            if self.apns is None:
+                host.poll()
+            assert eventually(lambda: any(kind == "DeviceInformation"
+                                          for kind, *_ in host.handled))
+            with host.lock:
+                pass
         return host
 
     def enqueue(self, commands):

@@ -40,7 +40,7 @@ class OneHost:
     def get_hosts(self, host_uuids):
         return {u: HOST for u in host_uuids if u == HOST.uuid}
 
-    def list_hosts(self, page, per_page, query="", host_uuids=None):
+    def list_hosts(self, page, per_page, query="", host_uuids=None, facts=None):
         return [HOST], 1
 
 

@@ -100,6 +100,7 @@ def test_host_detail_counts_every_delivery(admin, fleet):
     assert admin.get(f"{HOSTS}/H-A").json == {
         "uuid": "H-A", "serial_number": "C02AAA", "enrolled": True, "last_seen_at": None,
         "device_name": "Anna's Mac", "model": "Mac14,2", "os_version": "14.5",
+        "product_name": "", "platform": "", "facts_updated_at": None,
         "enrolled_at": "2026-01-30T08:00:00Z", "push_token_invalid": False,
         "profiles": {"pending": 1, "verifying": 0, "verified": 1, "failed": 0}}
     assert admin.get(f"{HOSTS}/nope").status_code == 404

@@ -68,6 +68,11 @@ def test_host_enrolls_is_pushed_and_gets_its_command(mdm, mdm_db, events, apns_p
     # The id consumers deduplicate by; the sequence that orders the host's events.
     assert set(enrolled) == {"host_uuid", "event_id", "sequence"}
 
+    # Enrolled, the host was asked its facts (DeviceInformation, with a push of its own).
+    assert any(kind == "DeviceInformation" for kind, *_ in host.handled)
+    asked = len(mdm.apns.pushes_for(host.push_token.hex()))
+    assert asked == 1
+
     command_uuid = mdm_commands.new_command_uuid()
     answer = mdm.enqueue([(host.udid, command_uuid, "ProfileList",
                            mdm_commands.profile_list(command_uuid))])
@@ -76,9 +81,9 @@ def test_host_enrolls_is_pushed_and_gets_its_command(mdm, mdm_db, events, apns_p
     # the push wakes the host, which fetches and answers the command.
     assert eventually(lambda: ("ProfileList", command_uuid, "Acknowledged") in host.handled)
     pushes = mdm.apns.pushes_for(host.push_token.hex())
-    assert len(pushes) == 1
-    assert pushes[0].push_magic == host.push_magic and pushes[0].topic == apns_pki.topic
-    assert apns_pki.topic in pushes[0].client_subject
+    assert len(pushes) == asked + 1
+    assert pushes[-1].push_magic == host.push_magic and pushes[-1].topic == apns_pki.topic
+    assert apns_pki.topic in pushes[-1].client_subject
     results = events.wait_for(lambda k, b: k == "command.result" and b["command_uuid"] == command_uuid)
     assert results[0][1]["status"] == "Acknowledged"
     assert results[0][1]["request_type"] == "ProfileList"
@@ -97,7 +102,8 @@ def test_enqueue_is_idempotent_and_replaces_stale_commands(mdm, mdm_db):
     assert mdm.enqueue([("unknown-host", unknown, "ProfileList",
                          mdm_commands.profile_list(unknown))]).queued == 0
     with mdm_db.transaction() as conn:
-        rows = conn.execute("SELECT command_uuid, status FROM commands").fetchall()
+        rows = conn.execute("SELECT command_uuid, status FROM commands "
+                            "WHERE request_type <> 'DeviceInformation'").fetchall()
     statuses = {r["command_uuid"]: r["status"] for r in rows}
     assert statuses == {first: "replaced", second: "queued"}
     assert eventually(lambda: any(c == second for _, c, _ in host.handled))

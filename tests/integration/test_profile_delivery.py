@@ -76,7 +76,10 @@ def test_seed_profile_reaches_enrolled_and_later_hosts_each_with_its_own_copy(
     codes = set()
     for host in early + late:
         wait_status(live_admin, host, profile_uuid, "verified")
-        [command] = installs(host)
+        # The last attempt is the one acknowledged (this scepserver may refuse one of two
+        # concurrent requests: the host then reports the error and gets a new attempt).
+        *_, command = installs(host)
+        assert len(installs(host)) <= 3
         payload = command["Command"]["Payload"]
         content = scep_content(payload)
         assert content["Challenge"] == SPECIAL_CHALLENGE  # exact after plist parsing

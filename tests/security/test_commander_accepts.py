@@ -96,6 +96,10 @@ def test_a_call_with_one_unacceptable_command_queues_nothing_and_pushes_nothing(
         case, mdm, mdm_db, pushes):  # noqa: F811 - fixtures
     request_type, make_payload, reason = REFUSED[case]
     host, witness = mdm.new_host(), mdm.new_host()
+    # Their enrollments asked their facts, with pushes: those are not this call's.
+    for enrolled in (host, witness):
+        assert pushes.wait_for(lambda key, body, h=enrolled: h.udid in body["host_uuids"])
+    pushes.received.clear()
     good = [new_uuid(), new_uuid()]
     bad = new_uuid()
     batch = [(host.udid, good[0], "ProfileList", mdm_commands.profile_list(good[0])),

@@ -84,6 +84,13 @@ def _enroll(client, signer, udid):
     assert _send(client, "/mdm/checkin", signer, {
         "MessageType": "TokenUpdate", "UDID": udid, "Topic": "t", "Token": b"\x01" * 32,
         "PushMagic": "magic"}).status_code == 200
+    # Enrolled, it is asked its facts first; it answers, as a device does.
+    asked = plistlib.loads(_send(client, "/mdm/connect", signer,
+                                 {"Status": "Idle", "UDID": udid}).data)
+    assert asked["Command"]["RequestType"] == "DeviceInformation"
+    assert _send(client, "/mdm/connect", signer, {
+        "Status": "Acknowledged", "UDID": udid, "CommandUUID": asked["CommandUUID"],
+        "QueryResponses": {"ProductName": "Mac15,3"}}).data == b""
 
 
 def _state(db_conn):

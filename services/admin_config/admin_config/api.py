@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from mdmscep_common.http import request_body
 
 from .errors import BadRequest
+from .host_registry_client import HOST_FACTS
 
 api = Blueprint("api", __name__, url_prefix="/api/v1/fleet")
 
@@ -194,7 +195,8 @@ def list_certificates():
 def list_hosts():
     page, per_page = _page_args()
     items, total = _services().hosts.list(page, per_page, _text_arg("status"),
-                                          _text_arg("profile_uuid"), _text_arg("query"))
+                                          _text_arg("profile_uuid"), _text_arg("query"),
+                                          {name: _text_arg(name) for name in HOST_FACTS})
     return _listing("hosts", items, total, page, per_page)
 
 

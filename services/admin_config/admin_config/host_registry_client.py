@@ -23,6 +23,9 @@ class RegisteredHost:
     os_version: str
     enrolled_at: datetime | None
     push_token_invalid: bool
+    product_name: str = ""
+    platform: str = ""
+    facts_updated_at: datetime | None = None
 
 
 def _host(message: host_registry_pb2.Host) -> RegisteredHost:
@@ -30,7 +33,15 @@ def _host(message: host_registry_pb2.Host) -> RegisteredHost:
         uuid=message.uuid, serial_number=message.serial_number, enrolled=message.enrolled,
         last_seen_at=time_of(message, "last_seen_at"), device_name=message.device_name,
         model=message.model, os_version=message.os_version,
-        enrolled_at=time_of(message, "enrolled_at"), push_token_invalid=message.push_token_invalid)
+        enrolled_at=time_of(message, "enrolled_at"), push_token_invalid=message.push_token_invalid,
+        product_name=message.product_name, platform=message.platform,
+        facts_updated_at=time_of(message, "facts_updated_at"))
+
+
+# The host facts a host list may be narrowed by (HostRegistry.ListHosts), and the platforms.
+HOST_FACTS = ("model", "os_version", "product_name", "platform")
+PLATFORMS = ("darwin", "ios", "ipados")
+MAX_FACT_CHARS = 255
 
 
 class HostRegistryClient(OwnerClient):
@@ -45,11 +56,14 @@ class HostRegistryClient(OwnerClient):
                          "host_uuid").deleted
 
     def list_hosts(self, page: int, per_page: int, query: str = "",
-                   host_uuids: list[str] | None = None) -> tuple[list[RegisteredHost], int]:
+                   host_uuids: list[str] | None = None,
+                   facts: dict[str, str] | None = None) -> tuple[list[RegisteredHost], int]:
         """A page of hosts in enrollment order and how many match over all pages. `query`
-        (at most 100 characters) and `host_uuids` (at most 1,000) narrow; empty narrows nothing."""
+        (at most 100 characters), `host_uuids` (at most 1,000) and `facts` (HOST_FACTS, each
+        matched exactly) narrow; empty narrows nothing."""
         answer = self._ask("ListHosts", host_registry_pb2.ListHostsRequest(
-            query=query, host_uuids=host_uuids or [], page=page, per_page=per_page), "hosts")
+            query=query, host_uuids=host_uuids or [], page=page, per_page=per_page,
+            **(facts or {})), "hosts")
         return [_host(h) for h in answer.hosts], answer.total
 
     def get_hosts(self, host_uuids: list[str]) -> dict[str, RegisteredHost]:

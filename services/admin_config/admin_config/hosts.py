@@ -10,7 +10,13 @@ from mdmscep_common.timefmt import rfc3339
 
 from .delivery_directory_client import DeliveryDirectoryClient
 from .errors import BadRequest, NotFound
-from .host_registry_client import HostRegistryClient, RegisteredHost
+from .host_registry_client import (
+    HOST_FACTS,
+    MAX_FACT_CHARS,
+    PLATFORMS,
+    HostRegistryClient,
+    RegisteredHost,
+)
 from .owner_client import MAX_HOST_UUIDS_PER_CALL, MAX_PER_PAGE
 
 STATUSES = ("pending", "verifying", "verified", "failed")
@@ -28,8 +34,24 @@ def require_host(registry: HostRegistryClient, host_uuid: str) -> RegisteredHost
 
 
 def _host(host: RegisteredHost) -> dict[str, Any]:
+    # The list's shape is the contract's; the facts are in the detail (and filter the list).
     return {"uuid": host.uuid, "serial_number": host.serial_number, "enrolled": host.enrolled,
             "last_seen_at": rfc3339(host.last_seen_at)}
+
+
+def _checked_facts(facts: dict[str, str | None] | None) -> dict[str, str]:
+    """The host facts a list is narrowed by (empty ones left out), or BadRequest."""
+    given = {name: value for name, value in (facts or {}).items() if value}
+    for name, value in given.items():
+        if name not in HOST_FACTS:
+            raise BadRequest(f"unknown host fact {name}", [{"name": name, "reason": "unknown"}])
+        if len(value) > MAX_FACT_CHARS:
+            raise BadRequest(f"{name} is too long",
+                             [{"name": name, "reason": f"at most {MAX_FACT_CHARS} characters"}])
+    if given.get("platform", PLATFORMS[0]) not in PLATFORMS:
+        raise BadRequest(f"platform must be one of {', '.join(PLATFORMS)}",
+                         [{"name": "platform", "reason": "unknown platform"}])
+    return given
 
 
 class HostDirectory:
@@ -41,34 +63,37 @@ class HostDirectory:
         self._activities = activities
 
     def list(self, page: int, per_page: int, status: str | None = None,
-             profile_uuid: str | None = None, query: str | None = None
-             ) -> tuple[list[dict[str, Any]], int]:
+             profile_uuid: str | None = None, query: str | None = None,
+             facts: dict[str, str | None] | None = None) -> tuple[list[dict[str, Any]], int]:
         """Hosts; `status` (with `profile_uuid`: of that profile's delivery, else of any
-        delivery), `profile_uuid` (hosts with a delivery of it) and `query` (part of the serial
-        number or UUID, any case) narrow the list. In enrollment order, or in host UUID order
-        when a delivery narrows it (the processor pages those)."""
+        delivery), `profile_uuid` (hosts with a delivery of it), `query` (part of the serial
+        number or UUID, any case) and `facts` (model, os_version, product_name, platform: each
+        exactly) narrow the list. In enrollment order, or in host UUID order when a delivery
+        narrows it (the processor pages those)."""
+        facts = _checked_facts(facts)
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}",
                              [{"name": "status", "reason": "unknown status"}])
         if query is not None and len(query) > MAX_QUERY_CHARS:
             raise BadRequest("query is too long", [{"name": "query", "reason": "at most 100 characters"}])
         if status is None and profile_uuid is None:
-            hosts, total = self._registry.list_hosts(page, per_page, query or "")
+            hosts, total = self._registry.list_hosts(page, per_page, query or "", facts=facts)
             return [_host(h) for h in hosts], total
         uuids, total = self._with_deliveries(status or "", profile_uuid or "", query or "",
-                                             page, per_page)
+                                             facts, page, per_page)
         known = self._registry.get_hosts(uuids)
         # A host forgotten a moment ago may still have deliveries until the processor hears of
         # it: it is left out of the page.
         return [_host(known[u]) for u in uuids if u in known], total
 
-    def _with_deliveries(self, status: str, profile_uuid: str, query: str, page: int,
-                         per_page: int) -> tuple[list[str], int]:
-        """A page of the UUIDs of hosts with a matching delivery (and matching `query`), in host
-        UUID order, and how many there are."""
-        if not query:
+    def _with_deliveries(self, status: str, profile_uuid: str, query: str, facts: dict[str, str],
+                         page: int, per_page: int) -> tuple[list[str], int]:
+        """A page of the UUIDs of hosts with a matching delivery (and matching `query` and
+        `facts`, which mdm-endpoint knows), in host UUID order, and how many there are."""
+        if not query and not facts:
             return self._deliveries.hosts_with_deliveries(profile_uuid, status, page, per_page)
-        matching, count = self._registry.list_hosts(0, MAX_HOST_UUIDS_PER_CALL, query)
+        matching, count = self._registry.list_hosts(0, MAX_HOST_UUIDS_PER_CALL, query,
+                                                    facts=facts)
         if count <= MAX_HOST_UUIDS_PER_CALL:
             if not matching:
                 return [], 0  # an empty host_uuids would mean every host
@@ -82,7 +107,7 @@ class HostDirectory:
             uuids, total = self._deliveries.hosts_with_deliveries(
                 profile_uuid, status, walked // MAX_PER_PAGE, MAX_PER_PAGE)
             if uuids:
-                matched, _ = self._registry.list_hosts(0, MAX_PER_PAGE, query, uuids)
+                matched, _ = self._registry.list_hosts(0, MAX_PER_PAGE, query, uuids, facts)
                 names = {h.uuid for h in matched}
                 kept.extend(u for u in uuids if u in names)
             walked += MAX_PER_PAGE
@@ -94,8 +119,10 @@ class HostDirectory:
         host = require_host(self._registry, host_uuid)
         counts = self._deliveries.count_deliveries(host_uuid=host_uuid)
         return {**_host(host), "device_name": host.device_name, "model": host.model,
-                "os_version": host.os_version, "enrolled_at": rfc3339(host.enrolled_at),
+                "os_version": host.os_version, "product_name": host.product_name,
+                "platform": host.platform, "enrolled_at": rfc3339(host.enrolled_at),
                 "push_token_invalid": host.push_token_invalid,
+                "facts_updated_at": rfc3339(host.facts_updated_at),
                 "profiles": {**{s: 0 for s in STATUSES}, **counts}}
 
     def delete(self, host_uuid: str, actor: str) -> None:

@@ -50,6 +50,10 @@ _LIMITS = {
                                                "allowed concurrent request)"},
 }
 
+_HOST_FACTS = {"product_name": {"type": "string",
+                                "description": "hardware model identifier (DeviceInformation)"},
+               "platform": {"type": "string", "enum": ["darwin", "ios", "ipados", ""],
+                            "description": "from the product name; empty when unknown"}}
 _ACTIVITY_TYPES = ("added_/edited_/deleted_custom_scep_proxy, created_/edited_/"
                    "deleted_configuration_profile, resent_/retried_configuration_profile, "
                    "deleted_host, created_/revoked_api_token, renewed_certificates, "
@@ -167,14 +171,19 @@ _SCHEMAS: dict[str, Any] = {
     "HostDetail": {
         "type": "object",
         "required": ["uuid", "serial_number", "enrolled", "last_seen_at", "device_name", "model",
-                     "os_version", "enrolled_at", "push_token_invalid", "profiles"],
+                     "os_version", "product_name", "platform", "enrolled_at", "push_token_invalid",
+                     "facts_updated_at", "profiles"],
         "properties": {"uuid": {"type": "string"}, "serial_number": {"type": "string"},
                        "enrolled": {"type": "boolean"},
                        "last_seen_at": {"type": "string", "format": "date-time", "nullable": True},
                        "device_name": {"type": "string"}, "model": {"type": "string"},
-                       "os_version": {"type": "string"},
+                       "os_version": {"type": "string"}, **_HOST_FACTS,
                        "enrolled_at": {"type": "string", "format": "date-time", "nullable": True},
                        "push_token_invalid": {"type": "boolean"},
+                       "facts_updated_at": {"type": "string", "format": "date-time",
+                                            "nullable": True,
+                                            "description": "when the host last answered "
+                                                           "DeviceInformation"},
                        "profiles": {"type": "object", "description": "deliveries per status",
                                     "required": ["pending", "verifying", "verified", "failed"],
                                     "properties": {s: {"type": "integer"} for s in (
@@ -439,7 +448,13 @@ def _document() -> dict[str, Any]:
                 "get": {"operationId": "listHosts",
                         "parameters": [*_PAGE_PARAMS, _STATUS, _query("profile_uuid"),
                                        _query("query", "part of the serial number or UUID, any case",
-                                              max_length=100)],
+                                              max_length=100),
+                                       *[_query(name, f"hosts whose {name} is exactly this",
+                                                max_length=255)
+                                         for name in ("model", "os_version", "product_name")],
+                                       {"name": "platform", "in": "query", "required": False,
+                                        "schema": {"type": "string",
+                                                   "enum": ["darwin", "ios", "ipados"]}}],
                         "responses": {"200": _json(_list("hosts", _ref("Host")),
                                                    "Hosts in enrollment order, or in host UUID "
                                                    "order when status or profile_uuid is given"),

@@ -1,7 +1,7 @@
 """Apple MDM command plists (the Command dictionary and CommandUUID), built by whoever queues them.
 
 Apple: Device Management → Commands and Queries (InstallProfile, RemoveProfile, ProfileList,
-CertificateList).
+CertificateList, DeviceInformation).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ INSTALL_PROFILE = "InstallProfile"
 REMOVE_PROFILE = "RemoveProfile"
 PROFILE_LIST = "ProfileList"
 CERTIFICATE_LIST = "CertificateList"
+DEVICE_INFORMATION = "DeviceInformation"
 
 
 def new_command_uuid() -> str:
@@ -109,3 +110,7 @@ def profile_list(command_uuid: str) -> bytes:
 
 def certificate_list(command_uuid: str) -> bytes:
     return _command(command_uuid, {"RequestType": CERTIFICATE_LIST, "ManagedOnly": True})
+
+
+def device_information(command_uuid: str, queries: list[str]) -> bytes:
+    return _command(command_uuid, {"RequestType": DEVICE_INFORMATION, "Queries": list(queries)})

@@ -11,6 +11,7 @@ from mdmscep.v1 import host_registry_pb2, host_registry_pb2_grpc
 from mdmscep_common import bus
 from mdmscep_common.outbox import Events
 
+from .host_facts import MAX_FACT_CHARS, PLATFORM_PREFIXES
 from .store import HostRecord, HostStore
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,24 @@ class HostRegistry:
             log.info("host deleted", extra={"host_uuid": host_uuid})
         return deleted
 
-    def list_hosts(self, query: str, host_uuids: list[str], page: int,
-                   per_page: int) -> tuple[list[HostRecord], int]:
+    def list_hosts(self, query: str, host_uuids: list[str], page: int, per_page: int,
+                   facts: dict[str, str] | None = None) -> tuple[list[HostRecord], int]:
+        """`facts`: host facts (model, os_version, product_name, platform) matched exactly."""
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"query is at most {MAX_QUERY_CHARS} characters")
+        for name, value in (facts or {}).items():
+            if len(value) > MAX_FACT_CHARS:
+                raise InvalidRequest(f"{name} is at most {MAX_FACT_CHARS} characters")
+        if (facts or {}).get("platform") and facts["platform"] not in PLATFORM_PREFIXES:
+            raise InvalidRequest(f"platform is one of {', '.join(sorted(PLATFORM_PREFIXES))}")
         _check_host_uuids(host_uuids)
         if page < 0:
             raise InvalidRequest("page starts at 0")
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise InvalidRequest(f"per_page is 1 to {MAX_PER_PAGE}")
         with self._db.transaction() as conn:
-            return self._hosts.list_hosts(conn, query, host_uuids, per_page, page * per_page)
+            return self._hosts.list_hosts(conn, query, host_uuids, per_page, page * per_page,
+                                          facts)
 
     def get_hosts(self, host_uuids: list[str]) -> list[HostRecord]:
         _check_host_uuids(host_uuids)
@@ -73,7 +81,8 @@ def _host(record: HostRecord) -> host_registry_pb2.Host:
         uuid=record.uuid, serial_number=record.serial_number, enrolled=record.enrolled,
         last_seen_at=record.last_seen_at, device_name=record.device_name, model=record.model,
         os_version=record.os_version, enrolled_at=record.enrolled_at,
-        push_token_invalid=record.push_token_invalid)
+        push_token_invalid=record.push_token_invalid, product_name=record.product_name,
+        platform=record.platform, facts_updated_at=record.facts_updated_at)
 
 
 class HostRegistryServicer(host_registry_pb2_grpc.HostRegistryServicer):
@@ -88,8 +97,10 @@ class HostRegistryServicer(host_registry_pb2_grpc.HostRegistryServicer):
 
     def ListHosts(self, request, context):  # noqa: N802 - gRPC method name
         try:
-            hosts, total = self._registry.list_hosts(request.query, list(request.host_uuids),
-                                                     request.page, request.per_page)
+            hosts, total = self._registry.list_hosts(
+                request.query, list(request.host_uuids), request.page, request.per_page,
+                {"model": request.model, "os_version": request.os_version,
+                 "product_name": request.product_name, "platform": request.platform})
         except InvalidRequest as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return host_registry_pb2.ListHostsResponse(hosts=[_host(h) for h in hosts], total=total)

@@ -11,6 +11,7 @@ import threading
 
 from mdmscep.v1 import commander_pb2_grpc, host_registry_pb2_grpc
 from mdmscep_common import bus, work_queues
+from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer, run_until_signal
 from mdmscep_common.health import HealthChecks, dependency_checks
@@ -66,9 +67,11 @@ def run_grpc(settings) -> None:
     server.start()
     metrics_server = serve_metrics(settings.mdm_grpc_metrics_port, settings.http_bind_address)
     pruning = command_pruning(settings, db).start()
+    facts = fact_refresh(settings, db, events).start()
     relay = outbox_relay(settings, db).start()
 
     def stop():
+        facts.stop()
         pruning.stop()
         server.stop()
         relay.stop()
@@ -97,6 +100,17 @@ def command_pruning(settings, db) -> PeriodicTask:
 
     return pruning_task(db, command_rules(settings.command_retention_days),
                         settings.prune_interval, settings.prune_batch_size)
+
+
+def fact_refresh(settings, db, events) -> PeriodicTask:
+    """DeviceInformation for enrolled hosts whose facts are HOST_FACTS_INTERVAL old, checked every
+    tenth of it (at most hourly): this process owns no check-in path."""
+    from .host_facts import FactRefresh, FactRequests
+    from .store import CommandStore
+
+    requests = FactRequests(CommandStore(), events, SecretBox.from_settings(settings))
+    return FactRefresh(db, requests, settings.host_facts_interval).periodic_task(
+        min(settings.host_facts_interval / 10, 3600.0))
 
 
 def push_worker(settings, db):

@@ -115,6 +115,8 @@ class CommandResult:
     # What the result reports for `command.result`, JSON-safe, built when the body is parsed
     # (before any transaction): ErrorChain, ProfileList, CertificateList.
     details: dict[str, Any] = field(repr=False)
+    # A DeviceInformation answer's QueryResponses (mdm-endpoint's own: host_facts.py).
+    query_responses: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def event(self, request_type: str | None) -> dict[str, Any]:
         """The `command.result` message body (JSON-safe)."""
@@ -171,4 +173,6 @@ def parse_result(body: bytes) -> CommandResult:
         raise ProtocolError("CommandUUID is missing")
     if len(command_uuid) > 128:
         raise ProtocolError("CommandUUID is too long")
-    return CommandResult(udid, status, command_uuid, _result_details(message))
+    responses = message.get("QueryResponses")
+    return CommandResult(udid, status, command_uuid, _result_details(message),
+                         responses if isinstance(responses, dict) else {})

@@ -9,12 +9,13 @@ import logging
 
 from prometheus_client import Counter
 
-from mdmscep_common import bus
+from mdmscep_common import bus, mdm_commands
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.one_time_codes import redact_codes_in_bytes
 from mdmscep_common.outbox import Events
 
 from .command_payloads import open_next
+from .host_facts import FactRequests, facts_of
 from .identity import DeviceIdentity
 from .protocol import Authenticate, CheckOut, TokenUpdate, parse_checkin, parse_result
 from .store import CertificateBoundElsewhere, CommandStore, HostStore
@@ -44,6 +45,7 @@ class MdmService:
         self._commands = commands
         self._events = events  # the outbox
         self._secrets = secrets  # opens queued command payloads (command_payloads)
+        self._facts = FactRequests(commands, events, secrets)
 
     def _require_bound(self, conn, udid: str, identity: DeviceIdentity) -> None:
         bound = self._hosts.identity_of(conn, udid)
@@ -71,6 +73,7 @@ class MdmService:
                 if self._hosts.token_update(conn, message.udid, message.topic, message.token,
                                             message.push_magic):
                     self._events.add(conn, bus.HOST_ENROLLED, {"host_uuid": message.udid})
+                    self._facts.ask(conn, [message.udid])  # its facts, first thing
                     log.info("host enrolled", extra={"host_uuid": message.udid})
             elif isinstance(message, CheckOut):
                 self._require_bound(conn, message.udid, identity)
@@ -108,6 +111,11 @@ class MdmService:
                 if request_type is None:
                     log.warning("result for an unknown command",
                                 extra={"host_uuid": result.udid, "command_uuid": result.command_uuid})
+                elif request_type == mdm_commands.DEVICE_INFORMATION:
+                    # mdm-endpoint's own question: the answer is kept, not published.
+                    if result.status == "Acknowledged":
+                        self._hosts.update_facts(conn, result.udid,
+                                                 facts_of(result.query_responses))
                 else:
                     self._events.add(conn, bus.COMMAND_RESULT, result.event(request_type))
             for closed in unreadable:

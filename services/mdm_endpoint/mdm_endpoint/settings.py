@@ -47,6 +47,7 @@ class MdmEndpointSettings(CommonSettings):
     command_retention_days: float
     credential_check_interval: float
     credential_warning_days: float
+    host_facts_interval: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *,
@@ -79,6 +80,7 @@ class MdmEndpointSettings(CommonSettings):
             credential_check_interval=env_float(env, "CREDENTIAL_CHECK_INTERVAL", 86400.0,
                                                 minimum=1.0),
             credential_warning_days=env_float(env, "CREDENTIAL_WARNING_DAYS", 30.0, minimum=0.0),
+            host_facts_interval=env_float(env, "HOST_FACTS_INTERVAL", 86400.0, minimum=60.0),
         )
 
     def secret_values(self) -> list[str]:

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import psycopg
 
+from .host_facts import platform_sql
+
 # A command result's Status → the command's status.
 _RESULT_STATUSES = {"Acknowledged": "acknowledged", "Error": "error",
                     "CommandFormatError": "command_format_error", "NotNow": "not_now"}
@@ -44,11 +46,18 @@ class HostRecord:
     os_version: str
     enrolled_at: datetime | None
     push_token_invalid: bool
+    product_name: str = ""
+    platform: str = ""
+    facts_updated_at: datetime | None = None
 
 
+_PLATFORM = platform_sql("h.product_name")
 _HOST_RECORD = ("SELECT h.uuid, h.serial_number, h.enrolled, h.last_seen_at, h.device_name, h.model, "
-                "h.os_version, h.enrolled_at, h.push_token_invalid_at IS NOT NULL AS push_token_invalid "
-                "FROM hosts h")
+                "h.os_version, h.enrolled_at, h.push_token_invalid_at IS NOT NULL AS push_token_invalid, "
+                f"h.product_name, {_PLATFORM} AS platform, h.facts_updated_at FROM hosts h")
+# Host facts a list may be narrowed by (exact match): filter name → SQL.
+_FACT_FILTERS = {"model": "h.model", "os_version": "h.os_version",
+                 "product_name": "h.product_name", "platform": _PLATFORM}
 
 
 class HostStore:
@@ -96,6 +105,12 @@ class HostStore:
             (topic, token, push_magic, udid)).fetchone()
         return row is not None and not row["was_enrolled"]
 
+    def update_facts(self, conn: psycopg.Connection, udid: str, facts) -> None:
+        """What the host answered to DeviceInformation (host_facts.HostFacts: columns it sent)."""
+        columns = "".join(f"{column} = %({column})s, " for column in facts.values)
+        conn.execute(f"UPDATE hosts SET {columns}facts_updated_at = now(), updated_at = now() "
+                     "WHERE uuid = %(udid)s", {**facts.values, "udid": udid})
+
     def check_out(self, conn: psycopg.Connection, udid: str) -> None:
         conn.execute("UPDATE hosts SET enrolled = false, last_seen_at = now(), updated_at = now() "
                      "WHERE uuid = %s", (udid,))
@@ -125,16 +140,21 @@ class HostStore:
         return conn.execute("DELETE FROM hosts WHERE uuid = %s", (udid,)).rowcount == 1
 
     def list_hosts(self, conn: psycopg.Connection, query: str, host_uuids: list[str],
-                   limit: int, offset: int) -> tuple[list[HostRecord], int]:
+                   limit: int, offset: int,
+                   facts: dict[str, str] | None = None) -> tuple[list[HostRecord], int]:
         """Hosts in enrollment order (first seen, then UUID), with how many match over all pages.
         `query` is a plain substring of the serial number or UUID in any case (no LIKE
-        wildcards); empty `query` or `host_uuids` narrow nothing."""
+        wildcards); empty `query` or `host_uuids` narrow nothing; `facts` (of _FACT_FILTERS)
+        narrow by exact value."""
+        facts = {name: value for name, value in (facts or {}).items() if value}
         params = {"query": query or None, "hosts": host_uuids or None,
-                  "limit": limit, "offset": offset}
+                  "limit": limit, "offset": offset,
+                  **{f"fact_{name}": value for name, value in facts.items()}}
         where = """WHERE (%(query)s::text IS NULL
                           OR strpos(lower(h.serial_number), lower(%(query)s)) > 0
                           OR strpos(lower(h.uuid), lower(%(query)s)) > 0)
                      AND (%(hosts)s::text[] IS NULL OR h.uuid = ANY(%(hosts)s))"""
+        where += "".join(f" AND {_FACT_FILTERS[name]} = %(fact_{name})s" for name in facts)
         rows = conn.execute(f"{_HOST_RECORD} {where} ORDER BY h.created_at, h.uuid "
                             "LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
         total = conn.execute(f"SELECT count(*) AS n FROM hosts h {where}", params).fetchone()["n"]

@@ -51,12 +51,15 @@ class MdmRefused(Exception):
 class SimulatedHost:
     def __init__(self, mdm_url: str, udid: str | None = None, serial_number: str | None = None,
                  workdir: Path | None = None, client: httpx.Client | None = None,
-                 model: str = "Mac15,3", platform: str = "macOS"):
+                 model: str = "Mac15,3", platform: str = "macOS", os_version: str = "15.1"):
         self.mdm_url = mdm_url.rstrip("/")
         self.udid = udid or str(uuid.uuid4()).upper()
         self.serial_number = serial_number or ("C0" + os.urandom(5).hex().upper())
         self.device_name = f"{platform}-{self.serial_number}"
+        # Apple's hardware model identifier: Authenticate's Model and DeviceInformation's
+        # ProductName.
         self.model = model
+        self.os_version = os_version
         self.workdir = workdir
         self.client = client or httpx.Client(timeout=60)
         self.push_token = os.urandom(32)
@@ -126,7 +129,7 @@ class SimulatedHost:
         self.identity_key = scep.load_key(enrolled.key_pem)
         self.checkin({"MessageType": "Authenticate", "Topic": self.topic,
                       "SerialNumber": self.serial_number, "DeviceName": self.device_name,
-                      "Model": self.model, "OSVersion": "15.1"})
+                      "Model": self.model, "OSVersion": self.os_version})
         self.checkin({"MessageType": "TokenUpdate", "Topic": self.topic,
                       "Token": self.push_token, "PushMagic": self.push_magic})
 
@@ -170,6 +173,12 @@ class SimulatedHost:
             return {**base, "Status": "Acknowledged", "CertificateList": [
                 {"CommonName": _common_name(c), "IsIdentity": identity,
                  "Data": c.public_bytes(serialization.Encoding.DER)} for c, identity in certs]}
+        if kind == "DeviceInformation":
+            facts = {"SerialNumber": self.serial_number, "DeviceName": self.device_name,
+                     "Model": self.model, "ProductName": self.model,
+                     "OSVersion": self.os_version}
+            return {**base, "Status": "Acknowledged", "QueryResponses": {
+                query: facts[query] for query in request.get("Queries", []) if query in facts}}
         return {**base, "Status": "Error", "ErrorChain": [{
             "ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain",
             "LocalizedDescription": f"Unknown command {kind}",

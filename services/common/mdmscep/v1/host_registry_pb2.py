@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emdmscep/v1/host_registry.proto\x12\nmdmscep.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x11\x44\x65leteHostRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\"%\n\x12\x44\x65leteHostResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xf4\x01\n\x04Host\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x15\n\rserial_number\x18\x02 \x01(\t\x12\x10\n\x08\x65nrolled\x18\x03 \x01(\x08\x12\x30\n\x0clast_seen_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65vice_name\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nos_version\x18\x07 \x01(\t\x12/\n\x0b\x65nrolled_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12push_token_invalid\x18\t \x01(\x08\"U\n\x10ListHostsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\nhost_uuids\x18\x02 \x03(\t\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x10\n\x08per_page\x18\x04 \x01(\x05\"C\n\x11ListHostsResponse\x12\x1f\n\x05hosts\x18\x01 \x03(\x0b\x32\x10.mdmscep.v1.Host\x12\r\n\x05total\x18\x02 \x01(\x03\"%\n\x0fGetHostsRequest\x12\x12\n\nhost_uuids\x18\x01 \x03(\t\"3\n\x10GetHostsResponse\x12\x1f\n\x05hosts\x18\x01 \x03(\x0b\x32\x10.mdmscep.v1.Host2\xec\x01\n\x0cHostRegistry\x12K\n\nDeleteHost\x12\x1d.mdmscep.v1.DeleteHostRequest\x1a\x1e.mdmscep.v1.DeleteHostResponse\x12H\n\tListHosts\x12\x1c.mdmscep.v1.ListHostsRequest\x1a\x1d.mdmscep.v1.ListHostsResponse\x12\x45\n\x08GetHosts\x12\x1b.mdmscep.v1.GetHostsRequest\x1a\x1c.mdmscep.v1.GetHostsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emdmscep/v1/host_registry.proto\x12\nmdmscep.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x11\x44\x65leteHostRequest\x12\x11\n\thost_uuid\x18\x01 \x01(\t\"%\n\x12\x44\x65leteHostResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xd2\x02\n\x04Host\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x15\n\rserial_number\x18\x02 \x01(\t\x12\x10\n\x08\x65nrolled\x18\x03 \x01(\x08\x12\x30\n\x0clast_seen_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65vice_name\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nos_version\x18\x07 \x01(\t\x12/\n\x0b\x65nrolled_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12push_token_invalid\x18\t \x01(\x08\x12\x14\n\x0cproduct_name\x18\n \x01(\t\x12\x10\n\x08platform\x18\x0b \x01(\t\x12\x34\n\x10\x66\x61\x63ts_updated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x10ListHostsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\nhost_uuids\x18\x02 \x03(\t\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x10\n\x08per_page\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\nos_version\x18\x06 \x01(\t\x12\x14\n\x0cproduct_name\x18\x07 \x01(\t\x12\x10\n\x08platform\x18\x08 \x01(\t\"C\n\x11ListHostsResponse\x12\x1f\n\x05hosts\x18\x01 \x03(\x0b\x32\x10.mdmscep.v1.Host\x12\r\n\x05total\x18\x02 \x01(\x03\"%\n\x0fGetHostsRequest\x12\x12\n\nhost_uuids\x18\x01 \x03(\t\"3\n\x10GetHostsResponse\x12\x1f\n\x05hosts\x18\x01 \x03(\x0b\x32\x10.mdmscep.v1.Host2\xec\x01\n\x0cHostRegistry\x12K\n\nDeleteHost\x12\x1d.mdmscep.v1.DeleteHostRequest\x1a\x1e.mdmscep.v1.DeleteHostResponse\x12H\n\tListHosts\x12\x1c.mdmscep.v1.ListHostsRequest\x1a\x1d.mdmscep.v1.ListHostsResponse\x12\x45\n\x08GetHosts\x12\x1b.mdmscep.v1.GetHostsRequest\x1a\x1c.mdmscep.v1.GetHostsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEHOSTRESPONSE']._serialized_start=119
   _globals['_DELETEHOSTRESPONSE']._serialized_end=156
   _globals['_HOST']._serialized_start=159
-  _globals['_HOST']._serialized_end=403
-  _globals['_LISTHOSTSREQUEST']._serialized_start=405
-  _globals['_LISTHOSTSREQUEST']._serialized_end=490
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=492
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=559
-  _globals['_GETHOSTSREQUEST']._serialized_start=561
-  _globals['_GETHOSTSREQUEST']._serialized_end=598
-  _globals['_GETHOSTSRESPONSE']._serialized_start=600
-  _globals['_GETHOSTSRESPONSE']._serialized_end=651
-  _globals['_HOSTREGISTRY']._serialized_start=654
-  _globals['_HOSTREGISTRY']._serialized_end=890
+  _globals['_HOST']._serialized_end=497
+  _globals['_LISTHOSTSREQUEST']._serialized_start=500
+  _globals['_LISTHOSTSREQUEST']._serialized_end=660
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=662
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=729
+  _globals['_GETHOSTSREQUEST']._serialized_start=731
+  _globals['_GETHOSTSREQUEST']._serialized_end=768
+  _globals['_GETHOSTSRESPONSE']._serialized_start=770
+  _globals['_GETHOSTSRESPONSE']._serialized_end=821
+  _globals['_HOSTREGISTRY']._serialized_start=824
+  _globals['_HOSTREGISTRY']._serialized_end=1060
 # @@protoc_insertion_point(module_scope)

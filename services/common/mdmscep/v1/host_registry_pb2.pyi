@@ -22,7 +22,7 @@ class DeleteHostResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("uuid", "serial_number", "enrolled", "last_seen_at", "device_name", "model", "os_version", "enrolled_at", "push_token_invalid")
+    __slots__ = ("uuid", "serial_number", "enrolled", "last_seen_at", "device_name", "model", "os_version", "enrolled_at", "push_token_invalid", "product_name", "platform", "facts_updated_at")
     UUID_FIELD_NUMBER: _ClassVar[int]
     SERIAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
     ENROLLED_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,9 @@ class Host(_message.Message):
     OS_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENROLLED_AT_FIELD_NUMBER: _ClassVar[int]
     PUSH_TOKEN_INVALID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    FACTS_UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     serial_number: str
     enrolled: bool
@@ -41,19 +44,30 @@ class Host(_message.Message):
     os_version: str
     enrolled_at: _timestamp_pb2.Timestamp
     push_token_invalid: bool
-    def __init__(self, uuid: _Optional[str] = ..., serial_number: _Optional[str] = ..., enrolled: _Optional[bool] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device_name: _Optional[str] = ..., model: _Optional[str] = ..., os_version: _Optional[str] = ..., enrolled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., push_token_invalid: _Optional[bool] = ...) -> None: ...
+    product_name: str
+    platform: str
+    facts_updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, uuid: _Optional[str] = ..., serial_number: _Optional[str] = ..., enrolled: _Optional[bool] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device_name: _Optional[str] = ..., model: _Optional[str] = ..., os_version: _Optional[str] = ..., enrolled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., push_token_invalid: _Optional[bool] = ..., product_name: _Optional[str] = ..., platform: _Optional[str] = ..., facts_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
-    __slots__ = ("query", "host_uuids", "page", "per_page")
+    __slots__ = ("query", "host_uuids", "page", "per_page", "model", "os_version", "product_name", "platform")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     HOST_UUIDS_FIELD_NUMBER: _ClassVar[int]
     PAGE_FIELD_NUMBER: _ClassVar[int]
     PER_PAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
     query: str
     host_uuids: _containers.RepeatedScalarFieldContainer[str]
     page: int
     per_page: int
-    def __init__(self, query: _Optional[str] = ..., host_uuids: _Optional[_Iterable[str]] = ..., page: _Optional[int] = ..., per_page: _Optional[int] = ...) -> None: ...
+    model: str
+    os_version: str
+    product_name: str
+    platform: str
+    def __init__(self, query: _Optional[str] = ..., host_uuids: _Optional[_Iterable[str]] = ..., page: _Optional[int] = ..., per_page: _Optional[int] = ..., model: _Optional[str] = ..., os_version: _Optional[str] = ..., product_name: _Optional[str] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class ListHostsResponse(_message.Message):
     __slots__ = ("hosts", "total")
