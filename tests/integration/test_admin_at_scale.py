@@ -144,13 +144,15 @@ def test_replace_in_place_never_removes_the_profile(live_admin, fleet):
 
 
 def test_api_tokens_are_shown_once_and_revoked_at_once(live_admin, live_admin_app):
-    created = live_admin.post("/api/v1/fleet/api_tokens", json={"name": "ci-bot"})
+    created = live_admin.post("/api/v1/fleet/api_tokens", json={"name": "ci-bot", "role": "admin"})
     assert created.status_code == 200 and created.json["name"] == "ci-bot"
+    assert created.json["role"] == "admin"
     bot = AdminClient(live_admin_app.test_client(), created.json["token"])
     assert bot.get("/api/v1/fleet/hosts").status_code == 200
     listed = live_admin.get("/api/v1/fleet/api_tokens").json["api_tokens"]
     [row] = [t for t in listed if t["name"] == "ci-bot"]
     assert row["last_used_at"] and row["revoked_at"] is None and "token" not in row
+    assert row["role"] == "admin"
     assert live_admin.post("/api/v1/fleet/api_tokens", json={"name": "ci-bot"}).status_code == 409
     assert live_admin.post("/api/v1/fleet/api_tokens", json={"name": "bad name"}).status_code == 422
     assert bot.post("/api/v1/fleet/api_tokens", json={"name": "by-bot"}).status_code == 200

@@ -294,7 +294,7 @@ def test_cli_tokens_authenticate_as_their_name(admin_app, custom_ca, db, db_conn
     from admin_config.store import ApiTokenStore
 
     token = new_token()
-    ApiTokenStore().create(db_conn, "alice", token_hash(token))
+    ApiTokenStore().create(db_conn, "alice", token_hash(token), "admin")
     alice = AdminClient(admin_app.test_client(), token)
     assert create_ca(alice, "ByAlice", custom_ca.url).status_code == 200
     assert _activities(db_conn, "added_custom_scep_proxy")[-1]["actor"] == "alice"

@@ -100,7 +100,7 @@ def test_a_valid_token_from_a_client_over_its_limit_is_accepted(instances, pools
     assert admin.get(ADMIN_TOKEN, guesser).status_code == 200
     created = new_token()
     with pools[0].transaction() as conn:
-        ApiTokenStore().create(conn, "ops", token_hash(created))
+        ApiTokenStore().create(conn, "ops", token_hash(created), "observer")
     try:
         response = admin.get(created, guesser)
         assert response.status_code == 200 and "hosts" in response.json

@@ -1,4 +1,5 @@
-"""HTTP views of the admin API: translate HTTP to a service call, nothing more."""
+"""HTTP views of the admin API: translate HTTP to a service call, nothing more. Each route is
+declared with the role it needs (`routes`, roles.py), checked before its view runs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,56 @@ from mdmscep_common.http import request_body
 
 from .errors import BadRequest
 from .host_registry_client import HOST_FACTS
+from .roles import ADMIN, DEFAULT_ROLE, MAINTAINER, OBSERVER, ROLES
 
 api = Blueprint("api", __name__, url_prefix="/api/v1/fleet")
+
+
+class Routes:
+    """The admin API's routes, each with the role it needs: `@routes.get("/hosts", OBSERVER)`
+    registers the view on `api` and records its role here, the one place roles are stated.
+    `authenticate` checks the role before any view runs, so a view cannot forget it; an endpoint
+    of `api` declared around this table needs admin (fail closed), and create_app refuses to
+    start with one (`undeclared`). The OpenAPI document states each operation's role from here."""
+
+    def __init__(self, blueprint: Blueprint):
+        self._blueprint = blueprint
+        self.needed: dict[str, str] = {}  # Flask endpoint → role
+        self.operations: dict[tuple[str, str], str] = {}  # (method, full Flask rule) → role
+
+    def _route(self, method: str, rule: str, role: str):
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r} for {method} {rule}")
+
+        def register(view):
+            self.needed[f"{self._blueprint.name}.{view.__name__}"] = role
+            self.operations[(method, f"{self._blueprint.url_prefix}{rule}")] = role
+            return self._blueprint.route(rule, methods=[method])(view)
+        return register
+
+    def get(self, rule: str, role: str):
+        return self._route("GET", rule, role)
+
+    def post(self, rule: str, role: str):
+        return self._route("POST", rule, role)
+
+    def put(self, rule: str, role: str):
+        return self._route("PUT", rule, role)
+
+    def patch(self, rule: str, role: str):
+        return self._route("PATCH", rule, role)
+
+    def delete(self, rule: str, role: str):
+        return self._route("DELETE", rule, role)
+
+    def undeclared(self, app) -> list[str]:
+        """Endpoints of the blueprint served by `app` that no declaration here gave a role."""
+        prefix = f"{self._blueprint.name}."
+        return sorted(rule.endpoint for rule in app.url_map.iter_rules()
+                      if rule.endpoint.startswith(prefix) and rule.endpoint not in self.needed)
+
+
+routes = Routes(api)
 
 MAX_PER_PAGE = 1000
 MAX_PAGE = 1_000_000
@@ -27,7 +76,10 @@ def authenticate():
     auth = _services().auth
     # Several X-Forwarded-For lines reach WSGI as one, joined in order (the last from the proxy).
     client = auth.client(request.remote_addr, request.headers.get("X-Forwarded-For"))
-    g.actor = auth.actor_for(request.headers.get("Authorization"), client=client)
+    caller = auth.caller_for(request.headers.get("Authorization"), client=client)
+    g.actor = caller.actor
+    # Before the view runs: a call beyond the token's role is a 403 that changed nothing.
+    caller.require(routes.needed.get(request.endpoint, ADMIN))
     # PostgreSQL text cannot hold NUL: such a parameter can only be bad input.
     if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
         raise BadRequest("Parameters cannot contain NUL characters",
@@ -77,42 +129,42 @@ def _json_object(key: str) -> dict[str, Any]:
     return body[key]
 
 
-@api.post("/certificate_authorities")
+@routes.post("/certificate_authorities", ADMIN)
 def create_certificate_authority():
     ca = _services().certificate_authorities.create(_json_object("custom_scep_proxy"), g.actor)
     return jsonify(ca.summary())
 
 
-@api.get("/certificate_authorities")
+@routes.get("/certificate_authorities", OBSERVER)
 def list_certificate_authorities():
     page, per_page = _page_args()
     cas, total = _services().certificate_authorities.list(page, per_page)
     return _listing("certificate_authorities", [ca.summary() for ca in cas], total, page, per_page)
 
 
-@api.get("/certificate_authorities/<int:ca_id>")
+@routes.get("/certificate_authorities/<int:ca_id>", OBSERVER)
 def get_certificate_authority(ca_id: int):
     return jsonify(_services().certificate_authorities.get(ca_id).detail())
 
 
-@api.patch("/certificate_authorities/<int:ca_id>")
+@routes.patch("/certificate_authorities/<int:ca_id>", ADMIN)
 def edit_certificate_authority(ca_id: int):
     ca = _services().certificate_authorities.edit(ca_id, _json_object("custom_scep_proxy"), g.actor)
     return jsonify(ca.detail())
 
 
-@api.get("/certificate_authorities/<int:ca_id>/stats")
+@routes.get("/certificate_authorities/<int:ca_id>/stats", OBSERVER)
 def certificate_authority_stats(ca_id: int):
     return jsonify(_services().certificate_authorities.stats(ca_id))
 
 
-@api.delete("/certificate_authorities/<int:ca_id>")
+@routes.delete("/certificate_authorities/<int:ca_id>", ADMIN)
 def delete_certificate_authority(ca_id: int):
     _services().certificate_authorities.delete(ca_id, g.actor)
     return "", 204
 
 
-@api.get("/activities")
+@routes.get("/activities", OBSERVER)
 def list_activities():
     page, per_page = _page_args()
     items, total = _services().activities.list(page, per_page, _text_arg("type"), _text_arg("actor"))
@@ -127,63 +179,63 @@ def _uploaded_profile() -> bytes:
     return upload.read()
 
 
-@api.post("/configuration_profiles")
+@routes.post("/configuration_profiles", MAINTAINER)
 def upload_configuration_profile():
     return jsonify({"profile_uuid": _services().profiles.upload(_uploaded_profile(), g.actor)})
 
 
-@api.put("/configuration_profiles/<profile_uuid>")
+@routes.put("/configuration_profiles/<profile_uuid>", MAINTAINER)
 def replace_configuration_profile(profile_uuid: str):
     return jsonify(_services().profiles.replace(profile_uuid, _uploaded_profile(), g.actor))
 
 
-@api.get("/configuration_profiles")
+@routes.get("/configuration_profiles", OBSERVER)
 def list_configuration_profiles():
     page, per_page = _page_args()
     items, total = _services().profiles.list(page, per_page)
     return _listing("profiles", items, total, page, per_page)
 
 
-@api.get("/configuration_profiles/<profile_uuid>/summary")
+@routes.get("/configuration_profiles/<profile_uuid>/summary", OBSERVER)
 def configuration_profile_summary(profile_uuid: str):
     return jsonify(_services().profiles.summary(profile_uuid))
 
 
-@api.get("/configuration_profiles/<profile_uuid>/hosts")
+@routes.get("/configuration_profiles/<profile_uuid>/hosts", OBSERVER)
 def configuration_profile_hosts(profile_uuid: str):
     page, per_page = _page_args()
     items, total = _services().profiles.hosts(profile_uuid, _text_arg("status"), page, per_page)
     return _listing("hosts", items, total, page, per_page)
 
 
-@api.post("/configuration_profiles/<profile_uuid>/retry_failed")
+@routes.post("/configuration_profiles/<profile_uuid>/retry_failed", MAINTAINER)
 def retry_failed_hosts(profile_uuid: str):
     return jsonify({"hosts": _services().profiles.retry_failed(profile_uuid, g.actor)}), 202
 
 
-@api.post("/hosts/<host_uuid>/configuration_profiles/<profile_uuid>/resend")
+@routes.post("/hosts/<host_uuid>/configuration_profiles/<profile_uuid>/resend", MAINTAINER)
 def resend_configuration_profile(host_uuid: str, profile_uuid: str):
     _services().profiles.resend(host_uuid, profile_uuid, g.actor)
     return jsonify({}), 202
 
 
-@api.delete("/configuration_profiles/<profile_uuid>")
+@routes.delete("/configuration_profiles/<profile_uuid>", MAINTAINER)
 def delete_configuration_profile(profile_uuid: str):
     _services().profiles.delete(profile_uuid, g.actor)
     return "", 204
 
 
-@api.get("/hosts/<host_uuid>/configuration_profiles")
+@routes.get("/hosts/<host_uuid>/configuration_profiles", OBSERVER)
 def host_configuration_profiles(host_uuid: str):
     return jsonify({"profiles": _services().host_profiles.for_host(host_uuid)})
 
 
-@api.get("/hosts/<host_uuid>/certificates")
+@routes.get("/hosts/<host_uuid>/certificates", OBSERVER)
 def host_certificates(host_uuid: str):
     return jsonify({"certificates": _services().certificates.for_host(host_uuid)})
 
 
-@api.get("/certificates")
+@routes.get("/certificates", OBSERVER)
 def list_certificates():
     page, per_page = _page_args()
     items, total = _services().certificates.expiring(request.args.get("expiring_within_days"),
@@ -191,7 +243,7 @@ def list_certificates():
     return _listing("certificates", items, total, page, per_page)
 
 
-@api.get("/hosts")
+@routes.get("/hosts", OBSERVER)
 def list_hosts():
     page, per_page = _page_args()
     items, total = _services().hosts.list(page, per_page, _text_arg("status"),
@@ -200,36 +252,37 @@ def list_hosts():
     return _listing("hosts", items, total, page, per_page)
 
 
-@api.get("/hosts/<host_uuid>")
+@routes.get("/hosts/<host_uuid>", OBSERVER)
 def host_detail(host_uuid: str):
     return jsonify(_services().hosts.detail(host_uuid))
 
 
-@api.delete("/hosts/<host_uuid>")
+@routes.delete("/hosts/<host_uuid>", ADMIN)
 def delete_host(host_uuid: str):
     _services().hosts.delete(host_uuid, g.actor)
     return "", 204
 
 
-@api.post("/api_tokens")
+@routes.post("/api_tokens", ADMIN)
 def create_api_token():
     body = _json_body()
-    name = body.get("name") if isinstance(body, dict) else None
-    return jsonify(_services().tokens.create(name, g.actor))
+    body = body if isinstance(body, dict) else {}
+    return jsonify(_services().tokens.create(body.get("name"), body.get("role", DEFAULT_ROLE),
+                                             g.actor))
 
 
-@api.get("/api_tokens")
+@routes.get("/api_tokens", OBSERVER)
 def list_api_tokens():
     return jsonify({"api_tokens": _services().tokens.list()})
 
 
-@api.delete("/api_tokens/<name>")
+@routes.delete("/api_tokens/<name>", ADMIN)
 def revoke_api_token(name: str):
     _services().tokens.revoke(name, g.actor)
     return "", 204
 
 
-@api.get("/openapi.json")
+@routes.get("/openapi.json", OBSERVER)
 def openapi_document():
     from .openapi import document
     return jsonify(document())

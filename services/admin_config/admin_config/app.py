@@ -16,7 +16,7 @@ from mdmscep_common.http import Warnings, register_healthz, register_metrics
 from mdmscep_common.service_tls import ADMIN_CONFIG, ServiceTls
 
 from .activities import ActivityService
-from .api import api
+from .api import api, routes
 from .auth import Authenticator
 from .certificate_authorities import CertificateAuthorityService
 from .configuration_profiles import HostProfileDirectory, ProfileService
@@ -92,6 +92,9 @@ def create_app(services: Services, health, warnings: Warnings | None = None) -> 
     app.json.sort_keys = False
     app.extensions["admin_config"] = services
     app.register_blueprint(api)
+    if undeclared := routes.undeclared(app):
+        # Such a route would answer admins only (api.py `authenticate` fails closed): say so now.
+        raise RuntimeError(f"admin API routes without a role (api.py routes): {undeclared}")
     register_healthz(app, health, warnings)
     register_metrics(app)
 

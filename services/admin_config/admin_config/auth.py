@@ -1,5 +1,6 @@
-"""Bearer-token authentication of the admin API: the bootstrap ADMIN_API_TOKEN and hashed tokens
-made with `admin-config tokens create`."""
+"""Bearer-token authentication of the admin API: the bootstrap ADMIN_API_TOKEN (always an admin)
+and hashed tokens made with `admin-config tokens create` or POST /api_tokens (each with its role,
+roles.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import hashlib
 import hmac
 import logging
 import secrets
+from dataclasses import dataclass
 
 from mdmscep_common.client_address import client_address
 from mdmscep_common.failure_limits import FailureLimit, FailureLimiter
 
-from .errors import TooManyRequests, Unauthorized
+from .errors import Forbidden, TooManyRequests, Unauthorized
+from .roles import ADMIN, allows
 from .store import ApiTokenStore
 
 log = logging.getLogger(__name__)
@@ -31,13 +34,28 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the actor of the activities they cause (the token's name, `admin` for the
+    bootstrap token) and the role of their token."""
+    actor: str
+    role: str
+
+    def require(self, needed: str) -> None:
+        """Forbidden (403, naming the role `needed`) unless this caller's role holds it."""
+        if not allows(self.role, needed):
+            raise Forbidden(f"This call needs the {needed} role",
+                            [{"name": "role", "reason": f"needs {needed}; this token is "
+                                                        f"{self.role}"}])
+
+
 # Failed token checks per client address, shared by every admin-config worker and replica.
 ADMIN_AUTH_FAILURES_TABLE = "admin_auth_failures"
 ADMIN_AUTH_FAILURE_LIMIT = FailureLimit(burst=10, refill_seconds=6.0)
 
 
 class Authenticator:
-    """Who is calling: the actor for a bearer token.
+    """Who is calling: the actor and role for a bearer token.
 
     A valid token is always accepted, from any client, however many failures its address has:
     one client's guesses (or everyone's, behind one load balancer) never lock an admin out. Only
@@ -65,11 +83,11 @@ class Authenticator:
         """The address failures are counted against (X-Forwarded-For from TRUSTED_PROXIES)."""
         return client_address(remote_addr, forwarded_for, self._trusted_proxies)
 
-    def actor_for(self, authorization: str | None, client: str = "") -> str:
-        """The actor name for an `Authorization` header; Unauthorized, or TooManyRequests for a
+    def caller_for(self, authorization: str | None, client: str = "") -> Caller:
+        """The caller for an `Authorization` header; Unauthorized, or TooManyRequests for a
         failing check from a client over its limit."""
         try:
-            return self._actor_for(authorization)
+            return self._caller_for(authorization)
         except Unauthorized:
             retry_after = self._limiter.failed(client)
             if retry_after:
@@ -77,17 +95,17 @@ class Authenticator:
                                       retry_after) from None
             raise
 
-    def _actor_for(self, authorization: str | None) -> str:
+    def _caller_for(self, authorization: str | None) -> Caller:
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Authentication required: send Authorization: Bearer <token>")
         if self._bootstrap is not None and hmac.compare_digest(token.encode("utf-8"),
                                                                self._bootstrap):
-            return BOOTSTRAP_ACTOR
+            return Caller(BOOTSTRAP_ACTOR, ADMIN)
         # Lookup by SHA-256: the database compares digests, never the token itself.
         with self._db.transaction() as conn:
-            name = self._tokens.find_active(conn, token_hash(token))
-        if name is None:
+            row = self._tokens.find_active(conn, token_hash(token))
+        if row is None:
             raise Unauthorized("Invalid or revoked API token")
-        return name
+        return Caller(row["name"], row["role"])

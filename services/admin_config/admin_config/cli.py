@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .roles import ROLES
 from .terminal import printable
 
 API = "/api/v1/fleet"
@@ -116,12 +117,13 @@ def dispatch(args, api: AdminApi) -> Result:
     paging = {"page": args.page, "per_page": args.per_page}
     if kind == "token":
         if action == "create":
-            data = api.call("POST", "/api_tokens", json={"name": args.name})
-            return Result(data, f"token for {printable(data['name'])} (shown once):\n"
-                                f"{printable(data['token'])}")
+            body = {"name": args.name, **({"role": args.role} if args.role else {})}
+            data = api.call("POST", "/api_tokens", json=body)
+            return Result(data, f"{printable(data['role'])} token for {printable(data['name'])} "
+                                f"(shown once):\n{printable(data['token'])}")
         if action == "list":
             return _table(api.call("GET", "/api_tokens"), "api_tokens",
-                          ["name", "created_at", "last_used_at", "revoked_at"])
+                          ["name", "role", "created_at", "last_used_at", "revoked_at"])
         api.call("DELETE", f"/api_tokens/{_segment(args.name)}")
         return Result({}, f"revoked {args.name}")
     if kind == "host" and action in ("show", "delete", "resend"):
@@ -294,7 +296,11 @@ def parser() -> argparse.ArgumentParser:
 
     token = kinds.add_parser("token", help="admin API tokens").add_subparsers(dest="action",
                                                                               required=True)
-    token.add_parser("create", help="create a token (printed once)").add_argument("name")
+    token_create = token.add_parser("create", help="create a token (printed once)")
+    token_create.add_argument("name")
+    token_create.add_argument("--role", choices=ROLES,
+                              help="observer (reads; the API's default), maintainer (also "
+                                   "profiles), admin (everything)")
     token.add_parser("list")
     token.add_parser("revoke").add_argument("name")
     return p

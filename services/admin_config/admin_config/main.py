@@ -10,6 +10,7 @@ from mdmscep_common.http import serve_http
 from mdmscep_common.service_tls import service_tls_or_exit
 from mdmscep_common.settings import load_or_exit
 
+from .roles import ADMIN, ROLES
 from .settings import AdminConfigSettings
 
 SERVICE = "admin-config"
@@ -43,10 +44,11 @@ def _tokens(settings, args) -> None:
             if args.action == "create":
                 token = new_token()
                 try:
-                    store.create(conn, args.name, token_hash(token))
+                    store.create(conn, args.name, token_hash(token), args.role)
                 except NameTaken:
                     sys.exit(f"a token named {args.name!r} already exists")
-                print(token)
+                print(token)  # alone on stdout, for scripts
+                print(f"role: {args.role}", file=sys.stderr)
             elif args.action == "revoke":
                 if not store.revoke(conn, args.name):
                     sys.exit(f"no active token named {args.name!r}")
@@ -54,7 +56,8 @@ def _tokens(settings, args) -> None:
             else:
                 for row in store.list(conn):
                     state = "revoked" if row["revoked_at"] else "active"
-                    print(f"{row['name']}\t{state}\tcreated {row['created_at']:%Y-%m-%d}\t"
+                    print(f"{row['name']}\t{row['role']}\t{state}\t"
+                          f"created {row['created_at']:%Y-%m-%d}\t"
                           f"last used {row['last_used_at'] or 'never'}")
     finally:
         db.close()
@@ -116,6 +119,12 @@ def main() -> None:
     tokens_sub = tokens.add_subparsers(dest="action", required=True)
     create = tokens_sub.add_parser("create", help="create a token and print it once")
     create.add_argument("name", help="who the token is for; shown as the actor of activities")
+    # admin by default, unlike POST /api_tokens (observer): this is the bootstrap path, run where
+    # the database credentials already allow everything, and how a first admin token is made
+    # without ADMIN_API_TOKEN; what it made before roles existed stays what it makes.
+    create.add_argument("--role", choices=ROLES, default=ADMIN,
+                        help="what the token may do: observer (reads), maintainer (also "
+                             "profiles), admin (everything; the default here)")
     revoke = tokens_sub.add_parser("revoke", help="revoke a token")
     revoke.add_argument("name")
     tokens_sub.add_parser("list", help="list tokens (never their values)")

@@ -1,8 +1,13 @@
-"""The admin API's OpenAPI 3.0 document. A test keeps it and the Flask routes in step."""
+"""The admin API's OpenAPI 3.0 document. A test keeps it and the Flask routes in step; each
+operation's role (`x-required-role`, and its 403) comes from the routes' own declarations."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from .api import routes
+from .roles import DEFAULT_ROLE, OBSERVER, ROLES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -20,6 +25,8 @@ def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "Bad input", 401: "Missing, invalid or revoked bearer token",
+             403: "The token's role is below the one this call needs (named in the message); "
+                  "nothing was changed",
              404: "Not found", 409: "Conflict", 413: "Body over 2 MiB", 422: "Invalid field",
              429: "Too many failed authentication attempts from this client address",
              503: "A service this call needs is unavailable; try again shortly"}
@@ -60,6 +67,10 @@ _ACTIVITY_TYPES = ("added_/edited_/deleted_custom_scep_proxy, created_/edited_/"
                    "credential_expiring")
 
 _SCHEMAS: dict[str, Any] = {
+    "Role": {"type": "string", "enum": list(ROLES),
+             "description": "observer: every read; maintainer: also profiles (upload, replace, "
+                            "delete, resend, retry); admin: everything (CAs, API tokens, host "
+                            "deletion too)"},
     "Error": {
         "type": "object", "required": ["message", "errors"],
         "properties": {
@@ -190,8 +201,8 @@ _SCHEMAS: dict[str, Any] = {
                                         "pending", "verifying", "verified", "failed")}}},
     },
     "ApiToken": {
-        "type": "object", "required": ["name", "created_at", "last_used_at", "revoked_at"],
-        "properties": {"name": {"type": "string"},
+        "type": "object", "required": ["name", "role", "created_at", "last_used_at", "revoked_at"],
+        "properties": {"name": {"type": "string"}, "role": _ref("Role"),
                        "created_at": {"type": "string", "format": "date-time"},
                        "last_used_at": {"type": "string", "format": "date-time", "nullable": True},
                        "revoked_at": {"type": "string", "format": "date-time", "nullable": True}},
@@ -259,12 +270,28 @@ _SUMMARIES = {
 }
 
 
+_FLASK_PARAMS = {"ca_id": "id"}  # Flask's names of path parameters → the document's
+
+
+def _roles_by_operation() -> dict[tuple[str, str], str]:
+    """(path as the document writes it, method) → the role the route declares (api.py)."""
+    def path(rule: str) -> str:
+        return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>",
+                      lambda m: "{" + _FLASK_PARAMS.get(m.group(1), m.group(1)) + "}", rule)
+    return {(path(rule), method.lower()): role for (method, rule), role in routes.operations.items()}
+
+
 def document() -> dict[str, Any]:
     doc = _document()
-    for item in doc["paths"].values():
+    roles = _roles_by_operation()
+    for path, item in doc["paths"].items():
         for method, operation in item.items():
             if method != "parameters":
                 operation.setdefault("summary", _SUMMARIES[operation["operationId"]])
+                role = roles[(path, method)]
+                operation["x-required-role"] = role
+                if role != OBSERVER:  # every valid token is at least an observer
+                    operation["responses"]["403"] = _errors(403)["403"]
                 # Every route checks the bearer token first: too many failures from a client
                 # get 429; and a NUL character in any path or query parameter is a 400
                 # (api.py `authenticate`: PostgreSQL text cannot hold it).
@@ -283,6 +310,10 @@ def _document() -> dict[str, Any]:
                                 "`{\"message\", \"errors\": [{\"name\", \"reason\"}]}` with a 4xx "
                                 "status. Lists take `page` (from 0) and `per_page` (1-1000, "
                                 "default 100) and answer `meta`. Bodies over 2 MiB get 413. "
+                                "Each token has a role (`observer`, `maintainer` or `admin`; "
+                                "the bootstrap ADMIN_API_TOKEN is admin): `x-required-role` "
+                                "names the one each operation needs, and a call beyond the "
+                                "token's role is a 403 naming it that changes nothing. "
                                 "Reference: docs/api.md."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -404,9 +435,14 @@ def _document() -> dict[str, Any]:
                          "requestBody": {"required": True, "content": {"application/json": {
                              "schema": {"type": "object", "required": ["name"],
                                         "properties": {"name": {"type": "string",
-                                                                "pattern": "^[A-Za-z0-9_.@-]{1,100}$"}}}}}},
-                         "responses": {"200": _json({"type": "object", "required": ["name", "token"],
+                                                                "pattern": "^[A-Za-z0-9_.@-]{1,100}$"},
+                                                       "role": {"type": "string",
+                                                                "enum": list(ROLES),
+                                                                "default": DEFAULT_ROLE}}}}}},
+                         "responses": {"200": _json({"type": "object",
+                                                     "required": ["name", "role", "token"],
                                                      "properties": {"name": {"type": "string"},
+                                                                    "role": _ref("Role"),
                                                                     "token": {"type": "string"}}},
                                                     "The token, shown this once"),
                                        **_errors(401, 409, 413, 422)}},

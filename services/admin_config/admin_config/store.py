@@ -113,28 +113,27 @@ class ActivityStore:
 
 
 class ApiTokenStore:
-    def create(self, conn: psycopg.Connection, name: str, token_sha256: bytes) -> None:
+    def create(self, conn: psycopg.Connection, name: str, token_sha256: bytes, role: str) -> None:
         try:
             with conn.transaction():
-                conn.execute("INSERT INTO api_tokens (name, token_sha256) VALUES (%s, %s)",
-                             (name, token_sha256))
+                conn.execute("INSERT INTO api_tokens (name, token_sha256, role) VALUES (%s, %s, %s)",
+                             (name, token_sha256, role))
         except psycopg.errors.UniqueViolation:
             raise NameTaken(name) from None
 
-    def find_active(self, conn: psycopg.Connection, token_sha256: bytes) -> str | None:
-        """The name of the unrevoked token with this hash; records its use."""
-        row = conn.execute(
+    def find_active(self, conn: psycopg.Connection, token_sha256: bytes) -> dict[str, Any] | None:
+        """The name and role of the unrevoked token with this hash; records its use."""
+        return conn.execute(
             "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = %s "
-            "AND revoked_at IS NULL RETURNING name", (token_sha256,)).fetchone()
-        return row["name"] if row else None
+            "AND revoked_at IS NULL RETURNING name, role", (token_sha256,)).fetchone()
 
     def revoke(self, conn: psycopg.Connection, name: str) -> bool:
         return conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = %s "
                             "AND revoked_at IS NULL", (name,)).rowcount == 1
 
     def list(self, conn: psycopg.Connection) -> list[dict[str, Any]]:
-        return conn.execute("SELECT name, created_at, last_used_at, revoked_at FROM api_tokens "
-                            "ORDER BY id").fetchall()
+        return conn.execute("SELECT name, role, created_at, last_used_at, revoked_at "
+                            "FROM api_tokens ORDER BY id").fetchall()
 
 
 class ProfileStore:
