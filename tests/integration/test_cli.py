@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 
 from admin_config.cli import main
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.mdm import ServerThread
 from tests.support.ports import free_port
 
@@ -19,12 +20,12 @@ SEED = Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig"
 def cli(live_admin_app, capsys):
     server = ServerThread(live_admin_app, free_port()).start()
 
-    def run(*args, stdin: str = ""):
+    def run(*args, stdin: str = "", token: str = ADMIN_TOKEN):
         import sys
         old = sys.stdin
         sys.stdin = io.StringIO(stdin)
         try:
-            main(["--server", server.url, "--token", ADMIN_TOKEN, *args])
+            main(["--server", server.url, "--token", token, *args])
             code = 0
         except SystemExit as exc:
             code = exc.code
@@ -59,7 +60,6 @@ def test_cli_errors_are_readable(cli):
 
 
 def test_tokens_json_and_filters(cli, custom_ca):
-    import json
 
     code, out = cli("token", "create", "automation")
     assert code == 0 and "shown once" in out and "mdmscep_" in out
@@ -75,3 +75,50 @@ def test_tokens_json_and_filters(cli, custom_ca):
     assert code == 0 and "(none)" in out
     code, out = cli("token", "revoke", "automation")
     assert code == 0 and "revoked automation" in out
+
+
+def test_token_roles_through_the_cli(cli):
+    code, out = cli("token", "create", "reader")  # the API's default: observer
+    assert code == 0 and out.splitlines()[0] == "observer token for reader (shown once):"
+    reader = out.splitlines()[1]
+    code, out = cli("token", "create", "editor", "--role", "maintainer")
+    assert code == 0 and out.startswith("maintainer token for editor")
+    editor = out.splitlines()[1]
+    code, out = cli("token", "list")
+    assert out.splitlines()[0].split()[:2] == ["NAME", "ROLE"]
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["reader", "observer"],
+                                                                   ["editor", "maintainer"]]
+    # A call beyond the token's role: the API's 403, naming the role it needs.
+    code, out = cli("token", "create", "mine", "--role", "admin", token=editor)
+    assert code == "mdmscep: 403: This call needs the admin role (role: needs admin; this " \
+                   "token is maintainer)"
+    code, out = cli("profile", "delete", "any", token=reader)
+    assert "403: This call needs the maintainer role" in str(code)
+    code, out = cli("host", "list", token=reader)
+    assert code == 0 and "(none)" in out
+    code, out = cli("--json", "token", "list", token=reader)
+    assert "mine" not in out and "token" not in json.loads(out)["api_tokens"][0]
+    code, out = cli("token", "create", "x", "--role", "root")
+    assert code == 2 and "invalid choice: 'root'" in out  # argparse: not a role
+
+
+def test_admin_config_tokens_take_a_role(clean_state, database_url, monkeypatch, capsys):
+    """The server-side CLI (`admin-config tokens`): admin by default, as before roles."""
+    import sys
+
+    from admin_config import main as admin_config_main
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SERVER_PRIVATE_KEY", SERVER_PRIVATE_KEY)
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["admin-config", "tokens", *args])
+        admin_config_main.main()
+        return capsys.readouterr()
+
+    made = run("create", "ops")
+    assert made.out.startswith("mdmscep_") and made.out.count("\n") == 1  # the token alone
+    assert made.err == "role: admin\n"
+    assert run("create", "dashboard", "--role", "observer").err == "role: observer\n"
+    listed = [line.split("\t")[:3] for line in run("list").out.splitlines()]
+    assert listed == [["ops", "admin", "active"], ["dashboard", "observer", "active"]]
