@@ -85,6 +85,20 @@ def test_new_tokens_carry_256_random_bits():
                for t in tokens)
 
 
+def test_the_bootstrap_token_is_an_admin_and_a_tokens_role_is_read_at_each_call(admin, db_conn):
+    bootstrap = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    made = admin.post("/api/v1/fleet/api_tokens", headers=bootstrap,
+                      json={"name": "ops", "role": "admin"})
+    assert made.status_code == 200 and made.json["role"] == "admin"
+    ops = {"Authorization": f"Bearer {made.json['token']}"}
+    assert admin.get("/api/v1/fleet/api_tokens", headers=ops).status_code == 200
+    # No role is kept between calls: a demotion applies to the very next one.
+    db_conn.execute("UPDATE api_tokens SET role = 'observer' WHERE name = 'ops'")
+    refused = admin.post("/api/v1/fleet/api_tokens", headers=ops, json={"name": "mine"})
+    assert refused.status_code == 403 and "needs the admin role" in refused.json["message"]
+    assert made.json["token"] not in refused.get_data(as_text=True)
+
+
 FAILED_LIMIT = 10
 
 
