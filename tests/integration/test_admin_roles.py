@@ -77,6 +77,7 @@ CALLS: list[tuple[str, str, Any, int]] = [
     ("GET", "/activities", None, 200),
     ("GET", "/configuration_profiles", None, 200),
     ("POST", "/configuration_profiles", lambda w: _upload(OTHER), 200),
+    ("GET", "/configuration_profiles/{profile}", None, 200),
     ("PUT", "/configuration_profiles/{profile}", lambda w: _upload(RENAMED), 200),
     ("DELETE", "/configuration_profiles/{profile}", None, 204),
     ("GET", "/configuration_profiles/{profile}/summary", None, 200),

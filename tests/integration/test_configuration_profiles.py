@@ -155,3 +155,34 @@ def test_missing_field_and_oversized_upload(admin):
 
 def test_host_profiles_of_unknown_host_is_404(admin):
     assert admin.get("/api/v1/fleet/hosts/nope/configuration_profiles").status_code == 404
+
+
+def test_a_profile_and_its_bytes_as_uploaded(admin, test_scep_ca):
+    """GET one profile; with alt=media (as Fleet spells it) the uploaded bytes, byte for byte and
+    unrendered: what `mdmscep gitops export` writes and `apply` compares."""
+    profile_uuid = upload(admin, SEED).json["profile_uuid"]
+    shown = admin.get(f"{PROFILES}/{profile_uuid}")
+    assert shown.status_code == 200
+    assert shown.json == admin.get(PROFILES).json["profiles"][0]
+    media = admin.get(f"{PROFILES}/{profile_uuid}?alt=media")
+    assert media.status_code == 200 and media.get_data() == SEED
+    assert media.headers["Content-Type"] == "application/x-apple-aspen-config"
+    assert media.headers["Content-Disposition"] == \
+        'attachment; filename="Fleet.custom.SCEP.mobileconfig"'
+    assert admin.get(f"{PROFILES}/{profile_uuid}?alt=json").status_code == 400
+    assert admin.get(f"{PROFILES}/no-such?alt=media").status_code == 404
+    assert admin.get(f"{PROFILES}/no-such").status_code == 404
+
+
+def test_a_downloaded_profiles_file_name_is_plain(admin):
+    # The PayloadIdentifier is the uploader's text: quotes, separators and controls stay out of
+    # the header.
+    odd = (b'<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>'
+           b"<key>PayloadContent</key><array/><key>PayloadIdentifier</key>"
+           b'<string>../a"b;\xe2\x80\xae c</string>'
+           b"<key>PayloadType</key><string>Configuration</string><key>PayloadUUID</key>"
+           b"<string>1</string><key>PayloadVersion</key><integer>1</integer></dict></plist>")
+    profile_uuid = upload(admin, odd).json["profile_uuid"]
+    media = admin.get(f"{PROFILES}/{profile_uuid}?alt=media")
+    assert media.get_data() == odd
+    assert media.headers["Content-Disposition"] == 'attachment; filename=".._a_b___c.mobileconfig"'

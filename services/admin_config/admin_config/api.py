@@ -4,9 +4,10 @@ declared with the role it needs (`routes`, roles.py), checked before its view ru
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from mdmscep_common.http import request_body
 
@@ -15,6 +16,7 @@ from .host_registry_client import HOST_FACTS
 from .roles import ADMIN, DEFAULT_ROLE, MAINTAINER, OBSERVER, ROLES
 
 api = Blueprint("api", __name__, url_prefix="/api/v1/fleet")
+PROFILE_MEDIA_TYPE = "application/x-apple-aspen-config"
 
 
 class Routes:
@@ -194,6 +196,22 @@ def list_configuration_profiles():
     page, per_page = _page_args()
     items, total = _services().profiles.list(page, per_page)
     return _listing("profiles", items, total, page, per_page)
+
+
+@routes.get("/configuration_profiles/<profile_uuid>", OBSERVER)
+def get_configuration_profile(profile_uuid: str):
+    """The profile; with `alt=media` (Fleet's spelling) its bytes as uploaded."""
+    alt = _text_arg("alt")
+    if alt is None:
+        return jsonify(_services().profiles.get(profile_uuid))
+    if alt != "media":
+        raise BadRequest("alt must be media", [{"name": "alt", "reason": "only media is supported"}])
+    identifier, raw = _services().profiles.content(profile_uuid)
+    # The identifier is the uploader's text: only a plain file name reaches the header.
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", identifier)[:200] + ".mobileconfig"
+    return Response(raw, mimetype=PROFILE_MEDIA_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                             "X-Content-Type-Options": "nosniff"})
 
 
 @routes.get("/configuration_profiles/<profile_uuid>/summary", OBSERVER)

@@ -105,6 +105,19 @@ class ProfileService:
             self._changed(conn, "edited", profile_uuid)
         return _summary(row)
 
+    def get(self, profile_uuid: str) -> dict[str, Any]:
+        with self._db.transaction() as conn:
+            return _summary(self._require(conn, profile_uuid))
+
+    def content(self, profile_uuid: str) -> tuple[str, bytes]:
+        """The profile's PayloadIdentifier and its bytes as uploaded, unrendered (what GitOps
+        export writes and apply compares)."""
+        with self._db.transaction() as conn:
+            state = self._store.state(conn, profile_uuid)
+        if state is None:
+            raise NotFound(f"Configuration profile {profile_uuid} was not found")
+        return state["identifier"], bytes(state["raw"])
+
     def _require(self, conn, profile_uuid: str) -> dict[str, Any]:
         row = self._store.get(conn, profile_uuid)
         if row is None:

@@ -251,6 +251,7 @@ _SUMMARIES = {
     "listActivities": "The activity feed (audit log), newest first",
     "listConfigurationProfiles": "List configuration profiles",
     "uploadConfigurationProfile": "Upload a profile (multipart field `profile`)",
+    "getConfigurationProfile": "A profile, or with alt=media its bytes as uploaded",
     "replaceConfigurationProfile": "Replace a profile's content in place",
     "deleteConfigurationProfile": "Delete a profile; hosts that have it get RemoveProfile",
     "configurationProfileSummary": "A profile's hosts per delivery status",
@@ -375,6 +376,19 @@ def _document() -> dict[str, Any]:
             },
             "/api/v1/fleet/configuration_profiles/{profile_uuid}": {
                 "parameters": [_PROFILE_UUID],
+                "get": {"operationId": "getConfigurationProfile",
+                        "parameters": [{"name": "alt", "in": "query", "required": False,
+                                        "description": "`media`: the profile's bytes as "
+                                                       "uploaded (variables unrendered)",
+                                        "schema": {"type": "string", "enum": ["media"]}}],
+                        "responses": {"200": {"description": "The profile; its bytes with "
+                                                             "alt=media",
+                                              "content": {
+                                                  "application/json": {"schema": _ref("Profile")},
+                                                  "application/x-apple-aspen-config": {
+                                                      "schema": {"type": "string",
+                                                                 "format": "binary"}}}},
+                                      **_errors(400, 401, 404)}},
                 "put": {"operationId": "replaceConfigurationProfile",
                         "description": "New content with the same PayloadIdentifier; hosts get it "
                                        "as InstallProfile without a RemoveProfile first",
