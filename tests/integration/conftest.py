@@ -322,6 +322,35 @@ def live_admin(live_admin_app):
     return AdminClient(live_admin_app.test_client())
 
 
+@pytest.fixture
+def cli(live_admin_app, capsys):
+    """The `mdmscep` CLI against the live admin API on a real port: cli(*args) → (exit code or
+    the message it exited with, what it printed)."""
+    import io
+    import sys
+
+    from admin_config.cli import main
+    from tests.support.mdm import ServerThread
+    from tests.support.ports import free_port
+
+    server = ServerThread(live_admin_app, free_port()).start()
+
+    def run(*args, stdin: str = "", token: str = ADMIN_TOKEN):
+        old = sys.stdin
+        sys.stdin = io.StringIO(stdin)
+        try:
+            main(["--server", server.url, "--token", token, *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            sys.stdin = old
+        out = capsys.readouterr()
+        return code, out.out + (out.err if isinstance(code, int) else str(code))
+    yield run
+    server.stop()
+
+
 PROXY_PUBLIC_URL = "http://scep-proxy.test:8082"
 
 

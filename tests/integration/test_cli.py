@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import pytest
-
-from admin_config.cli import main
-from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
-from tests.support.mdm import ServerThread
-from tests.support.ports import free_port
+from tests.conftest import SERVER_PRIVATE_KEY
 
 SEED = Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig"
-
-
-@pytest.fixture
-def cli(live_admin_app, capsys):
-    server = ServerThread(live_admin_app, free_port()).start()
-
-    def run(*args, stdin: str = "", token: str = ADMIN_TOKEN):
-        import sys
-        old = sys.stdin
-        sys.stdin = io.StringIO(stdin)
-        try:
-            main(["--server", server.url, "--token", token, *args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        finally:
-            sys.stdin = old
-        out = capsys.readouterr()
-        return code, out.out + (out.err if isinstance(code, int) else str(code))
-    yield run
-    server.stop()
 
 
 def test_admin_flow_through_the_cli(cli, custom_ca):

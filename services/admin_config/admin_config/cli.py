@@ -2,6 +2,10 @@
 
 Server and token come from --server/--token or MDMSCEP_SERVER/MDMSCEP_TOKEN (ADMIN_API_TOKEN is
 accepted too). Challenges are read from a prompt or stdin so they stay out of shell history.
+
+`mdmscep gitops apply FILE [--dry-run]` makes the server's CAs and profiles match a YAML file in
+the shape of Fleet's GitOps default.yml (challenges from environment variables, profiles by
+path); `mdmscep gitops export --dir DIR` writes today's state as one (README.md "GitOps").
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class AdminApi:
                                     headers={"Authorization": f"Bearer {token}"})
         self.last: Any = {}
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, path, **kwargs)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -56,8 +60,16 @@ class AdminApi:
             except ValueError:
                 message = response.text.strip()[:300]
             raise CliError(f"{response.status_code}: {printable(message)}")
+        return response
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         self.last = response.json() if response.content else {}
         return self.last or None
+
+    def download(self, path: str, **kwargs: Any) -> bytes:
+        """A GET's body as bytes (a profile with alt=media)."""
+        return self._send("GET", path, **kwargs).content
 
 
 def _segment(value: str) -> str:
@@ -161,6 +173,14 @@ def dispatch(args, api: AdminApi) -> Result:
                           ["host_uuid", "serial_number", "status", "detail"])
         data = api.call("POST", f"/configuration_profiles/{_segment(args.profile_uuid)}/retry_failed")
         return Result(data, f"retrying {data['hosts']} failed host(s)")
+    if kind == "gitops":
+        from . import gitops  # its YAML and validation imports only when used
+        if action == "apply":
+            data, text = gitops.apply(api, Path(args.file), dry_run=args.dry_run,
+                                      force_challenges=args.force_challenges)
+        else:
+            data, text = gitops.export(api, Path(args.dir))
+        return Result(data, text)
     if kind == "activity":
         params = {**paging, **{k: v for k, v in (("type", args.type), ("actor", args.actor)) if v}}
         data = api.call("GET", "/activities", params=params)
@@ -294,6 +314,26 @@ def parser() -> argparse.ArgumentParser:
     activity.add_argument("--type")
     activity.add_argument("--actor")
 
+    gitops = kinds.add_parser("gitops", help="make the server match a YAML file (Fleet's GitOps "
+                                             "shape), or write today's state as one"
+                              ).add_subparsers(dest="action", required=True)
+    gitops_apply = gitops.add_parser(
+        "apply", help="make the server's CAs and profiles match FILE",
+        description="Make the server's certificate authorities and profiles match FILE "
+                    "(org_settings.integrations.custom_scep_proxy, controls.macos_settings."
+                    "custom_settings). Everything is checked first, nothing is changed on a "
+                    "problem. Profiles and CAs the file does not list are deleted (a CA only "
+                    "once no profile uses it). A second apply says 'no changes'.")
+    gitops_apply.add_argument("file", help="the YAML file (profile paths are relative to it)")
+    gitops_apply.add_argument("--dry-run", action="store_true",
+                              help="print the changes it would make, make none")
+    gitops_apply.add_argument("--force-challenges", action="store_true",
+                              help="send every CA's challenge from its environment variable (the "
+                                   "server never shows one, so apply otherwise sends it only "
+                                   "when it adds a CA or changes its URL)")
+    gitops.add_parser("export", help="write today's state: DIR/default.yml, DIR/profiles/"
+                      ).add_argument("--dir", required=True)
+
     token = kinds.add_parser("token", help="admin API tokens").add_subparsers(dest="action",
                                                                               required=True)
     token_create = token.add_parser("create", help="create a token (printed once)")
@@ -315,6 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(printable(run(args, AdminApi(args.server, args.token)), keep_newlines=True))
     except CliError as exc:
+        problems = getattr(exc, "problems", None)  # gitops: one line each, escaped one by one
+        if problems:
+            sys.exit("mdmscep: refused; nothing was changed:\n"
+                     + "\n".join(f"  {printable(p)}" for p in problems))
         sys.exit(f"mdmscep: {printable(exc)}")
     except OSError as exc:
         sys.exit(f"mdmscep: {printable(exc)}")

@@ -1,0 +1,630 @@
+"""`mdmscep gitops`: make the server match a YAML file (`apply`), or write today's state as one
+(`export`). The file has the shape of Fleet's GitOps `default.yml` where it fits (README.md
+"GitOps"):
+
+    org_settings:
+      integrations:
+        custom_scep_proxy:
+          - name: Test_SCEP
+            url: http://ca.example:2016/scep
+            challenge: $TEST_SCEP_CHALLENGE   # an environment variable, never the secret
+            max_concurrent_requests: 4        # optional, mdmscep's own (default 4)
+            max_issuance_per_second: null     # optional, mdmscep's own (default null)
+    controls:
+      macos_settings:
+        custom_settings:
+          - path: profiles/wifi.mobileconfig  # relative to the file
+
+Everything is read and checked before the server is changed: the YAML, every key, each
+challenge's environment variable, each profile (with the admin API's own validation,
+profile_validation.py, against the CAs of the file and of the server). Then the plan: CAs to add
+or edit, profiles to upload or replace (matched by PayloadIdentifier, compared byte for byte),
+profiles the file does not list to delete, CAs neither listed nor used any more to delete; in
+that order, so a profile's CA exists before it and is deleted after it.
+
+Labels (a profile's `labels_include_all`, `labels_include_any`, `labels_exclude_any`) and teams
+(Fleet's `teams/<name>.yml`: `name`, `team_settings`) are parsed where Fleet puts them and
+refused as not supported yet; they slot in here when the admin API has them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .certificate_authorities import (
+    validate_challenge,
+    validate_limits,
+    validate_name,
+    validate_url,
+)
+from .cli import CliError, _segment
+from .errors import ApiError
+from .profile_validation import validate_profile
+
+MAX_FILE_BYTES = 1 << 20  # a GitOps file names its profiles by path; 1 MiB is generous
+MAX_NODES = 50_000  # YAML nodes: thousands of profiles, not a billion laughs
+MAX_DEPTH = 32  # the shape nests 5 deep
+# The admin API takes bodies up to 2 MiB (app.py MAX_BODY_BYTES), multipart framing included.
+MAX_PROFILE_BYTES = (2 << 20) - (64 << 10)
+MAX_PROBLEMS = 50
+DEFAULT_FILE = "default.yml"
+PROFILES_DIR = "profiles"
+PER_PAGE = 1000
+
+CAS_WHERE = "org_settings.integrations.custom_scep_proxy"
+PROFILES_WHERE = "controls.macos_settings.custom_settings"
+# `$NAME` or `${NAME}`, the whole value: a challenge is only ever a reference.
+_ENV_REFERENCE = re.compile(r"^\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))$")
+LABEL_KEYS = ("labels_include_all", "labels_include_any", "labels_exclude_any")
+# Keys Fleet's default.yml must have that mdmscep does not manage: accepted when empty.
+UNMANAGED_TOP_LEVEL = ("policies", "queries", "agent_options", "software")
+
+
+class GitOpsError(CliError):
+    """The file cannot be applied (or exported); nothing was changed. One line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems[:MAX_PROBLEMS]
+        if len(problems) > MAX_PROBLEMS:
+            self.problems.append(f"... and {len(problems) - MAX_PROBLEMS} more")
+        super().__init__("; ".join(self.problems))
+
+
+# --- reading the file -------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load's loader, which also refuses what a GitOps file has no use for and an
+    attacker could use: anchors and aliases (a few lines that expand to a huge document), more
+    than MAX_NODES nodes or MAX_DEPTH levels (composing recurses), and a key written twice in one
+    mapping (YAML would keep the last one silently)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise GitOpsError([f"line {line}: YAML anchors and aliases are not accepted"])
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise GitOpsError([f"line {line}: more than {MAX_NODES} YAML nodes"])
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise GitOpsError([f"line {line}: nested deeper than {MAX_DEPTH} levels"])
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise GitOpsError([f"line {key_node.start_mark.line + 1}: key "
+                                       f"{key_node.value!r} appears twice"])
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(raw: bytes, name: str) -> Any:
+    loader = None
+    try:
+        loader = _Loader(raw)  # decodes the start already: may refuse the bytes
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise GitOpsError([f"{name}: not valid YAML: {exc}"]) from None
+    except GitOpsError as exc:
+        raise GitOpsError([f"{name}: {p}" for p in exc.problems]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    if not path.is_file():
+        raise GitOpsError([f"{what} {path}: " + ("not a file" if path.exists() else "no such file")])
+    with path.open("rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise GitOpsError([f"{what} {path}: over {limit} bytes"])
+    return raw
+
+
+@dataclass(frozen=True)
+class CertificateAuthoritySpec:
+    name: str
+    url: str
+    challenge_variable: str
+    max_concurrent_requests: int
+    max_issuance_per_second: float | None
+    where: str
+
+    def limits(self) -> tuple[int, float | None]:
+        return self.max_concurrent_requests, self.max_issuance_per_second
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    path: str  # as written in the file
+    raw: bytes
+    where: str
+    # Profile scopes, as Fleet writes them; refused until the admin API has labels.
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.where} ({self.path})"
+
+
+@dataclass
+class GitOpsFile:
+    path: Path
+    certificate_authorities: list[CertificateAuthoritySpec]
+    profiles: list[ProfileSpec]
+    challenges: dict[str, str] = field(repr=False, default_factory=dict)  # CA name → secret
+
+
+class _Reader:
+    """Walks the parsed file, collecting every problem before any is reported."""
+
+    def __init__(self, path: Path, environ: Mapping[str, str]):
+        self.path = path
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def problem(self, where: str, text: str) -> None:
+        self.problems.append(f"{where}: {text}" if where else text)
+
+    def mapping(self, value: Any, where: str, known: tuple[str, ...],
+                unsupported: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """`value` as a mapping (null: empty) with only `known` keys; `unsupported` keys are
+        refused with their reason, any other key as unknown."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(where, "must be a mapping")
+            return {}
+        out = {}
+        for key, item in value.items():
+            at = f"{where}.{key}" if where else str(key)
+            if not isinstance(key, str):
+                self.problem(where, f"key {key!r} is not a string")
+            elif key in known:
+                out[key] = item
+            elif unsupported and key in unsupported:
+                self.problem(at, unsupported[key])
+            else:
+                self.problem(at, f"unknown key (known here: {', '.join(known)})")
+        return out
+
+    def sequence(self, value: Any, where: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(where, "must be a list")
+            return []
+        return value
+
+    def string(self, value: Any, where: str) -> str | None:
+        if not isinstance(value, str) or not value:
+            self.problem(where, "must be a non-empty string")
+            return None
+        return value
+
+    def api_check(self, where: str, check, *args):
+        """The admin API's own validation of a field: its message on failure."""
+        try:
+            return check(*args)
+        except ApiError as exc:
+            self.problem(where, exc.message)
+            return None
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> GitOpsFile:
+    """The file at `path`, checked: its YAML, every key, the CAs (fields as the admin API checks
+    them, each challenge's environment variable set), each profile read from its path. Raises
+    GitOpsError naming every problem; reads nothing from the server."""
+    environ = os.environ if environ is None else environ
+    doc = parse_yaml(_read_bounded(path, MAX_FILE_BYTES, "GitOps file"), str(path))
+    r = _Reader(path, environ)
+    if not isinstance(doc, dict):
+        raise GitOpsError([f"{path}: must be a YAML mapping (org_settings, controls)"])
+    # Fleet requires both keys in default.yml; so does mdmscep: a file that leaves one out
+    # would otherwise delete everything it covers. Empty (`controls:`) means none.
+    for key in ("org_settings", "controls"):
+        if key not in doc:
+            r.problem(key, "missing (write it empty for none: GitOps deletes what the file "
+                           "does not list)")
+    top = r.mapping(doc, "", ("org_settings", "controls", *UNMANAGED_TOP_LEVEL), {
+        "name": "teams are not supported yet (this looks like a team's file)",
+        "team_settings": "teams are not supported yet (this looks like a team's file)",
+        "labels": "labels are not supported yet",
+    })
+    for key in UNMANAGED_TOP_LEVEL:
+        if top.get(key) not in (None, [], {}):
+            r.problem(key, "not managed by mdmscep (certificate authorities and profiles only): "
+                           "leave it empty")
+    org = r.mapping(top.get("org_settings"), "org_settings", ("integrations",))
+    integrations = r.mapping(org.get("integrations"), "org_settings.integrations",
+                             ("custom_scep_proxy",))
+    cas, challenges = _certificate_authorities(r, integrations.get("custom_scep_proxy"))
+    controls = r.mapping(top.get("controls"), "controls", ("macos_settings",))
+    macos = r.mapping(controls.get("macos_settings"), "controls.macos_settings",
+                      ("custom_settings",))
+    profiles = _profiles(r, macos.get("custom_settings"))
+    if r.problems:
+        raise GitOpsError([f"{path}: {p}" for p in r.problems])
+    return GitOpsFile(path, cas, profiles, challenges)
+
+
+def _certificate_authorities(r: _Reader, value: Any
+                             ) -> tuple[list[CertificateAuthoritySpec], dict[str, str]]:
+    cas: list[CertificateAuthoritySpec] = []
+    challenges: dict[str, str] = {}
+    names: set[str] = set()
+    for i, item in enumerate(r.sequence(value, CAS_WHERE)):
+        where = f"{CAS_WHERE}[{i}]"
+        entry = r.mapping(item, where, ("name", "url", "challenge", "max_concurrent_requests",
+                                        "max_issuance_per_second"))
+        for key in ("name", "url", "challenge"):
+            if key not in entry:
+                r.problem(f"{where}.{key}", "missing")
+        name = r.api_check(f"{where}.name", validate_name, entry.get("name"))
+        if name is not None:
+            if name in names:
+                r.problem(f"{where}.name", f"a second certificate authority named {name}")
+            names.add(name)
+        url = r.api_check(f"{where}.url", validate_url, entry.get("url")) if "url" in entry \
+            else None
+        limits = r.api_check(where, validate_limits, entry, None)
+        variable = _challenge_variable(r, f"{where}.challenge", entry.get("challenge"))
+        secret = None
+        if variable is not None:
+            if variable not in r.environ:
+                r.problem(f"{where}.challenge", f"environment variable {variable} is not set")
+            else:
+                secret = r.api_check(f"{where}.challenge (${variable})", validate_challenge,
+                                     r.environ[variable])
+        if None in (name, url, limits, variable, secret):
+            continue
+        cas.append(CertificateAuthoritySpec(name, url, variable, *limits, where))
+        challenges[name] = secret
+    return cas, challenges
+
+
+def _challenge_variable(r: _Reader, where: str, value: Any) -> str | None:
+    if value is None:
+        return None  # reported as missing
+    match = _ENV_REFERENCE.match(value) if isinstance(value, str) else None
+    if match is None:
+        # Not echoed: it may be the secret itself.
+        r.problem(where, "must be a reference to an environment variable ($NAME or ${NAME}); "
+                         "a challenge is never written in the file")
+        return None
+    variable = match.group(1) or match.group(2)
+    if variable.startswith("FLEET_VAR_"):
+        r.problem(where, "FLEET_VAR_ variables are the server's, rendered into profiles; "
+                         "name an environment variable of your own")
+        return None
+    return variable
+
+
+def _profiles(r: _Reader, value: Any) -> list[ProfileSpec]:
+    profiles: list[ProfileSpec] = []
+    paths: set[Path] = set()
+    base = r.path.parent
+    for i, item in enumerate(r.sequence(value, PROFILES_WHERE)):
+        where = f"{PROFILES_WHERE}[{i}]"
+        entry = r.mapping(item, where, ("path", *LABEL_KEYS))
+        written = r.string(entry.get("path"), f"{where}.path")
+        labels: dict[str, tuple[str, ...]] = {}
+        for key in LABEL_KEYS:
+            if key in entry:
+                names = [r.string(n, f"{where}.{key}[{j}]")
+                         for j, n in enumerate(r.sequence(entry[key], f"{where}.{key}"))]
+                labels[key] = tuple(n for n in names if n is not None)
+        if len(labels) > 1:
+            r.problem(where, f"only one of {', '.join(LABEL_KEYS)} may be given")
+        if written is None:
+            continue
+        file = (base / written).resolve()
+        if file in paths:
+            r.problem(f"{where}.path", f"{written} is listed twice")
+            continue
+        paths.add(file)
+        try:
+            raw = _read_bounded(file, MAX_PROFILE_BYTES, "profile")
+        except GitOpsError as exc:
+            r.problem(f"{where}.path", exc.problems[0])
+            continue
+        except OSError as exc:
+            r.problem(f"{where}.path", f"cannot read {written}: {exc.strerror or exc}")
+            continue
+        profiles.append(ProfileSpec(written, raw, where, labels))
+    return profiles
+
+
+# --- the server's state and the plan ----------------------------------------------------------
+
+def _all(api, path: str, key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    page = 0
+    while True:
+        data = api.call("GET", path, params={"page": page, "per_page": PER_PAGE})
+        items += data[key]
+        if not data[key] or len(items) >= data["meta"]["total"]:
+            return items
+        page += 1
+
+
+@dataclass
+class ServerState:
+    cas: dict[str, dict[str, Any]]  # name → the CA's detail (url, limits; challenge masked)
+    profiles: dict[str, dict[str, Any]]  # PayloadIdentifier → summary (profile_uuid, name)
+
+
+def read_server(api) -> ServerState:
+    cas = {}
+    for summary in _all(api, "/certificate_authorities", "certificate_authorities"):
+        detail = api.call("GET", f"/certificate_authorities/{int(summary['id'])}")
+        cas[detail["name"]] = detail
+    profiles = {p["identifier"]: p for p in _all(api, "/configuration_profiles", "profiles")}
+    return ServerState(cas, profiles)
+
+
+ADD, EDIT, DELETE = "add", "edit", "delete"
+_DONE = {ADD: "added", EDIT: "edited", DELETE: "deleted"}
+_SIGN = {ADD: "+", EDIT: "~", DELETE: "-"}
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # add | edit | delete
+    kind: str  # "certificate authority" | "profile"
+    subject: str  # the CA's name, the profile's PayloadIdentifier
+    detail: str
+    method: str
+    path: str
+    request: dict[str, Any] = field(repr=False, default_factory=dict)  # may hold a challenge
+
+    def line(self, done: bool = False) -> str:
+        verb = _DONE[self.action] if done else self.action
+        text = f"{verb} {self.kind} {self.subject}" + (f": {self.detail}" if self.detail else "")
+        return text if done else f"{_SIGN[self.action]} {text}"
+
+    def summary(self) -> dict[str, str]:
+        return {"action": self.action, "kind": self.kind, "subject": self.subject,
+                "detail": self.detail}
+
+
+@dataclass
+class Plan:
+    changes: list[Change]
+    notes: list[str]
+
+
+def plan(source: GitOpsFile, server: ServerState, api, force_challenges: bool = False) -> Plan:
+    """What makes the server match `source`: checks each profile as the admin API will (CAs
+    from the file or the server), compares matched profiles byte for byte. Raises GitOpsError
+    before anything is changed."""
+    file_cas = {ca.name: ca for ca in source.certificate_authorities}
+    problems: list[str] = []
+    validated = []  # (spec, ValidatedProfile)
+    identifiers: dict[str, str] = {}
+    for spec in source.profiles:
+        try:
+            # Which CAs it names, checked below with a GitOps message.
+            profile = validate_profile(spec.raw, lambda _name: True)
+        except ApiError as exc:
+            problems.append(f"{spec.label}: {exc.message}")
+            continue
+        for name in sorted(profile.ca_names):
+            if name not in file_cas and name not in server.cas:
+                problems.append(f"{spec.label}: names certificate authority {name}, which is "
+                                f"neither in {CAS_WHERE} nor on the server")
+        if profile.identifier in identifiers:
+            problems.append(f"{spec.label}: PayloadIdentifier {profile.identifier} is also "
+                            f"{identifiers[profile.identifier]}'s")
+        identifiers[profile.identifier] = spec.path
+        for key, names in spec.labels.items():
+            problems.append(f"{spec.where}.{key} ({spec.path}): profile scopes (labels) are not "
+                            "supported yet" + (f" ({', '.join(names)})" if names else ""))
+        validated.append((spec, profile))
+    if problems:
+        raise GitOpsError([f"{source.path}: {p}" for p in problems])
+
+    changes: list[Change] = []
+    notes: list[str] = []
+    for ca in source.certificate_authorities:
+        changes += _ca_change(ca, server.cas.get(ca.name), source.challenges[ca.name],
+                              force_challenges)
+    for spec, profile in validated:
+        upload = {"files": {"profile": (Path(spec.path).name, spec.raw)}}
+        current = server.profiles.get(profile.identifier)
+        if current is None:
+            changes.append(Change(ADD, "profile", profile.identifier, f"from {spec.path}",
+                                  "POST", "/configuration_profiles", upload))
+            continue
+        path = f"/configuration_profiles/{_segment(current['profile_uuid'])}"
+        if api.download(path, params={"alt": "media"}) != spec.raw:
+            changes.append(Change(EDIT, "profile", profile.identifier,
+                                  f"new content from {spec.path} (replaced in place)", "PUT",
+                                  path, upload))
+    for identifier, current in server.profiles.items():
+        if identifier not in identifiers:
+            changes.append(Change(DELETE, "profile", identifier,
+                                  "not in the file (hosts get RemoveProfile)", "DELETE",
+                                  f"/configuration_profiles/{_segment(current['profile_uuid'])}"))
+    used = {name: [spec.path for spec, p in validated if name in p.ca_names]
+            for name in server.cas}
+    for name, current in server.cas.items():
+        if name in file_cas:
+            continue
+        if used[name]:
+            notes.append(f"kept certificate authority {name}: not in the file, but "
+                         f"{', '.join(used[name])} use(s) it")
+            continue
+        changes.append(Change(DELETE, "certificate authority", name, "not in the file",
+                              "DELETE", f"/certificate_authorities/{int(current['id'])}"))
+    return Plan(changes, notes)
+
+
+def _ca_change(ca: CertificateAuthoritySpec, current: dict[str, Any] | None, challenge: str,
+               force_challenges: bool) -> list[Change]:
+    reference = f"${ca.challenge_variable}"
+    if current is None:
+        body = {"name": ca.name, "url": ca.url, "challenge": challenge,
+                "max_concurrent_requests": ca.max_concurrent_requests,
+                "max_issuance_per_second": ca.max_issuance_per_second}
+        return [Change(ADD, "certificate authority", ca.name,
+                       f"url {ca.url}, challenge from {reference}", "POST",
+                       "/certificate_authorities", {"json": {"custom_scep_proxy": body}})]
+    body: dict[str, Any] = {}
+    what = []
+    # The server never shows a challenge, so a changed one cannot be seen: it is sent when the
+    # CA is added, when its URL changes (the API needs it then), and with --force-challenges.
+    if ca.url != current["url"]:
+        body.update(url=ca.url, challenge=challenge)
+        what.append(f"url {current['url']} → {ca.url}, challenge from {reference}")
+    elif force_challenges:
+        body["challenge"] = challenge
+        what.append(f"challenge from {reference} sent (profiles using it are re-sent only if it "
+                    "differs from the stored one)")
+    if ca.max_concurrent_requests != current["max_concurrent_requests"]:
+        body["max_concurrent_requests"] = ca.max_concurrent_requests
+        what.append(f"max_concurrent_requests {current['max_concurrent_requests']} → "
+                    f"{ca.max_concurrent_requests}")
+    rate = current["max_issuance_per_second"]
+    if ca.max_issuance_per_second != (float(rate) if rate is not None else None):
+        body["max_issuance_per_second"] = ca.max_issuance_per_second
+        what.append(f"max_issuance_per_second {rate} → {ca.max_issuance_per_second}")
+    if not body:
+        return []
+    return [Change(EDIT, "certificate authority", ca.name, "; ".join(what), "PATCH",
+                   f"/certificate_authorities/{int(current['id'])}",
+                   {"json": {"custom_scep_proxy": body}})]
+
+
+def _counts(changes: list[Change], done: bool = False) -> str:
+    n = {a: sum(1 for c in changes if c.action == a) for a in (ADD, EDIT, DELETE)}
+    if done:
+        return f"{n[ADD]} added, {n[EDIT]} changed, {n[DELETE]} deleted"
+    return f"{n[ADD]} to add, {n[EDIT]} to change, {n[DELETE]} to delete"
+
+
+def apply(api, path: Path, *, dry_run: bool = False, force_challenges: bool = False,
+          environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """Load and check `path`, plan, and (unless `dry_run`) make the changes in order. Returns
+    the data for --json and the text to print."""
+    source = load(path, environ)
+    the_plan = plan(source, read_server(api), api, force_challenges)
+    data: dict[str, Any] = {"file": str(path), "dry_run": dry_run,
+                            "changes": [c.summary() for c in the_plan.changes],
+                            "notes": the_plan.notes}
+    lines = list(the_plan.notes)
+    if not the_plan.changes:
+        data["applied"] = 0
+        return data, "\n".join([*lines, f"no changes: the server matches {path}"])
+    if dry_run:
+        data["applied"] = 0
+        lines += [c.line() for c in the_plan.changes]
+        lines.append(f"plan: {_counts(the_plan.changes)} (dry run: nothing was changed)")
+        return data, "\n".join(lines)
+    for done, change in enumerate(the_plan.changes):
+        try:
+            api.call(change.method, change.path, **change.request)
+        except CliError as exc:
+            raise CliError(f"stopped at '{change.line()}': {exc} ({done} of "
+                           f"{len(the_plan.changes)} changes applied before it; fix and apply "
+                           "again)") from None
+        lines.append(change.line(done=True))
+    data["applied"] = len(the_plan.changes)
+    lines.append(f"applied: {_counts(the_plan.changes, done=True)}")
+    return data, "\n".join(lines)
+
+
+# --- export -----------------------------------------------------------------------------------
+
+def challenge_variable(name: str, taken: set[str]) -> str:
+    """The environment variable an exported CA's challenge is read from."""
+    stem, n = name.upper(), 1
+    variable = f"MDMSCEP_CA_{stem}_CHALLENGE"
+    while variable in taken:  # names differing only in case ("ca" and "CA")
+        n += 1
+        variable = f"MDMSCEP_CA_{stem}_{n}_CHALLENGE"
+    taken.add(variable)
+    return variable
+
+
+def profile_file_name(identifier: str, taken: set[str]) -> str:
+    """A plain file name for a profile: the PayloadIdentifier (the uploader's text) with every
+    character but letters, digits, `.`, `_` and `-` as `_`, no leading dot, unique whatever the
+    file system's case rules."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", identifier).lstrip(".")[:150] or "profile"
+    name, n = f"{stem}.mobileconfig", 1
+    while name.lower() in taken:
+        n += 1
+        name = f"{stem}-{n}.mobileconfig"
+    taken.add(name.lower())
+    return name
+
+
+def _write(path: Path, data: bytes) -> None:
+    # Through a new file renamed over the old: a symlink in its place is replaced, not followed.
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    with partial.open("xb") as f:
+        f.write(data)
+    os.replace(partial, path)
+
+
+def export(api, directory: Path) -> tuple[dict[str, Any], str]:
+    """Write today's state as DIRECTORY/default.yml and DIRECTORY/profiles/*.mobileconfig."""
+    server = read_server(api)
+    taken_variables: set[str] = set()
+    cas = []
+    for name in sorted(server.cas):
+        ca = server.cas[name]
+        cas.append({"name": name, "url": ca["url"],
+                    "challenge": f"${challenge_variable(name, taken_variables)}",
+                    "max_concurrent_requests": ca["max_concurrent_requests"],
+                    "max_issuance_per_second": ca["max_issuance_per_second"]})
+    (directory / PROFILES_DIR).mkdir(parents=True, exist_ok=True)
+    taken_files: set[str] = set()
+    settings = []
+    for identifier in sorted(server.profiles):
+        uuid = server.profiles[identifier]["profile_uuid"]
+        raw = api.download(f"/configuration_profiles/{_segment(uuid)}", params={"alt": "media"})
+        name = profile_file_name(identifier, taken_files)
+        _write(directory / PROFILES_DIR / name, raw)
+        settings.append({"path": f"{PROFILES_DIR}/{name}"})
+    document = {"org_settings": {"integrations": {"custom_scep_proxy": cas}},
+                "controls": {"macos_settings": {"custom_settings": settings}}}
+    variables = [ca["challenge"][1:] for ca in cas]
+    header = ("# mdmscep GitOps file (the shape of Fleet's default.yml), written by "
+              "`mdmscep gitops export`.\n# Apply with `mdmscep gitops apply default.yml`. "
+              "Challenges are never exported (the server\n# never shows them): set "
+              + (", ".join(variables) if variables else "nothing") + " first.\n")
+    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+    out = directory / DEFAULT_FILE
+    _write(out, (header + text).encode())
+    data = {"file": str(out), "certificate_authorities": len(cas), "profiles": len(settings),
+            "challenge_variables": variables}
+    lines = [f"wrote {out}: {len(cas)} certificate authorities, {len(settings)} profiles "
+             f"(in {directory / PROFILES_DIR})"]
+    if variables:
+        lines.append("challenges are not exported (the server never shows them); set these "
+                     "before applying: " + ", ".join(variables))
+    return data, "\n".join(lines)
+
