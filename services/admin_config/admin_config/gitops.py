@@ -54,6 +54,7 @@ MAX_DEPTH = 32  # the shape nests 5 deep
 # The admin API takes bodies up to 2 MiB (app.py MAX_BODY_BYTES), multipart framing included.
 MAX_PROFILE_BYTES = (2 << 20) - (64 << 10)
 MAX_PROBLEMS = 50
+MAX_PROBLEM_CHARS = 1000  # a problem may quote the file (a key, a YAML error's context)
 DEFAULT_FILE = "default.yml"
 PROFILES_DIR = "profiles"
 PER_PAGE = 1000
@@ -71,7 +72,7 @@ class GitOpsError(CliError):
     """The file cannot be applied (or exported); nothing was changed. One line per problem."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems[:MAX_PROBLEMS]
+        self.problems = [p[:MAX_PROBLEM_CHARS] for p in problems[:MAX_PROBLEMS]]
         if len(problems) > MAX_PROBLEMS:
             self.problems.append(f"... and {len(problems) - MAX_PROBLEMS} more")
         super().__init__("; ".join(self.problems))
@@ -377,6 +378,8 @@ class ServerState:
 def read_server(api) -> ServerState:
     cas = {}
     for summary in _all(api, "/certificate_authorities", "certificate_authorities"):
+        if summary["type"] != "custom_scep_proxy":
+            continue  # another kind of CA is not the file's to add, change or delete
         detail = api.call("GET", f"/certificate_authorities/{int(summary['id'])}")
         cas[detail["name"]] = detail
     profiles = {p["identifier"]: p for p in _all(api, "/configuration_profiles", "profiles")}
