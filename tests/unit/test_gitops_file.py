@@ -98,6 +98,17 @@ def test_ca_fields_are_checked_as_the_admin_api_checks_them(tmp_path):
                for p in problems(tmp_path, twice))
 
 
+@pytest.mark.parametrize("key", ["name", "url", "challenge"])
+@pytest.mark.parametrize("how", ["absent", "null"])
+def test_a_ca_without_name_url_or_challenge_is_refused(tmp_path, key, how):
+    line = {"name": "name: Test_SCEP", "url": "url: http://ca.example:2016/scep",
+            "challenge": "challenge: $TEST_SCEP_CHALLENGE"}[key]
+    text = GOOD.replace(line, f"{key}:" if how == "null" else "fill: 1")
+    found = problems(tmp_path, text)
+    assert f"{CAS}[0].{key}: missing" in "\n".join(found)
+    assert len(found) == (1 if how == "null" else 2), found  # "fill": an unknown key
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     text = GOOD.replace("$TEST_SCEP_CHALLENGE", "$NOT_SET").replace(
         "profiles/seed.mobileconfig", "profiles/missing.mobileconfig") + "extra: 1\n"

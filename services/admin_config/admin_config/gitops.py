@@ -279,17 +279,20 @@ def _certificate_authorities(r: _Reader, value: Any
         entry = r.mapping(item, where, ("name", "url", "challenge", "max_concurrent_requests",
                                         "max_issuance_per_second"))
         for key in ("name", "url", "challenge"):
-            if key not in entry:
+            if entry.get(key) is None:
                 r.problem(f"{where}.{key}", "missing")
-        name = r.api_check(f"{where}.name", validate_name, entry.get("name"))
+        name = url = variable = None
+        if entry.get("name") is not None:
+            name = r.api_check(f"{where}.name", validate_name, entry["name"])
         if name is not None:
             if name in names:
                 r.problem(f"{where}.name", f"a second certificate authority named {name}")
             names.add(name)
-        url = r.api_check(f"{where}.url", validate_url, entry.get("url")) if "url" in entry \
-            else None
+        if entry.get("url") is not None:
+            url = r.api_check(f"{where}.url", validate_url, entry["url"])
         limits = r.api_check(where, validate_limits, entry, None)
-        variable = _challenge_variable(r, f"{where}.challenge", entry.get("challenge"))
+        if entry.get("challenge") is not None:
+            variable = _challenge_variable(r, f"{where}.challenge", entry["challenge"])
         secret = None
         if variable is not None:
             if variable not in r.environ:
@@ -305,8 +308,6 @@ def _certificate_authorities(r: _Reader, value: Any
 
 
 def _challenge_variable(r: _Reader, where: str, value: Any) -> str | None:
-    if value is None:
-        return None  # reported as missing
     match = _ENV_REFERENCE.match(value) if isinstance(value, str) else None
     if match is None:
         # Not echoed: it may be the secret itself.
