@@ -313,10 +313,13 @@ def test_scepclient_gets_a_certificate_through_the_proxy_and_renews_it(
         ["GetCACert", "GetCACaps", "PKIOperation"]
     assert fake.code_used(code)
     assert [c.operation for c in fake.calls_for(code)] == ["GetCACert", "GetCACaps", "PKIOperation"]
-    assert publisher.messages == [("scep.result", {
+    [(key, published)] = publisher.messages
+    # The real CA's time (a few ms) and the wait for one of its slots (none: nothing else ran).
+    assert 0 < published.pop("latency_ms") < 10_000 and published.pop("slot_wait_ms") < 1000
+    assert (key, published) == ("scep.result", {
         "host_uuid": host, "profile_uuid": profile, "ca_name": CA, "outcome": "issued",
         "fail_info": "", "http_status": 200, "detail": "the CA issued the certificate",
-        "ca_unreachable": False, "code_sha256": code_sha256(code)})]
+        "ca_unreachable": False, "code_sha256": code_sha256(code)})
 
     # Renewal: the same key and certificate, a new code; scepclient sends a RenewalReq.
     renewal_code = fake.new_code(host, profile)
@@ -350,10 +353,12 @@ def test_wrong_challenge_gets_the_cas_own_failure_unchanged(custom_ca, fake, mak
         status = read_cert_rep(to_host["body"])
         assert (status.pki_status, status.fail_info) == ("FAILURE", "badRequest")
         assert fake.code_used(code)
-        assert publisher.messages[-1][1] | {"detail": ""} == {
+        assert publisher.messages[-1][1]["latency_ms"] > 0  # the CA answered
+        assert publisher.messages[-1][1] | {"detail": "", "latency_ms": 1, "slot_wait_ms": 0} == {
             "host_uuid": host, "profile_uuid": profile, "ca_name": CA,
             "outcome": "scep_failure", "fail_info": "badRequest", "http_status": 200, "detail": "",
-            "ca_unreachable": False, "code_sha256": code_sha256(code)}
+            "ca_unreachable": False, "code_sha256": code_sha256(code), "latency_ms": 1,
+            "slot_wait_ms": 0}
     finally:
         relay.close()
 
@@ -676,11 +681,12 @@ def test_scep_result_reaches_the_bus_through_the_outbox(fake, make_proxy, amqp_u
         assert message is not None
         event_id = message.payload["event_id"]
         assert message.properties["message_id"] == event_id
-        assert message.payload | {"detail": ""} == {
+        assert message.payload["latency_ms"] > 0  # the CA answered
+        assert message.payload | {"detail": "", "latency_ms": 1, "slot_wait_ms": 0} == {
             "host_uuid": host, "profile_uuid": profile, "ca_name": ca_name,
             "outcome": "scep_failure", "fail_info": "badRequest", "http_status": 200, "detail": "",
             "ca_unreachable": False, "code_sha256": code_sha256(code), "event_id": event_id,
-            "sequence": message.payload["sequence"]}
+            "sequence": message.payload["sequence"], "latency_ms": 1, "slot_wait_ms": 0}
         with db.transaction() as conn:
             published = conn.execute("SELECT published_at FROM scep_proxy_outbox "
                                      "WHERE event_id = %s", (event_id,)).fetchone()

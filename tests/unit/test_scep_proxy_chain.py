@@ -176,10 +176,13 @@ def test_post_is_forwarded_raw_and_published(world):
     method, url, body = world.ca.sent[0]
     assert (method, body) == ("POST", PKCS_REQ)
     assert parse_qs(urlsplit(url).query)["operation"] == ["PKIOperation"]
-    assert world.publisher.messages == [("scep.result", {
+    [(key, published)] = world.publisher.messages
+    # The CA's time and the wait for one of its slots (for the processor's pacing).
+    assert published.pop("latency_ms") >= 0 and published.pop("slot_wait_ms") >= 0
+    assert (key, published) == ("scep.result", {
         "host_uuid": HOST, "profile_uuid": PROFILE, "ca_name": CA, "outcome": "issued",
         "fail_info": "", "http_status": 200, "detail": "the CA issued the certificate",
-        "ca_unreachable": False, "code_sha256": hashlib.sha256(CODE.encode()).hexdigest()})]
+        "ca_unreachable": False, "code_sha256": hashlib.sha256(CODE.encode()).hexdigest()})
 
 
 def test_get_is_forwarded_as_get(world):
@@ -228,6 +231,9 @@ def test_ca_failures(world, answer, status, outcome, unreachable):
     body = world.publisher.messages[0][1]
     assert (body["outcome"], body["http_status"], body["ca_unreachable"]) == \
         (outcome, status, unreachable)
+    # The CA's time only when it answered (a 5xx, an unreadable answer), none without an answer.
+    answered = outcome != "timeout" and not unreachable
+    assert (body["latency_ms"] is not None) == answered and body["slot_wait_ms"] >= 0
     # The attempt is named by the stored hash of its code, never by the code.
     assert body["code_sha256"] == hashlib.sha256(CODE.encode()).hexdigest()
     assert CODE not in json.dumps(body)

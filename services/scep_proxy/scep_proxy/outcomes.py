@@ -2,11 +2,14 @@
 moves the delivery on (profile_processor/results.py).
 
 Body: {"host_uuid", "profile_uuid", "ca_name", "outcome", "fail_info", "http_status", "detail",
-"ca_unreachable", "code_sha256"} where outcome is issued | scep_failure | pending | upstream_error |
-timeout, fail_info is the CertRep's failInfo name (badAlg … badCertId) or "", http_status is what
-the host was answered, ca_unreachable is true when the CA gave no HTTP answer at all (connection
-refused, timed out: the CA is down, which should not use up the host's attempts), and
-code_sha256 (hex) names the attempt: the one-time code the host used, as stored.
+"ca_unreachable", "code_sha256", "latency_ms", "slot_wait_ms"} where outcome is issued |
+scep_failure | pending | upstream_error | timeout, fail_info is the CertRep's failInfo name (badAlg …
+badCertId) or "", http_status is what the host was answered, ca_unreachable is true when the CA
+gave no HTTP answer at all (connection refused, timed out: the CA is down, which should not use up
+the host's attempts), code_sha256 (hex) names the attempt: the one-time code the host used, as
+stored, latency_ms is the request's time at the CA (as its ca_requests row; null when it never
+reached the CA) and slot_wait_ms how long it waited for one of the CA's slots before that. The
+processor learns the CA's issuance rate from them (profile_processor/pacing.py).
 Recorded once the code is used up (the processor allowed the PKIOperation), and when an
 authorized GetCACaps/GetCACert finds the CA unreachable (the host's attempt ends there); refusals
 before that are the processor's own decisions and are not echoed back. Recording adds the event
@@ -44,6 +47,8 @@ class ScepOutcome:
     detail: str
     ca_unreachable: bool = False
     code_sha256: str = ""
+    latency_ms: float | None = None
+    slot_wait_ms: float = 0.0
 
     def body(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mdmscep_common.proxy_urls import MalformedId, ProxyId, ca_name_hint, decode_id
 
@@ -35,7 +35,7 @@ from .errors import (
 )
 from .limits import CaLimiter, FleetCaLimiter
 from .metrics import ProxyMetrics
-from .outcomes import OutcomeRecorder, ScepOutcome, outcome_of_answer, outcome_of_failure
+from .outcomes import TIMEOUT, OutcomeRecorder, ScepOutcome, outcome_of_answer, outcome_of_failure
 from .profile_authority_client import Authority, Authorization
 from .upstream import CaAnswer, Upstream, UpstreamFailure, UpstreamTimeout
 
@@ -203,6 +203,7 @@ class ScepProxy:
         # Authorized (the code used up) before a slot is taken: only requests with a real code
         # wait for, hold or are counted against the CA's slots.
         authorization = self._authority.authorize(scep_id, scep.PKI_OPERATION)
+        waiting = time.monotonic()
         try:
             # The CA's limit as of this authorization: an admin's change applies right away.
             slot = self._limiter.slot(authorization.ca_name, authorization.max_concurrent_requests)
@@ -230,7 +231,12 @@ class ScepProxy:
         else:
             outcome = outcome_of_answer(scep_id, CaAnswer(answer.status, answer.content_type,
                                                           answer.body))
-        self._report(outcome, latency_ms)
+        # Both times go to the processor, which paces deliveries to what the CA takes: a slow CA
+        # shows in its own time, a CA overdriven up to its slot limit in the wait for a slot.
+        # No answer (timeout, unreachable): no time of the CA's.
+        answered = outcome.outcome != TIMEOUT and not outcome.ca_unreachable
+        self._report(replace(outcome, latency_ms=round(latency_ms, 1) if answered else None,
+                             slot_wait_ms=round((started - waiting) * 1000, 1)), latency_ms)
         if failure is not None:
             raise failure
         return answer
