@@ -21,13 +21,13 @@ from mdmscep_common.outbox import PROFILE_PROCESSOR_OUTBOX, Events, Outbox
 
 from .commander_client import CommanderClient, HostCommand
 from .issued_certificates import MAX_SPREAD, renewal_due_at
+from .pacing import HORIZON, current_rate, slots_within
 from .rendering import CertificateAuthorityForProfile, render_for_host
 from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 500
-PER_SLOT_RATE = 5.0  # issuances per second per allowed concurrent request, when not set
 PACING_GRACE = timedelta(seconds=1)
 RENEWALS_PER_PASS = 2000
 MAX_CACHED_TEMPLATES = 64
@@ -99,7 +99,7 @@ class Reconciler:
 
     def seconds_until_due(self, ceiling: float) -> float:
         with self._db.transaction() as conn:
-            due = self._store.next_due_at(conn)
+            due = self._store.next_due_at(conn, HORIZON)
         if due is None:
             return ceiling
         return max(0.05, min(ceiling, (due - datetime.now(UTC)).total_seconds()))
@@ -107,8 +107,6 @@ class Reconciler:
     def send_due(self, limit: int) -> int:
         with self._db.transaction() as conn:
             rows = self._store.claim_due(conn, limit)
-            if not rows:
-                return 0
             exhausted = [r for r in rows if r["attempts"] >= MAX_ATTEMPTS]
             self._store.mark_failed(
                 conn, [(r["host_uuid"], r["profile_uuid"]) for r in exhausted],
@@ -119,7 +117,12 @@ class Reconciler:
                                        if r["operation_type"] == "install"})
             cas = self._store.certificate_authorities_of(conn, install_profiles) \
                 if install_profiles else {}
-            due = self._pace(conn, due, cas)
+            due, taken = self._pace(conn, due, cas)
+            if not due:
+                return len(rows)
+            queued = sorted({r["profile_uuid"] for r in due} - set(cas) - set(install_profiles))
+            if queued:  # taken from a CA's queue (their profiles use that CA)
+                cas.update(self._store.certificate_authorities_of(conn, queued))
             commands, sent, codes = self._build(conn, due, cas)
             # Inside the transaction: if queueing fails nothing is marked sent, and the
             # Commander is idempotent on command UUIDs if the commit fails after it. The
@@ -137,7 +140,7 @@ class Reconciler:
                 raise
             if queueing is not None:
                 queueing.result()
-        return len(rows)
+        return len(rows) + taken
 
     def _template(self, raw: bytes) -> fleet_vars.ProfileTemplate:
         """A profile is split at its variables once, not once per batch of hosts."""
@@ -156,9 +159,13 @@ class Reconciler:
             return self._enqueue_pool
 
     def _pace(self, conn, rows, cas):
-        """Spread SCEP deliveries so each CA sees at most its issuance rate (its
-        max_issuance_per_second, else PER_SLOT_RATE per allowed concurrent request), across
-        every replica. Deliveries whose turn is later wait, saying so in their detail."""
+        """Spread SCEP deliveries so each CA sees at most its issuance rate, learned from its
+        answers (pacing.py), across every replica. Slots are reserved at most HORIZON ahead, at
+        the rate of the moment: deliveries beyond wait in the CA's queue, and are taken from it
+        as slots come free, so a new rate applies within seconds (slots reserved for a whole
+        fleet at once would keep the rate they were reserved at). Deliveries whose turn is later
+        wait, saying so in their detail. Returns what to send now (deliveries taken from
+        the queues of CAs with free slots included) and how many were taken from a queue."""
         send_now, by_ca = [], {}
         for row in rows:
             profile_cas = cas.get(row["profile_uuid"]) if row["operation_type"] == "install" else None
@@ -167,21 +174,48 @@ class Reconciler:
                 continue
             ca = profile_cas[0]
             by_ca.setdefault(ca["id"], (ca, []))[1].append(row)
-        waiting = []
-        for ca, group in by_ca.values():
-            rate = ca["max_issuance_per_second"] or PER_SLOT_RATE * ca["max_concurrent_requests"]
-            start, now = self._store.reserve_issuance(conn, ca["id"], len(group), rate)
-            for i, row in enumerate(group):
+        for ca in self._store.cas_with_queue(conn, HORIZON):
+            by_ca.setdefault(ca["id"], (ca, []))
+        waiting, taken_count = [], 0
+        for ca_id in sorted(by_ca):  # one order of the CAs' row locks in every replica
+            ca, group = by_ca[ca_id]
+            pacing = self._store.lock_pacing(conn, ca_id)
+            rate = current_rate(pacing["per_second"], ca)
+            start, now = pacing["start"], pacing["now"]
+            room = slots_within(start, now, rate)
+            queue_until = pacing["queue_until"]
+            if room > len(group):
+                # Queued deliveries claimed as due are locked by this transaction already, so
+                # they may come again: `room` are asked for, at most len(group) of them known.
+                known = {(r["host_uuid"], r["profile_uuid"]) for r in group}
+                taken = [r for r in self._store.take_queued(conn, ca_id, room)
+                         if (r["host_uuid"], r["profile_uuid"]) not in known]
+                if len(taken) < room - len(group):
+                    queue_until = None  # the queue is empty (or the rest is another replica's)
+                taken = taken[:room - len(group)]
+                taken_count += len(taken)
+                group = group + taken
+            turn, later = group[:room], group[room:]
+            self._store.take_slots(conn, ca_id, len(turn), rate)
+            for i, row in enumerate(turn):
                 at = start + timedelta(seconds=i / rate)
                 if at <= now + PACING_GRACE:
                     send_now.append(row)
                 else:
-                    wait = (at - now).total_seconds()
                     waiting.append((row["host_uuid"], row["profile_uuid"], at,
-                                    f"Waiting for its turn at certificate authority {ca['name']} "
-                                    f"(about {wait:.0f} s; at most {rate:g} certificates/s)"))
+                                    _waiting(ca["name"], at - now, rate)))
+            if later or queue_until != pacing["queue_until"]:
+                # In line after those already waiting, at the current rate (an estimate).
+                tail = max(queue_until or now, start + timedelta(seconds=len(turn) / rate))
+                queued = []
+                for j, row in enumerate(later):
+                    at = tail + timedelta(seconds=j / rate)
+                    queued.append((row["host_uuid"], row["profile_uuid"], at,
+                                   _waiting(ca["name"], at - now, rate)))
+                self._store.queue(conn, ca_id, queued,
+                                  tail + timedelta(seconds=len(later) / rate) if later else None)
         self._store.postpone(conn, waiting)
-        return send_now
+        return send_now, taken_count
 
     def _challenge(self, ca) -> str:
         """The CA's challenge in clear, masked from now on in this process's log lines (as written
@@ -227,6 +261,11 @@ class Reconciler:
             hosts = self._store.hosts_to_verify(conn, self._verify_interval,
                                                 lost_after=self._code_ttl, limit=5000)
             return queue_profile_lists(conn, self._store, self._commander, hosts)
+
+
+def _waiting(ca_name: str, wait: timedelta, rate: float) -> str:
+    return (f"Waiting for its turn at certificate authority {ca_name} (about "
+            f"{wait.total_seconds():.0f} s; now {rate:.3g} certificates/s, learned from its answers)")
 
 
 def queue_profile_lists(conn, store: DeliveryStore, commander: CommanderClient,

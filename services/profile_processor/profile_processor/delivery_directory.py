@@ -8,6 +8,7 @@ import grpc
 from mdmscep.v1 import delivery_directory_pb2, delivery_directory_pb2_grpc
 from mdmscep_common.proxy_urls import CA_NAME
 
+from .pacing import IssuancePacing, IssuanceRate
 from .store import CertificateRecord, DeliveryDirectoryStore, DeliveryRecord
 
 STATUSES = ("pending", "verifying", "verified", "failed")
@@ -18,6 +19,10 @@ MAX_EXPIRING_DAYS = 36_500
 
 class InvalidRequest(ValueError):
     """A request the directory cannot answer as asked (INVALID_ARGUMENT)."""
+
+
+class UnknownCertificateAuthority(LookupError):
+    """No such CA in the processor's read model (NOT_FOUND)."""
 
 
 def _check_status(status: str | None) -> None:
@@ -81,6 +86,14 @@ class DeliveryDirectory:
         with self._db.transaction() as conn:
             return self._store.hosts_with_deliveries(conn, profile_uuid, status,
                                                      host_uuids or None, per_page, offset)
+
+    def issuance_rate(self, ca_id: int) -> IssuanceRate:
+        """How fast the CA's SCEP deliveries are sent now (pacing.py)."""
+        with self._db.transaction() as conn:
+            rate = IssuancePacing().rate_of(conn, ca_id)
+        if rate is None:
+            raise UnknownCertificateAuthority(f"no certificate authority {ca_id}")
+        return rate
 
     def certificates(self, host_uuid: str | None, expiring_within_days: float | None, page: int,
                      per_page: int) -> tuple[list[CertificateRecord], int]:
@@ -157,3 +170,12 @@ class DeliveryDirectoryServicer(delivery_directory_pb2_grpc.DeliveryDirectorySer
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return delivery_directory_pb2.ListCertificatesResponse(
             certificates=[_certificate(r) for r in rows], total=total)
+
+    def GetIssuanceRate(self, request, context):  # noqa: N802 - gRPC method name
+        try:
+            rate = self._directory.issuance_rate(request.ca_id)
+        except UnknownCertificateAuthority as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return delivery_directory_pb2.IssuanceRate(
+            per_second=rate.per_second, ceiling=rate.ceiling, reason=rate.reason,
+            changed_at=rate.changed_at)

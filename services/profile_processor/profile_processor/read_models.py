@@ -65,6 +65,7 @@ def _apply_ca(conn: psycopg.Connection, event: dict[str, Any], sequence: int) ->
         return False
     if ca is None:
         conn.execute("DELETE FROM known_certificate_authorities WHERE id = %s", (ca_id,))
+        conn.execute("DELETE FROM ca_pacing WHERE ca_id = %s", (ca_id,))  # its learned rate
         return True
     conn.execute(
         """INSERT INTO known_certificate_authorities (id, name, url, challenge_encrypted,

@@ -15,6 +15,7 @@ from mdmscep_common.one_time_codes import redact_codes
 from .commander_client import CommanderClient
 from .delivery import queue_profile_lists
 from .issued_certificates import ScepDelivery, load_ca_certificates, match_certificates, uses_renewal_id
+from .pacing import IssuancePacing
 from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,13 @@ def error_text(event: dict[str, Any]) -> str:
 
 
 class ResultHandler:
-    def __init__(self, db, store: DeliveryStore, commander: CommanderClient, retry_backoff: float):
+    def __init__(self, db, store: DeliveryStore, commander: CommanderClient, retry_backoff: float,
+                 pacing: IssuancePacing | None = None):
         self._db = db
         self._store = store
         self._commander = commander
         self._retry_backoff = retry_backoff
+        self._pacing = pacing or IssuancePacing()
 
     def command_result(self, event: dict[str, Any]) -> None:
         try:
@@ -177,27 +180,32 @@ class ResultHandler:
         """The CA's answer to a host's PKIOperation. A refusal (SCEP FAILURE with its failInfo)
         or a 5xx uses up the attempt: the profile is re-sent with a new code after backoff, within
         the same budget of attempts as device errors. No answer at all (`ca_unreachable`: the CA
-        is down) gives the attempt back (see CA_UNREACHABLE_MAX_DELAY)."""
+        is down) gives the attempt back (see CA_UNREACHABLE_MAX_DELAY). Every answer also moves
+        the CA's issuance rate (pacing.py)."""
         host, profile = event.get("host_uuid"), event.get("profile_uuid")
         if not isinstance(host, str) or not isinstance(profile, str):
             raise PoisonMessage("scep.result without host_uuid/profile_uuid")
-        outcome = event.get("outcome")
-        if outcome not in CA_FAILURES:
-            return
+        with self._db.transaction() as conn:
+            if event.get("outcome") in CA_FAILURES:
+                self._ca_failure(conn, host, profile, event)
+            # Last: it holds the CA's pacing row till commit.
+            self._pacing.learn(conn, event)
+
+    def _ca_failure(self, conn, host: str, profile: str, event: dict[str, Any]) -> None:
+        outcome = event["outcome"]
         fail_info = f" failInfo {event['fail_info']}" if event.get("fail_info") else ""
         text = (f"The certificate authority {event.get('ca_name', '')} answered "
                 f"{CA_FAILURES[outcome]}{fail_info}: {event.get('detail', '')}").strip(" :")
-        with self._db.transaction() as conn:
-            row = self._store.delivery(conn, host, profile)
-            if row is None or row["operation_type"] != "install":
-                return
-            if self._command_of(conn, row, event) != row["command_uuid"]:
-                return  # about an older attempt (a late or redelivered event): a newer one is out
-            if event.get("ca_unreachable") is True \
-                    and row["ca_unreachable_retries"] < CA_UNREACHABLE_MAX_RETRIES:
-                self._ca_unreachable(conn, row, text)
-            elif row["status"] == "pending":
-                self._attempt_failed(conn, row, text, from_ca=True)
+        row = self._store.delivery(conn, host, profile)
+        if row is None or row["operation_type"] != "install":
+            return
+        if self._command_of(conn, row, event) != row["command_uuid"]:
+            return  # about an older attempt (a late or redelivered event): a newer one is out
+        if event.get("ca_unreachable") is True \
+                and row["ca_unreachable_retries"] < CA_UNREACHABLE_MAX_RETRIES:
+            self._ca_unreachable(conn, row, text)
+        elif row["status"] == "pending":
+            self._attempt_failed(conn, row, text, from_ca=True)
 
     def _command_of(self, conn, row: dict[str, Any], event: dict[str, Any]) -> str | None:
         """The attempt the event is about: the command its one-time code was issued with (an

@@ -119,7 +119,7 @@ class DeliveryStore:
             conn.execute(
                 """UPDATE host_profiles hp SET command_uuid = s.command_uuid, revision = s.revision,
                           attempts = hp.attempts + 1, sent_at = now(), updated_at = now(),
-                          paced_until = NULL, ca_answer = NULL,
+                          paced_until = NULL, queued_for_ca = NULL, ca_answer = NULL,
                           next_attempt_at = now() + make_interval(secs => %s)
                    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
                         AS s(host_uuid, profile_uuid, command_uuid, revision)
@@ -139,34 +139,82 @@ class DeliveryStore:
                 (expires_at, [c[0] for c in codes], [c[1] for c in codes], [c[2] for c in codes],
                  [c[3] for c in codes], [c[4] for c in codes]))
 
-    def reserve_issuance(self, conn: psycopg.Connection, ca_id: int, count: int,
-                         per_second: float) -> tuple[datetime, datetime]:
-        """Take `count` issuance slots of a CA, shared by every processor replica: returns when
-        the first one starts, and the database's now."""
+    def lock_pacing(self, conn: psycopg.Connection, ca_id: int) -> dict[str, Any]:
+        """The CA's ca_pacing row, locked till commit (every replica paces with it): its learned
+        rate, its queue's end, `start` (its next free issuance slot, not before now) and the
+        database's `now`."""
         conn.execute("INSERT INTO ca_pacing (ca_id) VALUES (%s) ON CONFLICT DO NOTHING", (ca_id,))
-        row = conn.execute(
-            """UPDATE ca_pacing SET next_slot_at = GREATEST(next_slot_at, now())
-                                                 + make_interval(secs => %(span)s)
-               WHERE ca_id = %(ca)s
-               RETURNING next_slot_at - make_interval(secs => %(span)s) AS start, now() AS now""",
-            {"span": count / per_second, "ca": ca_id}).fetchone()
-        return row["start"], row["now"]
+        return conn.execute(
+            """SELECT per_second, queue_until, GREATEST(next_slot_at, now()) AS start, now() AS now
+               FROM ca_pacing WHERE ca_id = %s FOR UPDATE""", (ca_id,)).fetchone()
+
+    def take_slots(self, conn: psycopg.Connection, ca_id: int, count: int, per_second: float) -> None:
+        """`count` issuance slots of the (locked) CA taken, from its next free one on."""
+        if count:
+            conn.execute("UPDATE ca_pacing SET next_slot_at = GREATEST(next_slot_at, now()) "
+                         "+ make_interval(secs => %s) WHERE ca_id = %s",
+                         (count / per_second, ca_id))
+
+    def take_queued(self, conn: psycopg.Connection, ca_id: int, limit: int) -> list[dict[str, Any]]:
+        """The first `limit` deliveries waiting in the CA's queue, locked for this transaction
+        (those another replica holds are skipped), whether or not their estimated time came."""
+        return conn.execute(
+            """SELECT host_uuid, profile_uuid, operation_type, identifier, attempts, command_uuid,
+                      detail, paced_until
+               FROM host_profiles WHERE queued_for_ca = %s AND status = 'pending'
+                 AND operation_type = 'install'
+               ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED""",
+            (ca_id, limit)).fetchall()
+
+    def queue(self, conn: psycopg.Connection, ca_id: int,
+              waiting: list[tuple[str, str, datetime, str]], queue_until: datetime | None) -> None:
+        """Deliveries beyond the reserved horizon join the CA's queue (no slot yet; `at`: the
+        estimated turn, their place in line); `queue_until` (None: empty): where the next one
+        joins it."""
+        if waiting:
+            conn.execute(
+                """UPDATE host_profiles hp SET next_attempt_at = w.at, paced_until = NULL,
+                          queued_for_ca = %s, detail = w.detail, updated_at = now()
+                   FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
+                        AS w(host_uuid, profile_uuid, at, detail)
+                   WHERE hp.host_uuid = w.host_uuid AND hp.profile_uuid = w.profile_uuid""",
+                (ca_id, [w[0] for w in waiting], [w[1] for w in waiting], [w[2] for w in waiting],
+                 [w[3] for w in waiting]))
+        conn.execute("UPDATE ca_pacing SET queue_until = %s WHERE ca_id = %s", (queue_until, ca_id))
+
+    def cas_with_queue(self, conn: psycopg.Connection, horizon: float) -> list[dict[str, Any]]:
+        """CAs with deliveries in their queue and a free slot within `horizon` s."""
+        return conn.execute(
+            """SELECT ca.id, ca.name, ca.max_concurrent_requests, ca.max_issuance_per_second
+               FROM ca_pacing p JOIN known_certificate_authorities ca ON ca.id = p.ca_id
+               WHERE p.next_slot_at < now() + make_interval(secs => %s)
+                 AND EXISTS (SELECT 1 FROM host_profiles hp WHERE hp.queued_for_ca = p.ca_id
+                             AND hp.status = 'pending' AND hp.operation_type = 'install')
+               ORDER BY ca.id""", (horizon,)).fetchall()
 
     def postpone(self, conn: psycopg.Connection, waiting: list[tuple[str, str, datetime, str]]) -> None:
-        """Deliveries waiting for their issuance slot: sent at that time, without another."""
+        """Deliveries holding an issuance slot: sent at that time, without another."""
         if waiting:
             conn.execute(
                 """UPDATE host_profiles hp SET next_attempt_at = w.at, paced_until = w.at,
-                          detail = w.detail, updated_at = now()
+                          queued_for_ca = NULL, detail = w.detail, updated_at = now()
                    FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
                         AS w(host_uuid, profile_uuid, at, detail)
                    WHERE hp.host_uuid = w.host_uuid AND hp.profile_uuid = w.profile_uuid""",
                 ([w[0] for w in waiting], [w[1] for w in waiting], [w[2] for w in waiting],
                  [w[3] for w in waiting]))
 
-    def next_due_at(self, conn: psycopg.Connection) -> datetime | None:
-        row = conn.execute("SELECT min(next_attempt_at) AS at FROM host_profiles "
-                           "WHERE status = 'pending'").fetchone()
+    def next_due_at(self, conn: psycopg.Connection, horizon: float) -> datetime | None:
+        """The next pending delivery's time, or sooner when a CA's queue gets a free slot within
+        `horizon` (its queued deliveries are taken at the rate of the moment, which may be ahead
+        of their estimates)."""
+        row = conn.execute(
+            """SELECT LEAST(
+                   (SELECT min(next_attempt_at) FROM host_profiles WHERE status = 'pending'),
+                   (SELECT min(p.next_slot_at) - make_interval(secs => %s) FROM ca_pacing p
+                    WHERE EXISTS (SELECT 1 FROM host_profiles hp WHERE hp.queued_for_ca = p.ca_id
+                                  AND hp.status = 'pending' AND hp.operation_type = 'install'))
+               ) AS at""", (horizon,)).fetchone()
         return row["at"]
 
     # -- verification --------------------------------------------------------------------------
@@ -420,7 +468,7 @@ class DeliveryDirectoryStore:
         return _by_status(conn.execute(
             """SELECT hp.status, count(*) AS n FROM host_profiles hp
                WHERE hp.operation_type = 'install' AND hp.status = 'pending'
-                 AND hp.paced_until > now()
+                 AND (hp.paced_until > now() OR hp.queued_for_ca IS NOT NULL)
                  AND hp.profile_uuid IN (
                      SELECT pc.profile_uuid FROM known_profile_certificate_authorities pc
                      JOIN known_certificate_authorities ca ON ca.id = pc.ca_id WHERE ca.name = %s)

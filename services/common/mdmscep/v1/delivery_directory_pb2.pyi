@@ -133,3 +133,21 @@ class ListCertificatesResponse(_message.Message):
     certificates: _containers.RepeatedCompositeFieldContainer[HostCertificate]
     total: int
     def __init__(self, certificates: _Optional[_Iterable[_Union[HostCertificate, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class GetIssuanceRateRequest(_message.Message):
+    __slots__ = ("ca_id",)
+    CA_ID_FIELD_NUMBER: _ClassVar[int]
+    ca_id: int
+    def __init__(self, ca_id: _Optional[int] = ...) -> None: ...
+
+class IssuanceRate(_message.Message):
+    __slots__ = ("per_second", "ceiling", "reason", "changed_at")
+    PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CEILING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    per_second: float
+    ceiling: float
+    reason: str
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, per_second: _Optional[float] = ..., ceiling: _Optional[float] = ..., reason: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

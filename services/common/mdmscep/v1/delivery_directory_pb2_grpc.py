@@ -54,6 +54,11 @@ class DeliveryDirectoryStub:
                 request_serializer=mdmscep_dot_v1_dot_delivery__directory__pb2.ListCertificatesRequest.SerializeToString,
                 response_deserializer=mdmscep_dot_v1_dot_delivery__directory__pb2.ListCertificatesResponse.FromString,
                 _registered_method=True)
+        self.GetIssuanceRate = channel.unary_unary(
+                '/mdmscep.v1.DeliveryDirectory/GetIssuanceRate',
+                request_serializer=mdmscep_dot_v1_dot_delivery__directory__pb2.GetIssuanceRateRequest.SerializeToString,
+                response_deserializer=mdmscep_dot_v1_dot_delivery__directory__pb2.IssuanceRate.FromString,
+                _registered_method=True)
 
 
 class DeliveryDirectoryServicer:
@@ -91,6 +96,16 @@ class DeliveryDirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIssuanceRate(self, request, context):
+        """GetIssuanceRate says how fast the processor sends one CA's SCEP deliveries now: a rate it
+        learns from the CA's answers (faster while they are fast, slower on slow answers and
+        failures), within the admin's max_issuance_per_second. NOT_FOUND: a CA the processor does
+        not know (yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryDirectoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +128,11 @@ def add_DeliveryDirectoryServicer_to_server(servicer, server):
                     servicer.ListCertificates,
                     request_deserializer=mdmscep_dot_v1_dot_delivery__directory__pb2.ListCertificatesRequest.FromString,
                     response_serializer=mdmscep_dot_v1_dot_delivery__directory__pb2.ListCertificatesResponse.SerializeToString,
+            ),
+            'GetIssuanceRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIssuanceRate,
+                    request_deserializer=mdmscep_dot_v1_dot_delivery__directory__pb2.GetIssuanceRateRequest.FromString,
+                    response_serializer=mdmscep_dot_v1_dot_delivery__directory__pb2.IssuanceRate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +243,33 @@ class DeliveryDirectory:
             '/mdmscep.v1.DeliveryDirectory/ListCertificates',
             mdmscep_dot_v1_dot_delivery__directory__pb2.ListCertificatesRequest.SerializeToString,
             mdmscep_dot_v1_dot_delivery__directory__pb2.ListCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIssuanceRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mdmscep.v1.DeliveryDirectory/GetIssuanceRate',
+            mdmscep_dot_v1_dot_delivery__directory__pb2.GetIssuanceRateRequest.SerializeToString,
+            mdmscep_dot_v1_dot_delivery__directory__pb2.IssuanceRate.FromString,
             options,
             channel_credentials,
             insecure,
