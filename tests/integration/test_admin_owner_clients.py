@@ -10,11 +10,12 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from admin_config.app import build_services, create_app
-from admin_config.delivery_directory_client import DeliveryDirectoryClient
+from admin_config.delivery_directory_client import DeliveryDirectoryClient, IssuanceRate
 from admin_config.errors import ServiceUnavailable
 from admin_config.host_registry_client import HostRegistryClient
 from admin_config.scep_gateway import ScepGatewayClient
@@ -90,6 +91,15 @@ class Directory(delivery_directory_pb2_grpc.DeliveryDirectoryServicer):
             delivery_directory_pb2.HostCertificate(
                 host_uuid="H-1", profile_uuid="", serial="0A", subject="CN=h", issuer="CN=ca",
                 not_before=_stamp(SEEN), not_after=_stamp(SEEN))], total=3)
+
+    def GetIssuanceRate(self, request, context):  # noqa: N802 - gRPC method name
+        self.requests.append(request)
+        if request.ca_id == 404:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no certificate authority 404")
+        if request.ca_id == 1:  # never changed, no ceiling
+            return delivery_directory_pb2.IssuanceRate(per_second=20.0, reason="start")
+        return delivery_directory_pb2.IssuanceRate(per_second=12.5, ceiling=40.0,
+                                                   reason="slow_answer", changed_at=_stamp(SEEN))
 
 
 class Gateway(scep_gateway_pb2_grpc.ScepGatewayServicer):
@@ -184,6 +194,11 @@ def test_delivery_directory_client_asks_and_reads_as_the_proto_says(owners):
         assert not every.HasField("expiring_within_days") and every.per_page == 100
         # Zero days is a bound (expired certificates only), not "no bound".
         assert expiring.HasField("expiring_within_days") and expiring.expiring_within_days == 0.0
+        # Absent fields stay absent; a CA the processor does not know is None, not a 503.
+        assert client.issuance_rate(1) == IssuanceRate(20.0, None, "start", None)
+        assert client.issuance_rate(2) == IssuanceRate(12.5, 40.0, "slow_answer", SEEN)
+        assert client.issuance_rate(404) is None
+        assert [r.ca_id for r in directory.requests[-3:]] == [1, 2, 404]
     finally:
         client.close()
 

@@ -194,4 +194,7 @@ def test_ca_stats_come_from_the_proxys_records_and_the_processors_pacing(admin, 
     assert admin.get(f"/api/v1/fleet/certificate_authorities/{ca_id}/stats").json == {
         "id": ca_id, "name": "Stats_CA", "window_seconds": 3600, "issued": 2, "failed": 1,
         "refused_busy": 1, "in_flight": 0, "waiting": 1, "average_latency_ms": 300.0,
-        "max_concurrent_requests": 2}
+        "max_concurrent_requests": 2,
+        # Never changed by an answer: the start rate, 5 per allowed concurrent request.
+        "issuance_rate": {"per_second": 10.0, "ceiling": None, "reason": "start",
+                          "changed_at": None}}

@@ -22,6 +22,7 @@ from mdmscep_common.crypto import DecryptionError, SecretBox
 from mdmscep_common.logs import register_secret
 from mdmscep_common.outbox import Events
 
+from .delivery_directory_client import IssuanceRate
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnprocessableEntity, field_error
 from .scep_gateway import CaRequestStats, GatewayUnavailable, ProbeOutcome
 from .store import ActivityStore, CertificateAuthorityRow, CertificateAuthorityStore, NameTaken, ProfileStore
@@ -51,10 +52,13 @@ class CaRequestRecords(Protocol):
 
 
 class PacedDeliveries(Protocol):
-    """The processor's deliveries (DeliveryDirectory.CountDeliveries)."""
+    """The processor's deliveries (DeliveryDirectory.CountDeliveries) and their pace per CA
+    (DeliveryDirectory.GetIssuanceRate)."""
 
     def count_deliveries(self, profile_uuid: str = "", host_uuid: str = "",
                          paced_ca_name: str = "") -> dict[str, int]: ...
+
+    def issuance_rate(self, ca_id: int) -> IssuanceRate | None: ...
 
 
 class Database(Protocol):
@@ -266,17 +270,20 @@ class CertificateAuthorityService:
     def stats(self, ca_id: int) -> dict[str, Any]:
         """What this CA went through over the last hour: PKIOperations issued or failed (by the
         proxy's records), requests in flight now (slots held by proxy replicas), deliveries
-        waiting for their issuance turn, average latency."""
+        waiting for their issuance turn, average latency, and the issuance rate the processor
+        learned from its answers (null while the processor does not know the CA yet)."""
         ca = self.get(ca_id)
         # The proxy keeps the requests and holds the slots; the processor paces the deliveries.
         sent = self._ca_requests.ca_request_stats(ca.name, STATS_WINDOW_SECONDS)
         waiting = sum(self._deliveries.count_deliveries(paced_ca_name=ca.name).values())
+        rate = self._deliveries.issuance_rate(ca.id)
         latency = sent.average_latency_ms
         return {"id": ca.id, "name": ca.name, "window_seconds": STATS_WINDOW_SECONDS,
                 "issued": sent.issued, "failed": sent.failed, "refused_busy": sent.refused_busy,
                 "in_flight": sent.in_flight, "waiting": waiting,
                 "average_latency_ms": round(latency, 1) if latency is not None else None,
-                "max_concurrent_requests": ca.max_concurrent_requests}
+                "max_concurrent_requests": ca.max_concurrent_requests,
+                "issuance_rate": rate.as_json() if rate is not None else None}
 
     def delete(self, ca_id: int, actor: str) -> None:
         with self._db.transaction() as conn:

@@ -37,6 +37,20 @@ class HostCertificate:
     not_after: datetime | None
 
 
+@dataclass(frozen=True)
+class IssuanceRate:
+    """How fast the processor sends a CA's SCEP deliveries (learned from the CA's answers)."""
+    per_second: float
+    ceiling: float | None  # the admin's max_issuance_per_second
+    reason: str
+    changed_at: datetime | None
+
+    def as_json(self) -> dict:
+        return {"per_second": round(self.per_second, 3), "ceiling": self.ceiling,
+                "reason": self.reason,
+                "changed_at": self.changed_at.isoformat() if self.changed_at else None}
+
+
 def _delivery(message: delivery_directory_pb2.Delivery) -> Delivery:
     return Delivery(message.host_uuid, message.profile_uuid, message.profile_name,
                     message.identifier, message.operation_type, message.status, message.detail,
@@ -64,6 +78,17 @@ class DeliveryDirectoryClient(OwnerClient):
             profile_uuid=profile_uuid, host_uuid=host_uuid, paced_ca_name=paced_ca_name),
             "deliveries")
         return dict(answer.by_status)
+
+    def issuance_rate(self, ca_id: int) -> IssuanceRate | None:
+        """The CA's issuance rate now; None while the processor does not know the CA."""
+        answer = self._ask("GetIssuanceRate",
+                           delivery_directory_pb2.GetIssuanceRateRequest(ca_id=ca_id),
+                           "issuance_rate", none_if_not_found=True)
+        if answer is None:
+            return None
+        return IssuanceRate(answer.per_second,
+                            answer.ceiling if answer.HasField("ceiling") else None, answer.reason,
+                            time_of(answer, "changed_at"))
 
     def deliveries_of_profile(self, profile_uuid: str, status: str, page: int,
                               per_page: int) -> tuple[list[Delivery], int]:

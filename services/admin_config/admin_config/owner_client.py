@@ -36,12 +36,15 @@ class OwnerClient:
         self._stub = stub_class(self._channel)
         self._timeout = timeout
 
-    def _ask(self, method: str, request: Any, field: str) -> Any:
-        """The owner's answer to `method`, or ServiceUnavailable naming `field` and the status."""
+    def _ask(self, method: str, request: Any, field: str, none_if_not_found: bool = False) -> Any:
+        """The owner's answer to `method`, or ServiceUnavailable naming `field` and the status
+        (`none_if_not_found`: None for NOT_FOUND, an answer of its own)."""
         try:
             return getattr(self._stub, method)(request, timeout=self._timeout)
         except grpc.RpcError as exc:
             code = exc.code()
+            if none_if_not_found and code == grpc.StatusCode.NOT_FOUND:
+                return None
             # UNAVAILABLE and DEADLINE_EXCEEDED pass; anything else is a mismatch between the two
             # sides (a request admin-config should not have made, or an older owner).
             level = (logging.WARNING if code in (grpc.StatusCode.UNAVAILABLE,
