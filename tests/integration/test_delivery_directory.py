@@ -20,7 +20,11 @@ from mdmscep_common.db import Database
 from mdmscep_common.grpc_server import GrpcServer
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.service_database import service_dsn
-from profile_processor.delivery_directory import DeliveryDirectory, DeliveryDirectoryServicer
+from profile_processor.delivery_directory import (
+    DeliveryDirectory,
+    DeliveryDirectoryServicer,
+    UnknownCertificateAuthority,
+)
 from tests.support.processor_read_models import copy_owned_rows_to_processor
 from tests.support.service_certs import service_tls
 
@@ -279,6 +283,48 @@ def test_list_certificates_refuses_bad_requests(world, directory, request_):
     invalid(directory.ListCertificates, dd.ListCertificatesRequest(**request_))
 
 
+# --- GetIssuanceRate ------------------------------------------------------------------------
+
+def test_the_issuance_rate_of_a_ca_is_its_start_until_its_answers_move_it(world, directory,
+                                                                           db_conn):
+    ca_id = db_conn.execute("SELECT id FROM known_certificate_authorities WHERE name = %s",
+                            (PACED_CA,)).fetchone()["id"]
+    start = directory.GetIssuanceRate(dd.GetIssuanceRateRequest(ca_id=ca_id), timeout=10)
+    # 4 slots (the default) × 5/s; no ceiling, never changed: both absent.
+    assert (start.per_second, start.reason) == (20.0, "start")
+    assert not start.HasField("ceiling") and not start.HasField("changed_at")
+    db_conn.execute("UPDATE known_certificate_authorities SET max_issuance_per_second = 50 "
+                    "WHERE id = %s", (ca_id,))
+    db_conn.execute("INSERT INTO ca_pacing (ca_id, per_second, reason, changed_at) "
+                    "VALUES (%s, 7.5, 'slow_answer', now())", (ca_id,))
+    learned = directory.GetIssuanceRate(dd.GetIssuanceRateRequest(ca_id=ca_id), timeout=10)
+    assert (learned.per_second, learned.ceiling, learned.reason) == (7.5, 50.0, "slow_answer")
+    assert learned.changed_at.ToDatetime(tzinfo=world.tzinfo) == world
+    with pytest.raises(grpc.RpcError) as unknown:
+        directory.GetIssuanceRate(dd.GetIssuanceRateRequest(ca_id=0), timeout=10)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_delivery_in_a_cas_queue_waits_for_its_turn_too(world, directory, db_conn):
+    ca_id = db_conn.execute("SELECT id FROM known_certificate_authorities WHERE name = %s",
+                            (PACED_CA,)).fetchone()["id"]
+    # HOST-D's held slot is past; queued for the CA (no slot yet), it waits again.
+    db_conn.execute("UPDATE host_profiles SET queued_for_ca = %s WHERE host_uuid = 'HOST-D' "
+                    "AND profile_uuid = %s", (ca_id, P1))
+    assert dict(directory.CountDeliveries(dd.CountDeliveriesRequest(paced_ca_name=PACED_CA),
+                                          timeout=10).by_status) == {"pending": 3}
+
+
+def _issuance_rate_of_no_ca(stub):
+    """Asked as admin-config, the answer is NOT_FOUND; another caller is refused before that."""
+    try:
+        return stub.GetIssuanceRate(dd.GetIssuanceRateRequest(ca_id=0), timeout=10)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return exc.code()
+
+
 # --- callers ---------------------------------------------------------------------------------
 
 CALLS = {
@@ -290,6 +336,7 @@ CALLS = {
         dd.ListHostsWithDeliveriesRequest(status="pending", page=0, per_page=10), timeout=10),
     "ListCertificates": lambda stub: stub.ListCertificates(
         dd.ListCertificatesRequest(host_uuid="HOST-A"), timeout=10),
+    "GetIssuanceRate": _issuance_rate_of_no_ca,
 }
 
 
@@ -319,5 +366,7 @@ def test_the_processors_own_database_role_answers_every_read(database_url):
         assert directory.hosts_with_deliveries(P1, "failed", ["HOST-A"], 0, 10) == ([], 0)
         assert directory.certificates(None, 30.0, 0, 10)[1] >= 0
         assert directory.certificates("HOST-A", None, 0, 0) == ([], 0)
+        with pytest.raises(UnknownCertificateAuthority):
+            directory.issuance_rate(0)
     finally:
         db.close()

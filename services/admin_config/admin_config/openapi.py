@@ -104,7 +104,22 @@ _SCHEMAS: dict[str, Any] = {
                        "failed": {"type": "integer"}, "refused_busy": {"type": "integer"},
                        "in_flight": {"type": "integer"}, "waiting": {"type": "integer"},
                        "average_latency_ms": {"type": "number", "nullable": True},
-                       "max_concurrent_requests": {"type": "integer"}},
+                       "max_concurrent_requests": {"type": "integer"},
+                       "issuance_rate": {
+                           "type": "object", "nullable": True,
+                           "description": "how fast the processor sends this CA's SCEP "
+                                          "deliveries, learned from its answers (null while the "
+                                          "processor does not know the CA yet)",
+                           "required": ["per_second", "ceiling", "reason", "changed_at"],
+                           "properties": {
+                               "per_second": {"type": "number"},
+                               "ceiling": {"type": "number", "nullable": True,
+                                           "description": "max_issuance_per_second"},
+                               "reason": {"type": "string", "enum": [
+                                   "start", "fast_answers", "slow_answer", "scep_failure",
+                                   "server_error", "timeout", "unreachable"]},
+                               "changed_at": {"type": "string", "format": "date-time",
+                                              "nullable": True}}}},
     },
     "CustomScepProxyCreate": {
         "type": "object", "required": ["custom_scep_proxy"],
