@@ -109,6 +109,25 @@ def test_fast_answers_raise_the_rate_while_deliveries_wait_never_above_the_ceili
     assert _rate(db_conn, ca).per_second == 3.0
 
 
+def test_the_rate_grows_only_while_the_cas_traffic_keeps_up_with_it(db_conn):
+    """Hosts slower than the pace (a few answers per second at 20/s): a higher rate would be
+    untried, and would hit the CA all at once when many hosts come."""
+    ca = _ca(db_conn)
+    _deliveries_wait(db_conn, ca)
+    db_conn.execute("UPDATE ca_pacing SET answers_since = now() - interval '3 seconds', "
+                    "answers = 4 WHERE ca_id = %s", (ca["id"],))
+    for _ in range(10):
+        assert _answer(db_conn, ca) is None  # the window closed at 4 answers in 3 s
+    row = _row(db_conn, ca)
+    assert row["answers_per_second"] == pytest.approx(4 / 3) and row["answers"] == 10
+    assert _rate(db_conn, ca).per_second == 20.0
+    # A window of 2 s with 30 answers: 15/s, over half the rate: it grows again.
+    db_conn.execute("UPDATE ca_pacing SET answers_since = now() - interval '2 seconds', "
+                    "answers = 30 WHERE ca_id = %s", (ca["id"],))
+    assert _answer(db_conn, ca) == "fast_answers"
+    assert _row(db_conn, ca)["answers_per_second"] == pytest.approx(15.0)
+
+
 def test_failures_halve_the_rate_once_per_window_down_to_the_floor(db_conn):
     ca = _ca(db_conn)
     assert _answer(db_conn, ca, "scep_failure", fail_info="badRequest") == "scep_failure"

@@ -6,7 +6,9 @@ a path's capacity.
 - Increase: each fast issued answer while the pacing holds deliveries back adds STEP / rate, so
   the rate grows by about STEP per second at full pace, never above max_issuance_per_second when
   the admin set one (a ceiling then). While nothing waits (the pace is not what limits the CA's
-  traffic) answers prove nothing about a higher rate, and it stays.
+  traffic), or while the CA's answers per second stay under TESTED_SHARE of the rate (hosts
+  slower than the pace: the rate was never tried), answers prove nothing about a higher rate and
+  it stays: a rate learned untested would hit the CA all at once when many hosts come.
 - Decrease: the rate is halved (not under FLOOR_RATE) on a SCEP FAILURE, a 5xx, a timeout, an
   unreachable CA, or a slow answer: its time at the CA plus its wait for one of the CA's slots at
   the proxy is over SLOW_FACTOR times the CA's normal (a moving average of its answers) and over
@@ -45,6 +47,8 @@ SLOW_MIN_MS = 100.0  # a faster answer is never slow (a few ms of jitter at a fa
 BASELINE_WEIGHT = 0.1
 SLOW_BASELINE_WEIGHT = 0.01
 HORIZON = 2.0  # seconds of issuance slots reserved ahead
+ANSWERS_WINDOW = 2.0  # seconds over which the CA's answers per second are counted
+TESTED_SHARE = 0.5  # the rate grows while the CA's answers per second are at least this share
 
 START = "start"
 FAST_ANSWERS = "fast_answers"
@@ -111,6 +115,19 @@ def verdict(event: dict[str, Any]) -> str | None:
     return None
 
 
+def _count_answer(row: dict[str, Any]) -> tuple[datetime, int, float | None]:
+    """The CA's answers counted with this one: (window start, answers in it, answers per second
+    of the last whole window). An answer after ANSWERS_WINDOW closes the window and opens the
+    next; after a quiet spell the closing window's figure is low, which holds increases back
+    till the next one says otherwise."""
+    since, answers, per_second = row["answers_since"], row["answers"], row["answers_per_second"]
+    if since is not None and (row["now"] - since).total_seconds() < ANSWERS_WINDOW:
+        return since, answers + 1, per_second
+    if since is not None:
+        per_second = answers / max((row["now"] - since).total_seconds(), 1e-3)
+    return row["now"], 1, per_second
+
+
 def _answer_ms(event: dict[str, Any]) -> float | None:
     latency, wait = event.get("latency_ms"), event.get("slot_wait_ms") or 0.0
     if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
@@ -139,36 +156,44 @@ class IssuancePacing:
         conn.execute("INSERT INTO ca_pacing (ca_id) VALUES (%s) ON CONFLICT DO NOTHING", (ca["id"],))
         row = conn.execute(
             """SELECT per_second, baseline_ms, next_slot_at > now() AS limiting,
-                      decreased_at > now() - make_interval(secs => %s) AS decreased_lately
+                      decreased_at > now() - make_interval(secs => %s) AS decreased_lately,
+                      answers_since, answers, answers_per_second, now() AS now
                FROM ca_pacing WHERE ca_id = %s FOR UPDATE""",
             (DECREASE_WINDOW, ca["id"])).fetchone()
         rate = current_rate(row["per_second"], ca)
+        since, answers, per_second = _count_answer(row)
         reason, baseline = what, row["baseline_ms"]
         if what == "answered":
             took = _answer_ms(event)
             if took is None:
-                return None
-            slow = baseline is not None and took > max(SLOW_FACTOR * baseline, SLOW_MIN_MS)
-            baseline = took if baseline is None else baseline + (
-                SLOW_BASELINE_WEIGHT if slow else BASELINE_WEIGHT) * (took - baseline)
-            reason = SLOW_ANSWER if slow else FAST_ANSWERS
-        if reason == FAST_ANSWERS:
+                reason = None  # counted, but without its time it tells nothing more
+            else:
+                slow = baseline is not None and took > max(SLOW_FACTOR * baseline, SLOW_MIN_MS)
+                baseline = took if baseline is None else baseline + (
+                    SLOW_BASELINE_WEIGHT if slow else BASELINE_WEIGHT) * (took - baseline)
+                reason = SLOW_ANSWER if slow else FAST_ANSWERS
+        if reason is None:
+            new = rate
+        elif reason == FAST_ANSWERS:
+            tested = per_second is None or per_second >= TESTED_SHARE * rate
             ceiling = ca["max_issuance_per_second"] or MAX_RATE
-            new = min(ceiling, rate + STEP / rate) if row["limiting"] else rate
+            new = min(ceiling, rate + STEP / rate) if row["limiting"] and tested else rate
         elif row["decreased_lately"]:
             new = rate  # one decrease per window
         else:
             new = max(min(FLOOR_RATE, rate), rate * DECREASE_FACTOR)
         changed = new != rate
         conn.execute(
-            """UPDATE ca_pacing SET baseline_ms = %(baseline)s,
+            """UPDATE ca_pacing SET baseline_ms = %(baseline)s, answers_since = %(since)s,
+                      answers = %(answers)s, answers_per_second = %(answered)s,
                       per_second = CASE WHEN %(changed)s THEN %(new)s ELSE per_second END,
                       reason = CASE WHEN %(changed)s THEN %(reason)s ELSE reason END,
                       changed_at = CASE WHEN %(changed)s THEN now() ELSE changed_at END,
                       decreased_at = CASE WHEN %(changed)s AND %(decrease)s THEN now()
                                           ELSE decreased_at END
                WHERE ca_id = %(ca)s""",
-            {"baseline": baseline, "changed": changed, "new": new, "reason": reason,
+            {"baseline": baseline, "since": since, "answers": answers, "answered": per_second,
+             "changed": changed, "new": new, "reason": reason,
              "decrease": reason != FAST_ANSWERS, "ca": ca["id"]})
         if not changed:
             return None

@@ -17,6 +17,12 @@ ALTER TABLE ca_pacing
     ADD COLUMN decreased_at   timestamptz,
     -- The CA's normal answer time (ms, moving average): an answer well above it is slow.
     ADD COLUMN baseline_ms    double precision,
+    -- The CA's answers per second, counted over windows of a few seconds (answers since
+    -- answers_since; answers_per_second: the last whole window's): the rate grows only while
+    -- the CA's traffic keeps up with it.
+    ADD COLUMN answers_since       timestamptz,
+    ADD COLUMN answers             integer NOT NULL DEFAULT 0,
+    ADD COLUMN answers_per_second  double precision,
     -- Deliveries beyond the reserved horizon wait in the CA's queue (host_profiles.queued_for_ca):
     -- where the next one to join it is expected to get its turn. NULL: the queue is empty.
     ADD COLUMN queue_until    timestamptz;
