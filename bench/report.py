@@ -2,7 +2,7 @@
 docs/benchmarks.md (machine, a table per benchmark, issue 10's targets met or missed and, for a
 miss, what bounds it with the profile that shows it) and the plots under docs/benchmarks/.
 
-    .venv/bin/python bench/report.py [--only delivery mdm_endpoint push scep_proxy]
+    .venv/bin/python bench/report.py [--only delivery mdm_endpoint push scep_proxy pacing]
                                      [--quiet-load 2.0] [--max-wait 30] [--no-profile]
 
 Other engineers' jobs may share the machine: before each benchmark the report waits (up to
@@ -63,6 +63,7 @@ BENCHMARKS = (
     Benchmark("scep_proxy", "SCEP proxy", "scep_proxy_bench.py", ("--seconds", "4"), 300),
     Benchmark("retention", "Table sizes under retention", "retention_bench.py", (), 300,
               figures=False),
+    Benchmark("pacing", "Adaptive issuance pacing", "pacing_bench.py", (), 420, figures=False),
 )
 
 
@@ -609,6 +610,16 @@ def write_report(results: dict, info: dict, profiles: Path, written: list[str]) 
         lines += ["## Table sizes under retention", "",
                   "`bench/retention_bench.py` (its printout; see docs/operations.md, retention):",
                   "", "```", (r.get("output") or "").rstrip(), "```"] + _error(r) + [""]
+
+    r = results.get("pacing", {})
+    if r:
+        lines += ["## Adaptive issuance pacing", "",
+                  "`bench/pacing_bench.py` (its printout): the stack, simulated Macs and a real "
+                  "scepserver behind a relay that issues one certificate at a time in at least "
+                  "40 ms (a CA of known capacity); the processor learns the CA's rate from its "
+                  "answers, then the CA is made slow, then failing (profile_processor/pacing.py, "
+                  "docs/operations.md):", "",
+                  "```", (r.get("output") or "").rstrip(), "```"] + _error(r) + [""]
 
     lines += ["## How", "",
               "`make bench` runs `bench/report.py`, which runs each benchmark as its own process "

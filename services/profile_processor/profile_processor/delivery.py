@@ -28,7 +28,7 @@ from .store import MAX_ATTEMPTS, DeliveryStore
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 500
-PACING_GRACE = timedelta(seconds=1)
+PACING_GRACE = timedelta(seconds=0.25)
 RENEWALS_PER_PASS = 2000
 MAX_CACHED_TEMPLATES = 64
 ENQUEUE_THREADS = 4  # Commander calls in flight at once (one per concurrent send_due)

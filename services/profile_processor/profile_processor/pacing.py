@@ -5,15 +5,19 @@ a path's capacity.
 - Start: the admin's max_issuance_per_second, else PER_SLOT_RATE per allowed concurrent request.
 - Increase: each fast issued answer while the pacing holds deliveries back adds STEP / rate, so
   the rate grows by about STEP per second at full pace, never above max_issuance_per_second when
-  the admin set one (a ceiling then). While nothing waits (the pace is not what limits the CA's
-  traffic), or while the CA's answers per second stay under TESTED_SHARE of the rate (hosts
-  slower than the pace: the rate was never tried), answers prove nothing about a higher rate and
-  it stays: a rate learned untested would hit the CA all at once when many hosts come.
+  the admin set one (a ceiling then). While nothing waits (no delivery in the CA's queue or
+  holding a slot ahead: the pace is not what limits the CA's traffic), or while the CA's answers
+  per second stay under TESTED_SHARE of the rate (hosts slower than the pace: the rate was never
+  tried), answers prove nothing about a higher rate and it stays: a rate learned untested would
+  hit the CA all at once when many hosts come.
 - Decrease: the rate is halved (not under FLOOR_RATE) on a SCEP FAILURE, a 5xx, a timeout, an
-  unreachable CA, or a slow answer: its time at the CA plus its wait for one of the CA's slots at
-  the proxy is over SLOW_FACTOR times the CA's normal (a moving average of its answers) and over
-  SLOW_MIN_MS. At most one decrease per DECREASE_WINDOW: the answers to deliveries sent before a
-  decrease come after it and would otherwise take the rate to the floor for one congestion.
+  unreachable CA, or slow answers: the answers' recent time (at the CA plus the wait for one of
+  the CA's slots at the proxy; a moving average over about the last 5) is over SLOW_FACTOR
+  times the CA's normal (the same over about the last 50) and over SLOW_MIN_MS. Recent, not
+  each: one answer that waited (two hosts at once for one slot, the proxy's polling for a slot
+  of a busy CA) is no slow CA, and halving for it kept the rate far under what a CA took. At
+  most one decrease per DECREASE_WINDOW: the answers to deliveries sent before a decrease come
+  after it and would otherwise take the rate to the floor for one congestion.
 
 The state is the CA's ca_pacing row, shared by every processor replica: the update is made with the
 row locked, in the transaction of the scep.result (the inbox's), so a redelivered event is
@@ -41,14 +45,20 @@ STEP = 1.0
 DECREASE_FACTOR = 0.5
 DECREASE_WINDOW = 2.0  # seconds: about the time from a send to the CA's answer
 SLOW_FACTOR = 3.0
-SLOW_MIN_MS = 100.0  # a faster answer is never slow (a few ms of jitter at a fast CA)
-# The CA's normal moves fast with normal answers and slowly with slow ones: a CA that became
-# slower for good is, after a few hundred answers, normal at its new speed.
-BASELINE_WEIGHT = 0.1
-SLOW_BASELINE_WEIGHT = 0.01
+SLOW_MIN_MS = 250.0  # a faster answer is never slow (jitter, a short burst queued at a fast CA)
+RECENT_WEIGHT = 0.2
+# One answer moves the recent time by at most RECENT_WEIGHT of this many slow thresholds: an
+# answer that waited seconds (the proxy polls for a busy CA's slot) is no trend of its own.
+RECENT_CAP = 2.0
+# The CA's normal moves with normal answers, and hardly with slow ones: a CA that became slower
+# for good is, after several hundred answers, normal at its new speed.
+BASELINE_WEIGHT = 0.02
+SLOW_BASELINE_WEIGHT = 0.002
 HORIZON = 2.0  # seconds of issuance slots reserved ahead
 ANSWERS_WINDOW = 2.0  # seconds over which the CA's answers per second are counted
-TESTED_SHARE = 0.5  # the rate grows while the CA's answers per second are at least this share
+# The rate grows while the CA's answers per second are at least this share of it: it stays
+# within a third above what the CA was seen to take.
+TESTED_SHARE = 0.75
 
 START = "start"
 FAST_ANSWERS = "fast_answers"
@@ -155,22 +165,33 @@ class IssuancePacing:
             return None  # deleted since
         conn.execute("INSERT INTO ca_pacing (ca_id) VALUES (%s) ON CONFLICT DO NOTHING", (ca["id"],))
         row = conn.execute(
-            """SELECT per_second, baseline_ms, next_slot_at > now() AS limiting,
+            """SELECT per_second, baseline_ms, recent_ms,
+                      next_slot_at > now() OR EXISTS (
+                          SELECT 1 FROM host_profiles WHERE queued_for_ca = ca_pacing.ca_id
+                            AND status = 'pending' AND operation_type = 'install') AS limiting,
                       decreased_at > now() - make_interval(secs => %s) AS decreased_lately,
                       answers_since, answers, answers_per_second, now() AS now
                FROM ca_pacing WHERE ca_id = %s FOR UPDATE""",
             (DECREASE_WINDOW, ca["id"])).fetchone()
         rate = current_rate(row["per_second"], ca)
         since, answers, per_second = _count_answer(row)
-        reason, baseline = what, row["baseline_ms"]
+        reason, baseline, recent = what, row["baseline_ms"], row["recent_ms"]
         if what == "answered":
             took = _answer_ms(event)
             if took is None:
                 reason = None  # counted, but without its time it tells nothing more
+            elif baseline is None:
+                baseline = recent = took
+                reason = FAST_ANSWERS
             else:
-                slow = baseline is not None and took > max(SLOW_FACTOR * baseline, SLOW_MIN_MS)
-                baseline = took if baseline is None else baseline + (
-                    SLOW_BASELINE_WEIGHT if slow else BASELINE_WEIGHT) * (took - baseline)
+                # The normal learns from answers near it: one far above moves it hardly, or a
+                # CA turning slow would make its own slowness normal before the recent time
+                # shows it.
+                threshold = max(SLOW_FACTOR * baseline, SLOW_MIN_MS)
+                far = took > threshold
+                baseline += (SLOW_BASELINE_WEIGHT if far else BASELINE_WEIGHT) * (took - baseline)
+                recent += RECENT_WEIGHT * (min(took, RECENT_CAP * threshold) - recent)
+                slow = recent > max(SLOW_FACTOR * baseline, SLOW_MIN_MS)
                 reason = SLOW_ANSWER if slow else FAST_ANSWERS
         if reason is None:
             new = rate
@@ -184,7 +205,8 @@ class IssuancePacing:
             new = max(min(FLOOR_RATE, rate), rate * DECREASE_FACTOR)
         changed = new != rate
         conn.execute(
-            """UPDATE ca_pacing SET baseline_ms = %(baseline)s, answers_since = %(since)s,
+            """UPDATE ca_pacing SET baseline_ms = %(baseline)s, recent_ms = %(recent)s,
+                      answers_since = %(since)s,
                       answers = %(answers)s, answers_per_second = %(answered)s,
                       per_second = CASE WHEN %(changed)s THEN %(new)s ELSE per_second END,
                       reason = CASE WHEN %(changed)s THEN %(reason)s ELSE reason END,
@@ -192,8 +214,8 @@ class IssuancePacing:
                       decreased_at = CASE WHEN %(changed)s AND %(decrease)s THEN now()
                                           ELSE decreased_at END
                WHERE ca_id = %(ca)s""",
-            {"baseline": baseline, "since": since, "answers": answers, "answered": per_second,
-             "changed": changed, "new": new, "reason": reason,
+            {"baseline": baseline, "recent": recent, "since": since, "answers": answers,
+             "answered": per_second, "changed": changed, "new": new, "reason": reason,
              "decrease": reason != FAST_ANSWERS, "ca": ca["id"]})
         if not changed:
             return None

@@ -75,6 +75,8 @@ class SimulatedHost:
         # every InstallProfile with this error text.
         self.fetch_certificates = True
         self.install_error: str | None = None
+        # A key made beforehand for the certificates of SCEP payloads (None: one per certificate).
+        self.scep_key_pem: bytes | None = None
         self.received: list[dict] = []  # every command plist, in order
 
     # -- signing and transport ---------------------------------------------------------------
@@ -201,7 +203,8 @@ class SimulatedHost:
             try:
                 enrolled = scep.enroll(self.scep_url_override or content["URL"],
                                        content.get("Challenge", ""), subject,
-                                       int(content.get("Keysize", 2048)), self.workdir)
+                                       int(content.get("Keysize", 2048)), self.workdir,
+                                       key_pem=self.scep_key_pem)
             except scep.ScepEnrollmentFailed as exc:
                 return _error(22013, "MCSCEPErrorDomain",
                               f"The SCEP server returned an invalid response. {exc}")

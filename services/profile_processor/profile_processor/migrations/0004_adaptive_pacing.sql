@@ -15,8 +15,10 @@ ALTER TABLE ca_pacing
     -- The last decrease: at most one per short window, so one burst of bad answers (about
     -- deliveries sent before it) does not take the rate down to the floor.
     ADD COLUMN decreased_at   timestamptz,
-    -- The CA's normal answer time (ms, moving average): an answer well above it is slow.
+    -- The CA's normal answer time and its recent one (ms, moving averages over about the last
+    -- 50 and the last 5 answers): recent answers well above the normal are slow.
     ADD COLUMN baseline_ms    double precision,
+    ADD COLUMN recent_ms      double precision,
     -- The CA's answers per second, counted over windows of a few seconds (answers since
     -- answers_since; answers_per_second: the last whole window's): the rate grows only while
     -- the CA's traffic keeps up with it.
