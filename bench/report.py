@@ -616,8 +616,9 @@ def write_report(results: dict, info: dict, profiles: Path, written: list[str]) 
         lines += ["## Adaptive issuance pacing", "",
                   "`bench/pacing_bench.py` (its printout): the stack, simulated Macs and a real "
                   "scepserver behind a relay that issues one certificate at a time in at least "
-                  "40 ms (a CA of known capacity); the processor learns the CA's rate from its "
-                  "answers, then the CA is made slow, then failing (profile_processor/pacing.py, "
+                  "70 ms (a CA of known capacity, under what the hosts ask for; one request at "
+                  "a time allowed); the processor learns the CA's rate from its answers, then "
+                  "the CA is made slow, then failing (profile_processor/pacing.py, "
                   "docs/operations.md):", "",
                   "```", (r.get("output") or "").rstrip(), "```"] + _error(r) + [""]
 

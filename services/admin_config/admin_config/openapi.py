@@ -53,8 +53,10 @@ _LIMITS = {
                                 "description": "PKIOperations in flight at this CA, fleet-wide"},
     "max_issuance_per_second": {"type": "number", "minimum": 0.01, "maximum": 10000,
                                 "nullable": True,
-                                "description": "pace of deliveries to this CA (default: 5 per "
-                                               "allowed concurrent request)"},
+                                "description": "ceiling of the pace of deliveries to this CA, "
+                                               "which is learned from its answers (starting "
+                                               "here, else at 5 per allowed concurrent "
+                                               "request)"},
 }
 
 _HOST_FACTS = {"product_name": {"type": "string",
