@@ -351,6 +351,12 @@ def endpoint(pool):
     assert send("/mdm/checkin", plistlib.dumps({
         "MessageType": "TokenUpdate", "UDID": UDID, "Topic": "t", "Token": b"\x01" * 32,
         "PushMagic": "magic"})).status_code == 200
+    # Enrolled, it is asked its facts first; it answers, as a device does.
+    asked = plistlib.loads(send("/mdm/connect", plistlib.dumps({"Status": "Idle",
+                                                                 "UDID": UDID})).content)
+    assert send("/mdm/connect", plistlib.dumps({
+        "Status": "Acknowledged", "UDID": UDID, "CommandUUID": asked["CommandUUID"],
+        "QueryResponses": {"ProductName": "Mac15,3"}})).content == b""
     with db.transaction() as conn:
         CommandStore().enqueue(conn, [(UDID, COMMAND, "InstallProfile",
                                        mdm_commands.install_profile(COMMAND, b"<profile/>"))], [])

@@ -131,6 +131,7 @@ REVIEWED = {
                                   "key == bus.CONFIG_CHANGED", "key == bus.HOST_ENROLLED",
                                   "key != bus.HOST_ENROLLED"},
     "profile_processor/read_models.py": {"routing_key == bus.HOST_ENROLLED"},  # routing keys
+    "admin_config/owner_client.py": {"code == grpc.StatusCode.NOT_FOUND"},  # a status code
     "admin_config/certificate_authorities.py": {
         "challenge == MASKED_CHALLENGE",  # the public mask "********"
         # An admin's PATCH against the stored challenge: the caller is authenticated and a
