@@ -6,6 +6,7 @@ from admin_config.app import build_services, create_app
 from admin_config.scep_gateway import ScepGatewayClient
 from mdmscep_common.health import HealthChecks
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
+from tests.support.consuming import consume_in_thread
 from tests.support.owner_doubles import ca_requests, delivery_directory, row_owners
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
@@ -374,8 +375,6 @@ def processor_relay(mdm_settings, mdm_db):
 def admin_events(mdm_db, amqp_url):
     """admin-config's consumer of admin_config.events (as `admin-config worker` runs it), over
     committed data; what earlier tests left in the queue is purged first."""
-    import threading
-
     from admin_config.background_duties import admin_config_events_handler
     from mdmscep_common import bus, work_queues
 
@@ -386,9 +385,7 @@ def admin_events(mdm_db, amqp_url):
             queue(channel).purge()
     worker = bus.Worker(amqp_url, {queue.name: (queue, admin_config_events_handler(mdm_db, 30))},
                         prefetch=4, requeue_pause=0.05)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    assert worker.ready.wait(10)
+    thread = consume_in_thread(worker)
     yield worker
     worker.stop()
     thread.join(10)
@@ -411,18 +408,17 @@ def start_processor(mdm_settings, mdm_db, commander, processor_relay):
             "SCEP_PROXY_PUBLIC_URL": PROXY_PUBLIC_URL, "PROFILE_RECONCILE_INTERVAL": "1",
             "PROFILE_RETRY_BACKOFF": "0.1", **tls_env("profile-processor"), **env})
         loop, worker, authority, client = build(settings, mdm_db)
-        threads = [threading.Thread(target=loop.run, daemon=True),
-                   threading.Thread(target=worker.run, daemon=True)]
-        for thread in threads:
-            thread.start()
-        assert worker.ready.wait(10)
-        running.append((loop, worker, client, threads))
+        reconciling = threading.Thread(target=loop.run, daemon=True)
+        reconciling.start()
+        running.append((loop, worker, client, [reconciling, consume_in_thread(worker)]))
         return ProcessorReplica(authority, loop.reconciler)
 
     yield start
-    for loop, worker, client, threads in running:
+    # Every replica is told to stop before any is waited for.
+    for loop, worker, _, _ in running:
         worker.stop()
         loop.stop()
+    for _, _, client, threads in running:
         for thread in threads:
             thread.join(10)
         client.close()
