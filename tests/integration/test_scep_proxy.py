@@ -35,12 +35,13 @@ from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox, OutboxRelay
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.config_events import ConfigListener
 from scep_proxy.outcome_records import OutcomeStore
+from scep_proxy.profile_authority_client import ProfileAuthorityClient
 from scep_proxy.scep_protocol import MAX_MESSAGE_BYTES, encode_get_message, read_cert_rep
 from scep_proxy.settings import ScepProxySettings
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.ports import free_port, wait_for_port
 from tests.support.recording_publisher import RecordingPublisher
-from tests.support.service_certs import tls_env
+from tests.support.service_certs import service_tls, tls_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
@@ -189,12 +190,12 @@ def _recording(app, record: list):
 class Proxy:
     """The proxy app as app.py builds it, with the fake authority and test settings."""
 
-    def __init__(self, authority_address: str, publisher, **env: str):
+    def __init__(self, authority_address: str, publisher, authority_client=None, **env: str):
         self.settings = ScepProxySettings.from_env({
             "PROCESSOR_GRPC_ADDR": authority_address,
             **tls_env("scep-proxy"),
             "SCEP_UPSTREAM_TIMEOUT": "3", **env})
-        self.parts = build_proxy(self.settings, publisher)
+        self.parts = build_proxy(self.settings, publisher, authority_client)
         self.proxy = self.parts.proxy
         self.app = create_app(self.proxy, HealthChecks({}))
         self.client = self.app.test_client()
@@ -271,7 +272,7 @@ def make_proxy(authority, publisher):
 
     def make(**env) -> Proxy:
         proxy = Proxy(env.pop("authority_address", authority.address),
-                      env.pop("publisher", publisher), **env)
+                      env.pop("publisher", publisher), env.pop("authority_client", None), **env)
         made.append(proxy)
         return proxy
     yield make
@@ -592,14 +593,20 @@ def test_per_ca_limit_refuses_with_retry_after_and_keeps_the_code(fake, make_pro
 
 
 def test_processor_unreachable_is_503_with_retry_after(fake, make_proxy, pkcs_requests):
-    proxy = make_proxy(authority_address=f"127.0.0.1:{free_port()}")
-    path = proxy_path(*grant(fake))
-    for response in (proxy.client.get(path + "?operation=GetCACaps"),
-                     proxy.client.post(path + "?operation=PKIOperation",
-                                       data=pkcs_requests["right"])):
-        assert response.status_code == 503
-        assert int(response.headers["Retry-After"]) > 0
-        assert f"CA {CA}" in response.get_data(as_text=True)
+    # The proxy's client waits for the processor up to its deadline (5 s as built): 1 s here.
+    unreachable = ProfileAuthorityClient(f"127.0.0.1:{free_port()}", service_tls("scep-proxy"),
+                                         timeout=1.0)
+    try:
+        proxy = make_proxy(authority_client=unreachable)
+        path = proxy_path(*grant(fake))
+        for response in (proxy.client.get(path + "?operation=GetCACaps"),
+                         proxy.client.post(path + "?operation=PKIOperation",
+                                           data=pkcs_requests["right"])):
+            assert response.status_code == 503
+            assert int(response.headers["Retry-After"]) > 0
+            assert f"CA {CA}" in response.get_data(as_text=True)
+    finally:
+        unreachable.close()
 
 
 # --- caches and the bus ----------------------------------------------------------------------
