@@ -89,9 +89,11 @@ PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadsc
 test: $(STAMP) scep lint
 	$(PYTEST) tests
 
-# Unit and integration tests only, no lint: the loop while changing code.
+# Unit and integration tests only, no lint, and none that starts the whole stack as processes
+# (marked slow: the launcher, the operations stack; `make test` runs them): the loop while
+# changing code.
 test-fast: $(STAMP) scep
-	$(PYTEST) tests/unit tests/integration
+	$(PYTEST) -m "not slow" tests/unit tests/integration
 
 # Benchmarks are not tests: every one runs, then docs/benchmarks.md and its plots are rewritten
 # from what was measured (about 15 minutes; wrk is installed where missing).
