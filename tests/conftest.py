@@ -78,15 +78,46 @@ def report_past_capture(config: pytest.Config, text: str) -> None:
             reporter.write_line(line)
 
 
+# Seconds each test took (setup, call and teardown) in the last run that ran it, in pytest's
+# cache (.pytest_cache): what orders the modules of the next run.
+TEST_SECONDS_KEY = "mdmscep/test_seconds"
+# Where a test has not run here yet: the fault tests take by far the longest, then the other
+# tests that start stacks (marked slow).
+UNMEASURED_SECONDS = {"faults": 60.0, "slow": 20.0, "other": 0.1}
+
+
+def _expected_seconds(item, measured: dict[str, float]) -> float:
+    if item.nodeid in measured:
+        return measured[item.nodeid]
+    if item.nodeid.startswith("tests/faults/"):
+        return UNMEASURED_SECONDS["faults"]
+    return UNMEASURED_SECONDS["slow" if item.get_closest_marker("slow") else "other"]
+
+
 def pytest_collection_modifyitems(config, items):
     """`make test` runs pytest-xdist with --dist loadfile (a module's tests share a worker, so a
     module's world is built once) and --no-loadscope-reorder: workers are handed modules in
-    collection order. The longest go first, so the run ends with short tests rather than waiting
-    on a long one: the fault tests take by far the longest, then the other tests that start
-    stacks (marked slow)."""
+    collection order, each taking the next when it is done. The longest go first, so the run
+    ends with short modules rather than one worker waiting on a long one: modules are ordered by
+    what their collected tests took last time, else by UNMEASURED_SECONDS. A module keeps its
+    own order of tests."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
-                                     not item.nodeid.startswith("tests/faults/")))
+        cache = getattr(config, "cache", None)
+        measured = cache.get(TEST_SECONDS_KEY, {}) if cache is not None else {}
+        module_seconds: dict[str, float] = {}
+        for item in items:
+            module = item.nodeid.split("::")[0]
+            module_seconds[module] = module_seconds.get(module, 0.0) + \
+                _expected_seconds(item, measured)
+        items.sort(key=lambda item: -module_seconds[item.nodeid.split("::")[0]])
+
+
+_TEST_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """In the run's main process (a pytest-xdist worker reports there too): each test's time."""
+    _TEST_SECONDS[report.nodeid] = _TEST_SECONDS.get(report.nodeid, 0.0) + report.duration
 
 
 _WORKER_REPORTS: list[str] = []
@@ -95,6 +126,15 @@ _WORKER_REPORTS: list[str] = []
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
     _WORKER_REPORTS.extend(getattr(node, "workeroutput", {}).get("mdmscep_reports", []))
+
+
+def pytest_sessionfinish(session):
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _TEST_SECONDS:
+        return
+    measured = cache.get(TEST_SECONDS_KEY, {})
+    measured.update({nodeid: round(seconds, 2) for nodeid, seconds in _TEST_SECONDS.items()})
+    cache.set(TEST_SECONDS_KEY, measured)
 
 
 def pytest_terminal_summary(terminalreporter):
