@@ -15,6 +15,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from psycopg.rows import dict_row
 
+from mdmscep_common import outbox
 from mdmscep_common.db import SingleConnectionDatabase, drop_database, ensure_database
 from mdmscep_common.migrate import apply_migrations
 from tests.support.scepserver import start_scepserver
@@ -33,6 +34,11 @@ ADMIN_TOKEN = "test-admin-token-" + (os.environ.get("PYTEST_XDIST_TESTRUNUID") o
 # busy the machine is when `make test` runs the suite on several workers.
 hypothesis_settings.register_profile("mdmscep", deadline=None)
 hypothesis_settings.load_profile("mdmscep")
+
+# An outbox relay waiting for a notification looks at its stop flag every 0.5 s; most
+# integration tests stop relays they started in this process, and each stop waited up to that.
+# The processes tests start keep the service's own value.
+outbox.STOP_CHECK_SECONDS = 0.05
 
 
 def _describe_lambdas_despite_cpython_gh_106905() -> None:
