@@ -291,11 +291,9 @@ def _truncate_all(db):
 
 
 @pytest.fixture
-def clean_state(mdm_db, amqp_url):
-    """Tests that commit start and end with empty tables (others roll back their own)."""
-    _reset(mdm_db, amqp_url)
-    yield
-    _reset(mdm_db, amqp_url)
+def clean_state(clean_hosts):
+    """Tests that commit start and end with empty tables (others roll back their own): those of
+    clean_hosts, emptied once for a test that asks for both."""
 
 
 @pytest.fixture
