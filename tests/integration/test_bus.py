@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -14,6 +13,7 @@ import kombu
 import pytest
 
 from mdmscep_common import bus
+from tests.support.consuming import consume_in_thread
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
@@ -48,10 +48,7 @@ def _drain(amqp_url, queue: kombu.Queue, expect: int, timeout: float = 15.0) -> 
 
 def _start_worker(amqp_url, queue, handler, **kw):
     worker = bus.Worker(amqp_url, {queue.name: (queue, handler)}, prefetch=4, **kw)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    assert worker.ready.wait(10)
-    return worker, thread
+    return worker, consume_in_thread(worker)
 
 
 def test_message_is_acked_only_after_the_handler(amqp_url, queue_name):

@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mdmscep_common import bus, dlq
+from tests.support.consuming import consume_in_thread
 from tests.support.waiting import wait_for
 
 CLI = str(Path(sys.executable).parent / "mdmscep-dlq")
@@ -45,9 +45,7 @@ def work_queue(amqp_url):
 
     worker = bus.Worker(amqp_url, {name: (queue, handle)}, prefetch=4, requeue_pause=0.01,
                         queue_depth_interval=0.2)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    assert worker.ready.wait(10)
+    thread = consume_in_thread(worker)
     yield {"name": name, "key": key, "state": state}
     worker.stop()
     thread.join(10)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +27,7 @@ from mdmscep_common.db import Database
 from mdmscep_common.inbox import PROFILE_PROCESSOR_INBOX, Inbox, event_id_of, first_delivery
 from mdmscep_common.outbox import ADMIN_CONFIG_OUTBOX, Outbox, OutboxRelay, published_rule
 from mdmscep_common.retention import Pruner
+from tests.support.consuming import consume_in_thread
 from tests.support.outage_proxy import OutageProxy
 from tests.support.waiting import eventually, wait_for
 
@@ -255,9 +255,7 @@ def test_a_redelivered_event_is_handled_once_and_failed_work_again(pool, amqp_ur
 
     worker = bus.Worker(amqp_url, {queue.name: (queue, lambda body, _d: inbox.handle(
         body, lambda tx: work(tx, body)))}, prefetch=1, requeue_pause=0.05)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    assert worker.ready.wait(10)
+    thread = consume_in_thread(worker)
     once, flaky = str(uuid.uuid4()), str(uuid.uuid4())
     duplicates = metric("mdmscep_inbox_duplicates_total", table=PROFILE_PROCESSOR_INBOX)
     publisher = bus.Publisher(amqp_url)
