@@ -24,6 +24,7 @@ import pytest
 
 from tests.deploy.deployfiles import NGINX_CONF, ROUTES
 from tests.support.ports import free_port, wait_for_port
+from tests.support.serving import serve_in_thread
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None,
                                 reason="needs nginx (Debian package nginx-light)")
@@ -127,7 +128,7 @@ def entry(tmp_path, dns):
         for address in addresses:
             server = ThreadingHTTPServer((address, ports[name]), EchoHandler)
             server.name = f"{name}@{address}"
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            serve_in_thread(server)
             servers.append(server)
     try:
         with run_nginx(tmp_path, dns.port, ports) as listen:

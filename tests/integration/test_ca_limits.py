@@ -23,6 +23,7 @@ from tests.conftest import SERVER_PRIVATE_KEY
 from tests.integration.test_scep_proxy import CHALLENGE, grant, proxy_path, scepclient
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.service_certs import tls_env
+from tests.support.serving import serve_in_thread
 from tests.support.settings import load_settings
 
 CA = "Limited_CA"
@@ -72,7 +73,7 @@ class CountingRelay:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_thread(self.server)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/scep"
 
     def close(self):
@@ -103,7 +104,7 @@ def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path)
         parts.closers.append(limiter.close)
         server = make_server("127.0.0.1", 0, create_app(parts.proxy, HealthChecks({})),
                              threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serve_in_thread(server)
         replicas.append((parts, f"http://127.0.0.1:{server.server_port}"))
         servers.append(server)
     try:

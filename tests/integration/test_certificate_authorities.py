@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import logging
 import socket
-import threading
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from cryptography import x509
 from mdmscep_common.config_events import read_ca_state
 from tests.integration.conftest import AdminClient, create_ca
 from tests.support.ports import free_port
+from tests.support.serving import serve_in_thread
 
 CAS = "/api/v1/fleet/certificate_authorities"
 CHALLENGE = "s3cret&<chall>\"enge'"  # XML and JSON specials must survive
@@ -159,7 +159,7 @@ class _NotScep(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def not_scep_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotScep)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 

@@ -42,6 +42,7 @@ from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.ports import free_port, wait_for_port
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
+from tests.support.serving import serve_in_thread
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
@@ -74,7 +75,7 @@ class _Served:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_thread(self._server)
 
     @property
     def url(self) -> str:
@@ -205,7 +206,7 @@ class Proxy:
     def serve(self) -> str:
         self._server = make_server("127.0.0.1", 0, _recording(self.app, self.answers),
                                    threaded=True, request_handler=QuietHandler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_thread(self._server)
         return f"http://127.0.0.1:{self._server.server_port}"
 
     def close(self):

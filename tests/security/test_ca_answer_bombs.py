@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import threading
 import tracemalloc
 import zlib
 
@@ -22,6 +21,7 @@ from scep_proxy.ca_connections import ca_client
 from scep_proxy.probe import probe_scep_server
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE, read_cert_rep
 from tests.support.proxy_world import ProxyWorld, RecordingCa
+from tests.support.serving import serve_in_thread
 from tests.unit.test_scep_proxy_protocol import scep_message
 
 PKCS_REQ = scep_message([(OID_MESSAGE_TYPE, "19")])
@@ -66,7 +66,7 @@ class CompressingCa:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_thread(self._server)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/scep"
 
     def close(self):

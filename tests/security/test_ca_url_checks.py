@@ -48,6 +48,7 @@ from tests.support.ports import free_port
 from tests.support.proxy_world import ProxyWorld
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
+from tests.support.serving import serve_in_thread
 from tests.support.settings import load_settings
 
 CAS = "/api/v1/fleet/certificate_authorities"
@@ -83,7 +84,7 @@ class _Served:
         if tls is not None:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_thread(self.server)
 
     def close(self):
         self.server.shutdown()

@@ -5,7 +5,6 @@ checks run against the services under gunicorn at the end of tests/faults."""
 
 from __future__ import annotations
 
-import threading
 import types
 
 import pytest
@@ -25,6 +24,7 @@ from tests.support.identity_pki import IdentityCa
 from tests.support.owner_doubles import row_owners
 from tests.support.proxy_world import ProxyWorld
 from tests.support.recording_publisher import RecordingPublisher
+from tests.support.serving import serve_in_thread
 from tests.support.settings import load_settings
 
 ADMIN_LIMIT = 2 << 20
@@ -39,7 +39,7 @@ class Quiet(WSGIRequestHandler):
 class Served:
     def __init__(self, app):
         self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_thread(self._server)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
 
     def close(self):

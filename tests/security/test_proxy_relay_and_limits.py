@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import http.server
-import threading
 
 import pytest
 
 from scep_proxy.client_limits import REFUSAL_BURST, ClientRefusalLimiter
 from scep_proxy.errors import TooManyRequests
 from tests.support.proxy_world import CA, ProxyWorld
+from tests.support.serving import serve_in_thread
 from tests.unit.test_scep_proxy_protocol import scep_message
 
 PKCS_REQ = scep_message([("2.16.840.1.113733.1.9.2", "19")])
@@ -52,7 +52,7 @@ class Elsewhere:
             do_POST = do_GET  # noqa: N815
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_thread(self._server)
         self.netloc = f"127.0.0.1:{self._server.server_address[1]}"
 
     def close(self):
@@ -102,7 +102,7 @@ def test_a_ca_redirect_is_not_followed(world, elsewhere):
         do_POST = do_GET  # noqa: N815
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RedirectingCa)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     try:
         world.fake.add_ca("Redirecting", f"http://127.0.0.1:{server.server_address[1]}/scep")
         host, profile, code = world.grant(ca="Redirecting")

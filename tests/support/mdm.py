@@ -3,10 +3,11 @@ port, the Commander over gRPC and the push worker, all in this process against r
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 from werkzeug.serving import make_server
+
+from .serving import serve_in_thread
 
 
 class PushRouter:
@@ -28,7 +29,7 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_thread(self.server)
         return self
 
     @property

@@ -5,7 +5,6 @@ request path. No database or broker: scep.result events go to a RecordingPublish
 from __future__ import annotations
 
 import http.server
-import threading
 import uuid
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -22,6 +21,7 @@ from tests.support.recording_publisher import RecordingPublisher
 from .fake_profile_authority import FakeAuthorityServer
 from .identity_pki import IdentityCa
 from .service_certs import tls_env
+from .serving import serve_in_thread
 
 CA = "Test_SCEP"
 
@@ -89,7 +89,7 @@ class RecordingCa:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_thread(self._server)
 
     @property
     def url(self) -> str:
