@@ -89,4 +89,7 @@ def _client_message(output: str) -> str:
 
 
 def load_key(key_pem: bytes):
-    return serialization.load_pem_private_key(key_pem, password=None)
+    # The key scepclient just generated for this host: checking that the RSA key is consistent
+    # took tens of milliseconds of CPU per enrollment.
+    return serialization.load_pem_private_key(key_pem, password=None,
+                                              unsafe_skip_rsa_key_validation=True)
