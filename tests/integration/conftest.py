@@ -403,7 +403,7 @@ def start_processor(mdm_settings, mdm_db, commander, processor_relay):
         settings = load_settings({
             "SERVER_PRIVATE_KEY": SERVER_PRIVATE_KEY, "DATABASE_URL": mdm_settings.database_url,
             "AMQP_URL": mdm_settings.amqp_url, "MDM_GRPC_ADDR": commander,
-            "SCEP_PROXY_PUBLIC_URL": PROXY_PUBLIC_URL, "PROFILE_RECONCILE_INTERVAL": "1",
+            "SCEP_PROXY_PUBLIC_URL": PROXY_PUBLIC_URL, "PROFILE_RECONCILE_INTERVAL": "0.25",
             "PROFILE_RETRY_BACKOFF": "0.1", **tls_env("profile-processor"), **env})
         loop, worker, authority, client = build(settings, mdm_db)
         reconciling = threading.Thread(target=loop.run, daemon=True)
