@@ -63,7 +63,7 @@ def upload_after_ca(live_admin, ca):
 
 def test_acknowledged_without_a_certificate_ends_failed(mdm, hosts, live_admin, start_processor,
                                                         short_ca):
-    start_processor(PROFILE_CERTIFICATE_WAIT="2")
+    start_processor(PROFILE_CERTIFICATE_WAIT="1")
     [host] = hosts(1)
     host.fetch_certificates = False  # installs the profile, never enrolls
     profile_uuid = upload_after_ca(live_admin, short_ca)

@@ -13,9 +13,9 @@ def _asleep(mdm, host):
     mdm.fleet._by_token.pop(host.push_token.hex())  # ignores pushes: deliveries stay pending
 
 
-def _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor):
+def _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor, **env):
     """One processor, one host that ignores pushes, the seed profile on its way to it."""
-    start_processor()
+    start_processor(**env)
     host = mdm.new_host()
     _asleep(mdm, host)
     assert create_ca(live_admin, "Test_SCEP", custom_ca.url, SPECIAL_CHALLENGE).status_code == 200
@@ -31,7 +31,7 @@ def test_sends_are_paced_to_the_cas_issuance_rate(mdm, mdm_db, live_admin, custo
         _asleep(mdm, host)
     created = live_admin.post("/api/v1/fleet/certificate_authorities", json={"custom_scep_proxy": {
         "name": "Test_SCEP", "url": custom_ca.url, "challenge": "c",
-        "max_issuance_per_second": 1}})
+        "max_issuance_per_second": 2}})
     assert created.status_code == 200
     profile_uuid = upload(live_admin, SEED).json["profile_uuid"]
 
@@ -46,7 +46,7 @@ def test_sends_are_paced_to_the_cas_issuance_rate(mdm, mdm_db, live_admin, custo
     assert waiting
     times = wait_for(lambda: len(sent_times()) == 4 and sent_times(), what="all sent", timeout=15)
     gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
-    assert sum(gaps) >= 2.5, gaps  # 4 sends at 1/s span about 3 s
+    assert sum(gaps) >= 1.25, gaps  # 4 sends at 2/s span about 1.5 s
     stats = live_admin.get(f"/api/v1/fleet/certificate_authorities/{created.json['id']}/stats").json
     assert stats["waiting"] == 0
 
@@ -84,7 +84,9 @@ def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_
                                                   start_processor):
     """No HTTP answer from the CA (`ca_unreachable`): the attempt does not count, whichever of the
     CA's event and the host's Error comes first, and a redelivered event gives it back once."""
-    host, profile_uuid = _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor)
+    # The outage backoff doubles from PROFILE_RETRY_BACKOFF for each give-back.
+    host, profile_uuid = _delivering_to_a_sleeping_host(mdm, live_admin, custom_ca, start_processor,
+                                                        PROFILE_RETRY_BACKOFF="0.05")
     publisher = bus.Publisher(amqp_url)
     down = _ca_down(host, profile_uuid)
 
@@ -98,7 +100,7 @@ def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_
         publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": code})  # redelivered
         row = wait_for(lambda o=outage: (r := delivery())["ca_unreachable_retries"] == o and r,
                        what="given back")
-        # 0, or 1 once the re-send (0.1 s later and up) went out: never counting up to 3.
+        # 0, or 1 once the re-send (0.05 s later and up) went out: never counting up to 3.
         assert row["status"] == "pending" and row["attempts"] <= 1, row
         assert "does not use up the host's attempts" in row["detail"]
     assert delivery()["ca_unreachable_retries"] == 5  # the redelivered events changed nothing
@@ -111,7 +113,7 @@ def test_an_unreachable_ca_gives_the_attempt_back(mdm, mdm_db, live_admin, amqp_
     publisher.publish(bus.SCEP_RESULT, {**down, "code_sha256": _code_of(mdm_db, current)})
     wait_for(lambda: delivery()["ca_unreachable_retries"] == 6, what="sixth give-back")
     _host_error(host, current)
-    # The next send is 3.2 s away: the host's Error is handled well before it.
+    # The next send is 1.6 s away: the host's Error is handled well before it.
     # (The Commander queues the command before the processor commits the send: wait for both.)
     wait_for(lambda: len(_commands(mdm_db, host)) == 7, what="send 7")
     row = wait_for(lambda: (r := delivery())["attempts"] == 1 and r, what="send 7 committed")
