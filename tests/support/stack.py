@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from supervisor.xmlrpc import SupervisorTransport
 
 from mdmscep_common.service_tls import MDM_ENDPOINT, PROFILE_PROCESSOR, SCEP_PROXY, ServiceTls
 from mdmscep_common.settings import SettingsError
@@ -98,12 +100,26 @@ class Stack:
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            self._stop_programs_at_once()
             self.process.send_signal(signal.SIGINT)  # as Ctrl-C
             try:
                 self.process.wait(45)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+    def _stop_programs_at_once(self) -> None:
+        """On SIGINT supervisord stops its programs one after another (about 7 s for the
+        stack): each is sent its stop signal now, and SIGINT finds them all on their way out."""
+        transport = SupervisorTransport(None, None, f"unix://{self.run_dir / 'supervisor.sock'}")
+        try:
+            xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport) \
+                .supervisor.stopAllProcesses(False)
+        except (OSError, xmlrpc.client.Error):
+            pass  # supervisord not up (yet): SIGINT alone
+        finally:
+            transport.close()
 
 
 def grpc_serving(channel: grpc.Channel) -> bool:
