@@ -38,7 +38,7 @@ hypothesis_settings.load_profile("mdmscep")
 # An outbox relay waiting for a notification looks at its stop flag every 0.5 s; most
 # integration tests stop relays they started in this process, and each stop waited up to that.
 # The processes tests start keep the service's own value.
-outbox.STOP_CHECK_SECONDS = 0.05
+outbox.STOP_CHECK_SECONDS = 0.1
 
 
 def _describe_lambdas_despite_cpython_gh_106905() -> None:
