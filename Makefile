@@ -16,7 +16,7 @@ PROTO_OUT := services/common
 help:
 	@echo "make demo        run the stack, a real scepserver and the admin flow end to end"
 	@echo "make test        install everything, lint and run the whole test suite (about 7 minutes)"
-	@echo "make test-fast   unit and integration tests only, in parallel (about 1.5 minutes)"
+	@echo "make test-fast   unit and integration tests that start no stack, in parallel (under a minute)"
 	@echo "make run         start the four services locally (Ctrl-C stops all)"
 	@echo "make migrate     create the database if missing and apply migrations"
 	@echo "make proto       regenerate gRPC stubs from proto/"
@@ -78,22 +78,26 @@ demo: $(STAMP) scep
 # 5:50 but starved a 100-host e2e world once (a host not verified in 300 s); 2 ran in 6:42, green. Each worker has its
 # own database, vhost and ports (tests/conftest.py, tests/support/ports.py). --dist loadfile keeps
 # a module on one worker, so a module-scoped world (a stack, the fault tests' private servers) is
-# built once; the longest modules are handed out first (tests/conftest.py). (pytest-xdist 3.8's
-# loadgroup does not group under pytest 9.2: it renames item._nodeid, which pytest no longer reads.)
-# A temporary directory of its own: pytest prunes old numbered ones, including those of another
-# run on the same machine.
+# built once; the longest modules are handed out first, by what they took in the last run
+# (tests/conftest.py). (pytest-xdist 3.8's loadgroup does not group under pytest 9.2: it renames
+# item._nodeid, which pytest no longer reads.) A temporary directory of its own: pytest prunes old
+# numbered ones, including those of another run on the same machine.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+# test-fast starts no stack: its tests wait on in-process servers, PostgreSQL and RabbitMQ far more
+# than they compute (on 2 workers the two cores were less than half busy), so a third worker
+# shortens it.
+FAST_TEST_WORKERS ?= 3
+PYTEST := $(BIN)/python -m pytest --dist loadfile --no-loadscope-reorder \
 	--basetemp="$$(mktemp -d /tmp/mdmscep-pytest-XXXXXX)"
 
 test: $(STAMP) scep lint
-	$(PYTEST) tests
+	$(PYTEST) -n $(TEST_WORKERS) tests
 
 # Unit and integration tests only, no lint, and none that starts the whole stack as processes
 # (marked slow: the launcher, the operations stack; `make test` runs them): the loop while
 # changing code.
 test-fast: $(STAMP) scep
-	$(PYTEST) -m "not slow" tests/unit tests/integration
+	$(PYTEST) -n $(FAST_TEST_WORKERS) -m "not slow" tests/unit tests/integration
 
 # Benchmarks are not tests: every one runs, then docs/benchmarks.md and its plots are rewritten
 # from what was measured (about 15 minutes; wrk is installed where missing).
@@ -102,7 +106,7 @@ bench: $(STAMP) scep
 
 # The whole suite with the fault tests on 200 simulated hosts and ten times more fuzz examples.
 test-long: $(STAMP) scep lint
-	MDMSCEP_TEST_LONG=1 $(PYTEST) tests
+	MDMSCEP_TEST_LONG=1 $(PYTEST) -n $(TEST_WORKERS) tests
 
 # Dependency advisories: blocks only on pins this change adds or moves (docs/reliability.md).
 audit: $(STAMP)
