@@ -90,6 +90,11 @@ FAST_TEST_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest --dist loadfile --no-loadscope-reorder \
 	--basetemp="$$(mktemp -d /tmp/mdmscep-pytest-XXXXXX)"
 
+# Each service's unit and integration tests sit in its own folder; tests/common holds the shared
+# library's and the whole stack's (bus, outbox, migrations, schemas, launcher, operations).
+SERVICE_TESTS := tests/admin_config tests/mdm_endpoint tests/profile_processor tests/scep_proxy \
+	tests/common
+
 test: $(STAMP) scep lint
 	$(PYTEST) -n $(TEST_WORKERS) tests
 
@@ -97,7 +102,7 @@ test: $(STAMP) scep lint
 # (marked slow: the launcher, the operations stack; `make test` runs them): the loop while
 # changing code.
 test-fast: $(STAMP) scep
-	$(PYTEST) -n $(FAST_TEST_WORKERS) -m "not slow" tests/unit tests/integration
+	$(PYTEST) -n $(FAST_TEST_WORKERS) -m "not slow" $(SERVICE_TESTS)
 
 # Benchmarks are not tests: every one runs, then docs/benchmarks.md and its plots are rewritten
 # from what was measured (about 15 minutes; wrk is installed where missing).

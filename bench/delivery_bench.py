@@ -38,7 +38,7 @@ from profile_processor.store import DeliveryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SEED = (ROOT / "tests/integration/testdata/seed_scep_profile.mobileconfig").read_bytes()
+SEED = (ROOT / "tests/testdata/seed_scep_profile.mobileconfig").read_bytes()
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 KEY = "bench-server-private-key-0123456789abcdef"

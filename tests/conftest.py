@@ -21,6 +21,9 @@ from mdmscep_common.migrate import apply_migrations
 from tests.support.scepserver import start_scepserver
 from tests.support.service_certs import service_pki_dir, service_tls, tls_env
 
+# The services' fixtures (admin API, mdm-endpoint, processor replicas), for every test folder.
+pytest_plugins = ["tests.support.service_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = uuid.uuid4().hex[:10]
 PG_BASE = os.environ.get("TEST_PG_BASE", "postgresql://postgres@127.0.0.1:5432")

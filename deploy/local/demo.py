@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parents[2]
 PG_BASE = os.environ.get("DEMO_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 AMQP_BASE = os.environ.get("DEMO_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
-SEED_PROFILE = ROOT / "tests/integration/testdata/seed_scep_profile.mobileconfig"
+SEED_PROFILE = ROOT / "tests/testdata/seed_scep_profile.mobileconfig"
 HOSTS = int(os.environ.get("DEMO_HOSTS", "5"))
 PORT_VARS = ("ADMIN_HTTP_PORT", "MDM_HTTP_PORT", "SCEP_PROXY_HTTP_PORT", "PROCESSOR_GRPC_PORT",
              "MDM_GRPC_PORT", "SCEP_PROXY_GRPC_PORT")

@@ -43,7 +43,7 @@ SERVICE_SECONDS = 0.07
 START_RATE = 5.0  # max_concurrent_requests 1 × 5/s
 HOSTS, PROFILES = (100, 8) if LONG else (60, 6)
 RAMP_SECONDS = 60.0 if LONG else 20.0
-SEED = (Path(__file__).parents[1] / "integration" / "testdata" /
+SEED = (Path(__file__).parents[1] / "testdata" /
         "seed_scep_profile.mobileconfig").read_bytes()
 
 

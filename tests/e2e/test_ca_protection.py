@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 HOSTS = 100
 CHALLENGE = "fragile-challenge"
-SEED = (Path(__file__).parents[1] / "integration" / "testdata" /
+SEED = (Path(__file__).parents[1] / "testdata" /
         "seed_scep_profile.mobileconfig").read_bytes()
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 HOSTS = 20
 CUSTOM_CHALLENGE = "custom&<challenge>"
-SEED = (Path(__file__).parents[1] / "integration" / "testdata" /
+SEED = (Path(__file__).parents[1] / "testdata" /
         "seed_scep_profile.mobileconfig").read_bytes()
 
 

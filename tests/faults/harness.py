@@ -20,7 +20,7 @@ from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = (ROOT / "tests" / "integration" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (ROOT / "tests" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 API = "/api/v1/fleet"
 CA_NAME = "Test_SCEP"
 CUSTOM_CHALLENGE = "fault&<custom>-challenge-7Qx"

@@ -21,8 +21,8 @@ from flask import Flask
 from mdm_endpoint import views
 from mdm_endpoint.identity import IdentityVerifier
 from scep_proxy import scep_protocol
+from tests.scep_proxy.test_scep_proxy_protocol import scep_message
 from tests.support.identity_pki import IdentityCa
-from tests.unit.test_scep_proxy_protocol import scep_message
 
 THREADS = 8
 

@@ -39,7 +39,7 @@ from tests.support.recording_publisher import RecordingPublisher
 from tests.support.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = (ROOT / "tests" / "integration" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (ROOT / "tests" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 GOOD_URL = "http://ca.test/scep"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -2,7 +2,7 @@
 headers. It answers with one of its three refusals (missing → 400, malformed → 400, invalid →
 403) or a verified identity; and it verifies only what the device's key really signed: the exact
 body, by the very certificate, chained to the identity CA. (HTTP-level fuzzing of /mdm/checkin
-and /mdm/connect is tests/integration/test_mdm_fuzz.py.)"""
+and /mdm/connect is tests/mdm_endpoint/test_mdm_fuzz.py.)"""
 
 from __future__ import annotations
 

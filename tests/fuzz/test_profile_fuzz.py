@@ -27,7 +27,7 @@ from mdmscep_common.profile_payloads import SCEP_PAYLOAD_TYPE
 from tests.fuzz.strategies import fuzz, mutations
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = (ROOT / "tests" / "integration" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (ROOT / "tests" / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 CA = "Test_SCEP"
 CHALLENGE_VAR = fleet_vars.CUSTOM_SCEP_CHALLENGE + CA
 URL_VAR = fleet_vars.CUSTOM_SCEP_PROXY_URL + CA

@@ -22,8 +22,8 @@ from mdmscep_common.proxy_urls import decode_id as parse_proxy_id
 from scep_proxy import scep_protocol
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE
 from tests.fuzz.strategies import fuzz, mutations
+from tests.scep_proxy.test_scep_proxy_protocol import scep_message
 from tests.support.proxy_world import CA, ProxyWorld
-from tests.unit.test_scep_proxy_protocol import scep_message
 
 PKCS_REQ = scep_message([(OID_MESSAGE_TYPE, "19")])
 

@@ -20,9 +20,9 @@ import pytest
 from scep_proxy.ca_connections import ca_client
 from scep_proxy.probe import probe_scep_server
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE, read_cert_rep
+from tests.scep_proxy.test_scep_proxy_protocol import scep_message
 from tests.support.proxy_world import ProxyWorld, RecordingCa
 from tests.support.serving import serve_in_thread
-from tests.unit.test_scep_proxy_protocol import scep_message
 
 PKCS_REQ = scep_message([(OID_MESSAGE_TYPE, "19")])
 BOMB_INFLATED_BYTES = 200 << 20

@@ -30,9 +30,8 @@ from mdm_endpoint.command_payloads import UNREADABLE_TEXT, seal_payload
 from mdmscep_common import fleet_vars, mdm_commands
 from mdmscep_common.crypto import SecretBox
 from mdmscep_common.migrate import migrations_dir
-from tests.integration.conftest import PROXY_PUBLIC_URL, create_ca
-from tests.integration.test_configuration_profiles import upload
-from tests.integration.test_profile_delivery import SEED, installs, scep_content, statuses
+from tests.admin_config.test_configuration_profiles import upload
+from tests.profile_processor.test_profile_delivery import SEED, installs, scep_content, statuses
 from tests.support.bus_listener import BusListener
 from tests.support.polled_mdm import (  # noqa: F401 - fixtures this module uses
     apns_pki,
@@ -53,6 +52,7 @@ from tests.support.polled_mdm import (  # noqa: F401 - fixtures this module uses
     start_processor,
 )
 from tests.support.scepserver import start_scepserver
+from tests.support.service_fixtures import PROXY_PUBLIC_URL, create_ca
 from tests.support.waiting import wait_for
 
 CHALLENGE = "dump&<challenge>\"only-the-CA-knows'"

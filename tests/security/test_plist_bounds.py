@@ -312,7 +312,7 @@ def test_the_event_is_json_whatever_types_the_device_sent():
 def test_the_golden_messages_parse():
     from pathlib import Path
 
-    data = Path(__file__).resolve().parents[1] / "unit" / "testdata" / "mdm"
+    data = Path(__file__).resolve().parents[1] / "mdm_endpoint" / "testdata" / "mdm"
     for name in ("Authenticate", "TokenUpdate"):
         parse_checkin((data / f"{name}.plist").read_bytes())
     for name in ("Error", "ProfileList"):

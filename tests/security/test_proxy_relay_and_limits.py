@@ -17,9 +17,9 @@ import pytest
 
 from scep_proxy.client_limits import REFUSAL_BURST, ClientRefusalLimiter
 from scep_proxy.errors import TooManyRequests
+from tests.scep_proxy.test_scep_proxy_protocol import scep_message
 from tests.support.proxy_world import CA, ProxyWorld
 from tests.support.serving import serve_in_thread
-from tests.unit.test_scep_proxy_protocol import scep_message
 
 PKCS_REQ = scep_message([("2.16.840.1.113733.1.9.2", "19")])
 

@@ -64,14 +64,14 @@ from scep_proxy.limits import FleetCaLimiter
 from scep_proxy.outcome_records import OutcomeStore
 from scep_proxy.scep_protocol import OID_MESSAGE_TYPE
 from tests.conftest import SERVER_PRIVATE_KEY
-from tests.integration.test_scep_proxy import CHALLENGE, scepclient
+from tests.scep_proxy.test_scep_proxy import CHALLENGE, scepclient
+from tests.scep_proxy.test_scep_proxy_protocol import scep_message
 from tests.support.owner_doubles import ca_requests, delivery_directory
 from tests.support.processor_read_models import apply_recorded_events, copy_owned_rows_to_processor
 from tests.support.recording_publisher import RecordingPublisher
 from tests.support.service_certs import service_tls, tls_env
 from tests.support.settings import load_settings
 from tests.support.waiting import eventually, wait_for
-from tests.unit.test_scep_proxy_protocol import scep_message
 
 PKCS_REQ = scep_message([(OID_MESSAGE_TYPE, "19")])  # well-formed: passes the message check
 FORGER_ADDRESSES = [f"127.0.0.{n}" for n in range(2, 10)]

@@ -12,7 +12,7 @@ values); the others must not need it."
   ignore it when set; every other process of admin-config, the processor and mdm-endpoint refuses
   to start without it (exit status 78, naming it), or with a placeholder.
 - Secrets stored in the legacy format still open, and rotate-key re-encrypts them
-  (tests/integration/test_operations_key_rotation.py runs the commands against real PostgreSQL).
+  (tests/common/test_operations_key_rotation.py runs the commands against real PostgreSQL).
 """
 
 from __future__ import annotations

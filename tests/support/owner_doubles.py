@@ -8,7 +8,7 @@ transaction are seen). A request the owner refuses (INVALID_ARGUMENT) fails the 
 must not make it.
 
 What this leaves out (the mutual-TLS channel, deadlines, an owner that is down) is tested with
-real servers: tests/integration/test_admin_owner_clients.py."""
+real servers: tests/admin_config/test_admin_owner_clients.py."""
 
 from __future__ import annotations
 

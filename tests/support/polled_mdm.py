@@ -1,6 +1,6 @@
-"""The integration tests' MDM harness (tests/integration/conftest.py: mdm-endpoint's HTTP app and
-gRPC Commander, real PostgreSQL and RabbitMQ) for tests outside tests/integration, without a push
-worker: their hosts are driven by polling, as a device also checks in on its own.
+"""The services' MDM harness (tests/support/service_fixtures.py: mdm-endpoint's HTTP app and gRPC
+Commander, real PostgreSQL and RabbitMQ) for tests outside the service folders (security, e2e),
+without a push worker: their hosts are driven by polling, as a device also checks in on its own.
 
 Why no push worker: session fixtures live until the session ends, and every push worker consumes
 the one durable push queue; a second one, started here, would take pushes meant for the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import (  # noqa: F401 - fixtures re-exported for test modules
+from tests.support.service_fixtures import (  # noqa: F401 - fixtures re-exported for test modules
     MdmHarness,
     admin_events,
     apns_pki,

@@ -48,7 +48,7 @@ class RecordingCa:
     """A stub SCEP CA on a loopback port: records every request, answers like a CA."""
 
     def __init__(self, path: str = "/scep"):
-        from tests.unit.test_scep_proxy_protocol import scep_message
+        from tests.scep_proxy.test_scep_proxy_protocol import scep_message
 
         self.path = path
         self.requests: list[CaRequest] = []

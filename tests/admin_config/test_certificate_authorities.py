@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 
 from mdmscep_common.config_events import read_ca_state
-from tests.integration.conftest import AdminClient, create_ca
 from tests.support.ports import free_port
+from tests.support.service_fixtures import AdminClient, create_ca
 from tests.support.serving import serve_in_thread
 
 CAS = "/api/v1/fleet/certificate_authorities"

@@ -14,12 +14,12 @@ import pytest
 from cryptography import x509
 
 from mdmscep_common import fleet_vars
-from tests.integration.conftest import PROXY_PUBLIC_URL, create_ca
-from tests.integration.test_configuration_profiles import upload
+from tests.admin_config.test_configuration_profiles import upload
 from tests.support.scepserver import start_scepserver
+from tests.support.service_fixtures import PROXY_PUBLIC_URL, create_ca
 from tests.support.waiting import wait_for
 
-SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 SPECIAL_CHALLENGE = "a&b<c>\"d'"
 
 

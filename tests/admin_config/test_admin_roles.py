@@ -17,10 +17,10 @@ from flask import jsonify
 
 from admin_config.api import routes
 from admin_config.roles import ADMIN, MAINTAINER, OBSERVER, ROLES, allows
-from tests.integration.conftest import AdminClient, create_ca
+from tests.support.service_fixtures import AdminClient, create_ca
 
 API = "/api/v1/fleet"
-SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 OTHER = SEED.replace(b"Fleet.custom.SCEP", b"Fleet.other.SCEP").replace(
     b"4CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDC", b"4CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDD")
 RENAMED = SEED.replace(b"<string>SCEP proxy cert</string>", b"<string>SCEP proxy cert v2</string>")

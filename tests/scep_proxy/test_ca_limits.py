@@ -20,7 +20,7 @@ from mdmscep_common.service_database import service_dsn
 from scep_proxy.app import build_proxy, create_app
 from scep_proxy.limits import FleetCaLimiter
 from tests.conftest import SERVER_PRIVATE_KEY
-from tests.integration.test_scep_proxy import CHALLENGE, grant, proxy_path, scepclient
+from tests.scep_proxy.test_scep_proxy import CHALLENGE, grant, proxy_path, scepclient
 from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.service_certs import tls_env
 from tests.support.serving import serve_in_thread

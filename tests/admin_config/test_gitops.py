@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 OTHER = SEED.replace(b"Fleet.custom.SCEP", b"Fleet.other.SCEP").replace(
     b"4CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDC", b"4CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDD")
 API = "/api/v1/fleet"
@@ -230,7 +230,7 @@ def test_a_malformed_or_oversized_file_is_refused_and_changes_nothing(cli, live_
 
 
 def test_export_then_apply_reports_no_changes(cli, live_admin, custom_ca, monkeypatch, tmp_path):
-    from tests.integration.conftest import create_ca
+    from tests.support.service_fixtures import create_ca
 
     assert create_ca(live_admin, "Test_SCEP", custom_ca.url, CHALLENGE).status_code == 200
     ca = live_admin.get(f"{API}/certificate_authorities").json["certificate_authorities"][0]

@@ -30,7 +30,7 @@ from profile_processor.results import ResultHandler
 from profile_processor.store import DeliveryStore
 from tests.conftest import SERVER_PRIVATE_KEY
 
-SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 
 
 def _ca(conn, name: str | None = None, concurrent: int = 4, ceiling: float | None = None,

@@ -16,8 +16,8 @@ from cryptography.x509.oid import NameOID
 
 from hostsim.device import MdmRefused
 from mdmscep_common import mdm_commands
-from tests.integration.conftest import ENROLL_SECRET
 from tests.support.bus_listener import BusListener
+from tests.support.service_fixtures import ENROLL_SECRET
 from tests.support.waiting import eventually
 
 

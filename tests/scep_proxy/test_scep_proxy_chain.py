@@ -1,5 +1,6 @@
 """The scep-proxy chain with in-memory parts (no network): order of the steps, answer mapping,
-caches, the per-CA limit and what is published. The real thing is in tests/integration."""
+caches, the per-CA limit and what is published. The real thing is in
+test_scep_proxy.py."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ from scep_proxy.scep_protocol import (
     encode_get_message,
 )
 from scep_proxy.upstream import CaAnswer, UpstreamFailure, UpstreamTimeout
+from tests.scep_proxy.test_scep_proxy_protocol import scep_message
 from tests.support.recording_publisher import RecordingPublisher
-from tests.unit.test_scep_proxy_protocol import scep_message
 
 HOST, PROFILE, CA, CODE = "HOST-1", "profile-1", "Test_SCEP", "S3cretC0de"
 CA_URL = "http://ca.example/scep?tenant=a"

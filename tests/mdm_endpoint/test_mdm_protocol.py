@@ -1,4 +1,4 @@
-"""MDM message parsing against golden plists (tests/unit/testdata/mdm)."""
+"""MDM message parsing against golden plists (tests/mdm_endpoint/testdata/mdm)."""
 
 from pathlib import Path
 

@@ -4,9 +4,15 @@
 from __future__ import annotations
 
 from mdmscep_common import bus
-from tests.integration.conftest import create_ca
-from tests.integration.test_configuration_profiles import upload
-from tests.integration.test_profile_delivery import SEED, SPECIAL_CHALLENGE, installs, statuses, wait_for
+from tests.admin_config.test_configuration_profiles import upload
+from tests.profile_processor.test_profile_delivery import (
+    SEED,
+    SPECIAL_CHALLENGE,
+    installs,
+    statuses,
+    wait_for,
+)
+from tests.support.service_fixtures import create_ca
 
 
 def _asleep(mdm, host):

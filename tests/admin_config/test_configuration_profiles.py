@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from mdmscep_common.config_events import ProfileState, read_profile_state
-from tests.integration.conftest import create_ca
+from tests.support.service_fixtures import create_ca
 
 PROFILES = "/api/v1/fleet/configuration_profiles"
-SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 
 
 def upload(admin, raw: bytes, field: str = "profile"):

@@ -8,10 +8,9 @@ import io
 
 import pytest
 
+from tests.admin_config.test_configuration_profiles import upload
 from tests.conftest import ADMIN_TOKEN
-from tests.integration.conftest import AdminClient, create_ca
-from tests.integration.test_configuration_profiles import upload
-from tests.integration.test_profile_delivery import (
+from tests.profile_processor.test_profile_delivery import (
     SEED,
     SPECIAL_CHALLENGE,
     installs,
@@ -20,6 +19,7 @@ from tests.integration.test_profile_delivery import (
     wait_status,
 )
 from tests.support.scepserver import start_scepserver
+from tests.support.service_fixtures import AdminClient, create_ca
 
 PROFILES = "/api/v1/fleet/configuration_profiles"
 
@@ -100,7 +100,7 @@ def test_retry_failed_and_resend_give_a_fresh_budget(live_admin, fleet):
 
 
 def test_host_detail_delete_and_enroll_again(live_admin, fleet):
-    from tests.integration.conftest import ENROLL_SECRET
+    from tests.support.service_fixtures import ENROLL_SECRET
 
     hosts, profile_uuid = fleet
     host = hosts[0]

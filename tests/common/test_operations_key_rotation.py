@@ -36,7 +36,7 @@ NEW_KEY = "the-new-server-private-key-9876543210"
 STRANGER_KEY = "a-key-nobody-has-anymore-000000000000"
 ADMIN = str(Path(sys.executable).parent / "admin-config")
 MDM_ENDPOINT = str(Path(sys.executable).parent / "mdm-endpoint")
-SEED = (Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
+SEED = (Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 CHALLENGES = {"Test_SCEP": "a&b<c>\"d'", "Second_CA": "second-challenge", "Edited_CA": "edited"}
 
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.conftest import create_ca
-from tests.integration.test_configuration_profiles import upload
-from tests.integration.test_profile_delivery import SEED, installs, wait_for, wait_status
+from tests.admin_config.test_configuration_profiles import upload
+from tests.profile_processor.test_profile_delivery import SEED, installs, wait_for, wait_status
 from tests.support.scepserver import start_scepserver
+from tests.support.service_fixtures import create_ca
 
 CHALLENGE = "short-lived-challenge"
 

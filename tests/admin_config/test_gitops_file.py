@@ -10,7 +10,7 @@ import pytest
 from admin_config import gitops
 from admin_config.gitops import GitOpsError, ServerState, load, parse_yaml, plan
 
-SEED = (Path(__file__).parents[1] / "integration" / "testdata"
+SEED = (Path(__file__).parents[1] / "testdata"
         / "seed_scep_profile.mobileconfig").read_bytes()
 ENV = {"TEST_SCEP_CHALLENGE": "s3cret&<>"}
 GOOD = """\

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.conftest import SERVER_PRIVATE_KEY
 
-SEED = Path(__file__).parent / "testdata" / "seed_scep_profile.mobileconfig"
+SEED = Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig"
 
 
 def test_admin_flow_through_the_cli(cli, custom_ca):

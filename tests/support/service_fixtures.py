@@ -1,3 +1,9 @@
+"""The services' test fixtures, seen by every test folder (tests/conftest.py loads this module as a
+plugin): the admin API in-process (`admin`, `live_admin`), mdm-endpoint with its gRPC servers,
+push worker and simulated hosts (`mdm`), the processor's replicas (`start_processor`), relays and
+consumers, and the clean tables between tests that commit. Session fixtures start only when a
+test asks for them."""
+
 from __future__ import annotations
 
 import pytest
