@@ -49,6 +49,10 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 def seed(db: Database, hosts: int, database_url: str) -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.processor_read_models import copy_owned_rows_to_processor
+
     box = SecretBox(KEY)
     with db.transaction() as conn:
         conn.execute("TRUNCATE hosts, commands, host_profiles, scep_codes, profiles, ca_pacing, "
@@ -68,8 +72,11 @@ def seed(db: Database, hosts: int, database_url: str) -> None:
                      "has_scep_payload) VALUES ('bench-profile', 'SCEP proxy cert', "
                      "'Fleet.custom.SCEP', 'u', %s, %s, true)", (SEED, hashlib.sha256(SEED).digest()))
         conn.execute("INSERT INTO profile_certificate_authorities VALUES ('bench-profile', %s)", (ca_id,))
+        # The processor works from its read models, as its migration seeds them from these rows.
+        copy_owned_rows_to_processor(conn)
     with db.transaction() as conn:
         conn.execute("ANALYZE hosts")
+        conn.execute("ANALYZE enrolled_hosts")
     # The seed's own writes reach disk now, not during the measured pass.
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
