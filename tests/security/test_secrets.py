@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import types
+import uuid
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -129,7 +130,8 @@ def test_configuration_secrets_are_masked_in_log_lines(captured):
 
 def test_a_challenge_the_processor_decrypts_is_masked_in_its_log_lines(captured):
     # The processor learns challenges only from the database (never through admin-config's API).
-    challenge = "Pr0cessor-only&challenge"
+    # Unique per run: other tests in this worker register their own challenges as secrets.
+    challenge = f"Pr0cessor-only&{uuid.uuid4().hex}"
     box = SecretBox(SERVER_PRIVATE_KEY)
     row = {"name": "Decrypted_CA",
            "challenge_encrypted": box.encrypt(challenge, challenge_context("Decrypted_CA"))}
