@@ -1,5 +1,6 @@
-"""What a `config.changed` event carries: the changed certificate authority or configuration
-profile as it is after the change (or null once deleted), so that the profile-processor keeps its
+"""What a `config.changed` event carries: the changed certificate authority, configuration
+profile (with its scope: team and labels), label, or host's team as it is after the change (or
+null once deleted), so that the profile-processor keeps its
 own copy (its read model) without reading admin-config's tables. admin-config writes these bodies
 (`certificate_authority_state`, `profile_state`); the processor reads them back (`CaState`,
 `ProfileState`). Bytes travel in base64; a CA's challenge only as admin-config stored it, sealed
@@ -20,6 +21,12 @@ from typing import Any
 
 CERTIFICATE_AUTHORITY = "certificate_authority"
 PROFILE = "profile"
+LABEL = "label"
+HOST_TEAM = "host_team"
+KINDS = (CERTIFICATE_AUTHORITY, PROFILE, LABEL, HOST_TEAM)
+# A profile's label rule (Fleet's names): hosts in all of `include_all`, in any of `include_any`,
+# in none of `exclude_any`.
+LABEL_MODES = ("include_all", "include_any", "exclude_any")
 
 
 class MalformedState(ValueError):
@@ -48,6 +55,22 @@ class ProfileState:
     checksum: bytes
     has_scep_payload: bool
     ca_ids: tuple[int, ...]
+    team_id: int | None = None  # None: hosts with no team
+    labels: tuple[tuple[str, int], ...] = ()  # (mode, label id)
+
+
+@dataclass(frozen=True)
+class LabelState:
+    id: int
+    name: str
+    criteria: dict[str, str] | None  # None: a manual label, its hosts listed
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostTeamState:
+    host_uuid: str
+    team_id: int | None
 
 
 def certificate_authority_state(row: Any) -> dict[str, Any]:
@@ -61,11 +84,27 @@ def certificate_authority_state(row: Any) -> dict[str, Any]:
 
 
 def profile_state(row: dict[str, Any]) -> dict[str, Any]:
-    """A profile row of admin-config (with its CA ids) as an event carries it."""
+    """A profile row of admin-config (with its CA ids, team and labels: `labels` maps each mode
+    of LABEL_MODES to label ids) as an event carries it."""
+    labels = row.get("labels") or {}
     return {"uuid": row["uuid"], "identifier": row["identifier"], "name": row["name"],
             "raw": _b64(bytes(row["raw"])), "checksum": bytes(row["checksum"]).hex(),
             "has_scep_payload": bool(row["has_scep_payload"]),
-            "ca_ids": sorted(int(i) for i in row["ca_ids"])}
+            "ca_ids": sorted(int(i) for i in row["ca_ids"]),
+            "team_id": None if row.get("team_id") is None else int(row["team_id"]),
+            "labels": {mode: sorted(int(i) for i in labels.get(mode, ())) for mode in LABEL_MODES}}
+
+
+def label_state(label_id: int, name: str, criteria: dict[str, str] | None,
+                hosts: list[str]) -> dict[str, Any]:
+    """A label of admin-config as an event carries it: a dynamic label its criteria
+    (mdmscep_common.label_criteria), a manual one its hosts."""
+    return {"id": label_id, "name": name, "criteria": criteria,
+            "hosts": [] if criteria is not None else sorted(hosts)}
+
+
+def host_team_state(host_uuid: str, team_id: int | None) -> dict[str, Any]:
+    return {"host_uuid": host_uuid, "team_id": team_id}
 
 
 def read_ca_state(state: Any) -> CaState:
@@ -81,13 +120,44 @@ def read_ca_state(state: Any) -> CaState:
 
 
 def read_profile_state(state: Any) -> ProfileState:
+    """Events published before profiles had a scope carry none: no team, no labels."""
     try:
+        team_id = state.get("team_id")
+        labels = state.get("labels") or {}
+        scope = tuple((mode, int(i)) for mode in LABEL_MODES for i in labels.get(mode) or ())
         return ProfileState(_text(state["uuid"]), _text(state["identifier"]), _text(state["name"]),
                             _unb64(state["raw"]), bytes.fromhex(_text(state["checksum"])),
                             bool(state["has_scep_payload"]),
-                            tuple(int(i) for i in state["ca_ids"]))
-    except (KeyError, TypeError, ValueError) as exc:
+                            tuple(int(i) for i in state["ca_ids"]),
+                            None if team_id is None else _int(team_id), scope)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise MalformedState(f"profile state: {exc}") from None
+
+
+def read_label_state(state: Any) -> LabelState:
+    try:
+        criteria = state["criteria"]
+        if criteria is not None and not (isinstance(criteria, dict)
+                                         and all(isinstance(v, str) for v in criteria.values())):
+            raise TypeError("criteria must be an object of text")
+        return LabelState(_int(state["id"]), _text(state["name"]), criteria,
+                          tuple(_text(h) for h in state["hosts"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedState(f"label state: {exc}") from None
+
+
+def read_host_team_state(state: Any) -> HostTeamState:
+    try:
+        team_id = state["team_id"]
+        return HostTeamState(_text(state["host_uuid"]), None if team_id is None else _int(team_id))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedState(f"host team state: {exc}") from None
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
 
 
 def _b64(data: bytes) -> str:
