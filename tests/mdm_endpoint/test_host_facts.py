@@ -1,6 +1,7 @@
 """Host facts (mdm_endpoint/host_facts.py): a host is asked DeviceInformation when it enrolls and
-again once its facts are HOST_FACTS_INTERVAL old; its answer is kept, never published, and the
-admin API lists hosts by those facts. Real mdm-endpoint, PostgreSQL, RabbitMQ and fake APNs."""
+again once its facts are HOST_FACTS_INTERVAL old; its answer is kept (never published as a
+command result; the facts labels use, when they change, as host.facts_changed), and the admin API
+lists hosts by those facts. Real mdm-endpoint, PostgreSQL, RabbitMQ and fake APNs."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _facts(mdm_db, udid):
 
 
 def test_an_enrolled_host_is_asked_its_facts_and_they_are_kept(mdm, mdm_db, amqp_url):
-    listener = BusListener(amqp_url, ["command.result"])
+    listener = BusListener(amqp_url, ["command.result", "host.enrolled", "host.facts_changed"])
     try:
         mac = mdm.new_host(model="Mac15,3", os_version="15.1")
         phone = mdm.new_host(model="iPhone16,1", platform="iOS", os_version="18.1")
@@ -42,6 +43,15 @@ def test_an_enrolled_host_is_asked_its_facts_and_they_are_kept(mdm, mdm_db, amqp
         # mdm-endpoint's own question: its answers never reach the bus as command.result.
         assert not listener.wait_for(lambda k, b: b.get("request_type") == "DeviceInformation",
                                      timeout=1.0)
+        # What dynamic labels need: the Authenticate facts with host.enrolled, then the answer.
+        enrolled = listener.wait_for(lambda k, b: k == "host.enrolled" and b["host_uuid"] == mac.udid)
+        assert enrolled and enrolled[0][1]["facts"]["serial_number"] == mac.serial_number
+        changed = listener.wait_for(lambda k, b: k == "host.facts_changed"
+                                    and b["host_uuid"] == phone.udid)
+        assert changed
+        facts = changed[-1][1]["facts"]
+        assert (facts["serial_number"], facts["os_version"], facts["product_name"],
+                facts["platform"]) == (phone.serial_number, "18.1", "iPhone16,1", "ios")
     finally:
         listener.close()
 

@@ -28,7 +28,7 @@ ALL = (PROFILE_PROCESSOR_EVENTS, MDM_ENDPOINT_PUSH_REQUESTED, ADMIN_CONFIG_EVENT
 def profile_processor_events() -> Queue:
     return bus.durable_queue(PROFILE_PROCESSOR_EVENTS, [
         bus.CONFIG_CHANGED, bus.HOST_ENROLLED, bus.HOST_CHECKED_OUT, bus.HOST_DELETED,
-        bus.COMMAND_RESULT, bus.SCEP_RESULT, bus.DELIVERY_RESEND])
+        bus.HOST_FACTS_CHANGED, bus.COMMAND_RESULT, bus.SCEP_RESULT, bus.DELIVERY_RESEND])
 
 
 def mdm_endpoint_push_requested() -> Queue:

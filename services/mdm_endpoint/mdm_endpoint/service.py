@@ -72,7 +72,9 @@ class MdmService:
                 self._require_bound(conn, message.udid, identity)
                 if self._hosts.token_update(conn, message.udid, message.topic, message.token,
                                             message.push_magic):
-                    self._events.add(conn, bus.HOST_ENROLLED, {"host_uuid": message.udid})
+                    self._events.add(conn, bus.HOST_ENROLLED, {
+                        "host_uuid": message.udid,
+                        "facts": self._hosts.label_facts(conn, message.udid)})
                     self._facts.ask(conn, [message.udid])  # its facts, first thing
                     log.info("host enrolled", extra={"host_uuid": message.udid})
             elif isinstance(message, CheckOut):
@@ -112,10 +114,14 @@ class MdmService:
                     log.warning("result for an unknown command",
                                 extra={"host_uuid": result.udid, "command_uuid": result.command_uuid})
                 elif request_type == mdm_commands.DEVICE_INFORMATION:
-                    # mdm-endpoint's own question: the answer is kept, not published.
+                    # mdm-endpoint's own question: the answer is kept; changed facts are
+                    # published (not the command's result).
                     if result.status == "Acknowledged":
-                        self._hosts.update_facts(conn, result.udid,
-                                                 facts_of(result.query_responses))
+                        changed = self._hosts.update_facts(conn, result.udid,
+                                                           facts_of(result.query_responses))
+                        if changed is not None:  # dynamic labels are the processor's
+                            self._events.add(conn, bus.HOST_FACTS_CHANGED,
+                                             {"host_uuid": result.udid, "facts": changed})
                 else:
                     self._events.add(conn, bus.COMMAND_RESULT, result.event(request_type))
             for closed in unreadable:

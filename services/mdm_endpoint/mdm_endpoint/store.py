@@ -55,6 +55,11 @@ _PLATFORM = platform_sql("h.product_name")
 _HOST_RECORD = ("SELECT h.uuid, h.serial_number, h.enrolled, h.last_seen_at, h.device_name, h.model, "
                 "h.os_version, h.enrolled_at, h.push_token_invalid_at IS NOT NULL AS push_token_invalid, "
                 f"h.product_name, {_PLATFORM} AS platform, h.facts_updated_at FROM hosts h")
+# What host.enrolled and host.facts_changed carry (the facts dynamic labels use); platform last,
+# derived from the product name.
+LABEL_FACTS = ("serial_number", "model", "os_version", "product_name", "platform")
+_LABEL_FACTS_SQL = ("h.serial_number, h.model, h.os_version, h.product_name, "
+                    f"{_PLATFORM} AS platform")
 # Host facts a list may be narrowed by (exact match): filter name → SQL.
 _FACT_FILTERS = {"model": "h.model", "os_version": "h.os_version",
                  "product_name": "h.product_name", "platform": _PLATFORM}
@@ -105,11 +110,26 @@ class HostStore:
             (topic, token, push_magic, udid)).fetchone()
         return row is not None and not row["was_enrolled"]
 
-    def update_facts(self, conn: psycopg.Connection, udid: str, facts) -> None:
-        """What the host answered to DeviceInformation (host_facts.HostFacts: columns it sent)."""
+    def update_facts(self, conn: psycopg.Connection, udid: str, facts) -> dict[str, str] | None:
+        """What the host answered to DeviceInformation (host_facts.HostFacts: columns it sent).
+        Returns the host's label facts (LABEL_FACTS) when the answer changed one of them."""
         columns = "".join(f"{column} = %({column})s, " for column in facts.values)
-        conn.execute(f"UPDATE hosts SET {columns}facts_updated_at = now(), updated_at = now() "
-                     "WHERE uuid = %(udid)s", {**facts.values, "udid": udid})
+        row = conn.execute(
+            f"""UPDATE hosts h SET {columns}facts_updated_at = now(), updated_at = now()
+                FROM (SELECT uuid, {', '.join(LABEL_FACTS[:-1])} FROM hosts
+                      WHERE uuid = %(udid)s FOR UPDATE) old
+                WHERE h.uuid = old.uuid
+                RETURNING {', '.join(f'old.{c} AS old_{c}' for c in LABEL_FACTS[:-1])},
+                          {_LABEL_FACTS_SQL}""", {**facts.values, "udid": udid}).fetchone()
+        if row is None or all(row[f"old_{c}"] == row[c] for c in LABEL_FACTS[:-1]):
+            return None
+        return {c: row[c] or "" for c in LABEL_FACTS}
+
+    def label_facts(self, conn: psycopg.Connection, udid: str) -> dict[str, str]:
+        """The host's facts a dynamic label can use (mdmscep_common.label_criteria)."""
+        row = conn.execute(f"SELECT {_LABEL_FACTS_SQL} FROM hosts h WHERE h.uuid = %s",
+                           (udid,)).fetchone()
+        return {c: (row[c] or "") if row else "" for c in LABEL_FACTS}
 
     def check_out(self, conn: psycopg.Connection, udid: str) -> None:
         conn.execute("UPDATE hosts SET enrolled = false, last_seen_at = now(), updated_at = now() "

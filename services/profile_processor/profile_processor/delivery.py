@@ -62,7 +62,7 @@ class Reconciler:
             counts = {"dropped": self._store.drop_unenrolled(conn),
                       "added": self._store.add_missing_deliveries(conn),
                       "changed": self._store.resend_changed(conn),
-                      "removed": self._store.remove_deleted(conn),
+                      "removed": self._store.remove_out_of_scope(conn),
                       "no_certificate": self._store.fail_missing_certificates(
                           conn, self._certificate_wait)}
         counts["renewals"] = self.start_renewals()

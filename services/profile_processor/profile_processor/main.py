@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 
 # What profile_processor.events brings; the ones after which a reconcile pass runs at once.
 EVENTS = {bus.COMMAND_RESULT, bus.SCEP_RESULT, bus.HOST_CHECKED_OUT, bus.HOST_DELETED,
-          bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED}
-STARTS_A_PASS = {bus.COMMAND_RESULT, bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED}
+          bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED, bus.HOST_FACTS_CHANGED}
+STARTS_A_PASS = {bus.COMMAND_RESULT, bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED,
+                 bus.HOST_FACTS_CHANGED}
 
 
 class ReconcileLoop:
@@ -92,10 +93,11 @@ def build(settings: ProfileProcessorSettings,
             results.command_result(body)
         elif key == bus.SCEP_RESULT:
             results.scep_result(body)
-        elif key in (bus.HOST_ENROLLED, bus.HOST_CHECKED_OUT, bus.HOST_DELETED):
+        elif key in (bus.HOST_ENROLLED, bus.HOST_CHECKED_OUT, bus.HOST_DELETED,
+                     bus.HOST_FACTS_CHANGED):
             with tx.transaction() as conn:
                 changed = read_models.apply_host_event(conn, key, body)
-            if changed and key != bus.HOST_ENROLLED:
+            if changed and key in (bus.HOST_CHECKED_OUT, bus.HOST_DELETED):
                 results.host_checked_out(body)
         elif key == bus.CONFIG_CHANGED:
             with tx.transaction() as conn:

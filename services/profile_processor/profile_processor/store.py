@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from .scopes import IN_SCOPE
+
 MAX_ATTEMPTS = 3
 
 # The revision of what a host should have: the profile's bytes and the edit time of its CAs.
@@ -31,12 +33,18 @@ class DeliveryStore:
     # -- reconcile: desired state ------------------------------------------------------------
 
     def add_missing_deliveries(self, conn: psycopg.Connection) -> int:
-        """Every enrolled host should have every profile: add the rows that are missing."""
+        """Every enrolled host should have the profiles it is in scope of (scopes.IN_SCOPE): add
+        the rows that are missing. A profile being removed from a host that is back in its scope
+        is installed again (a new command: a result of the RemoveProfile changes nothing)."""
         return conn.execute(
-            """INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, profile_name)
-               SELECT h.uuid, p.uuid, p.identifier, p.name
-               FROM enrolled_hosts h CROSS JOIN known_profiles p
-               ON CONFLICT (host_uuid, profile_uuid) DO NOTHING""").rowcount
+            f"""INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, profile_name)
+                SELECT s.host_uuid, s.profile_uuid, s.identifier, s.name FROM ({IN_SCOPE}) s
+                ON CONFLICT (host_uuid, profile_uuid) DO UPDATE SET
+                    operation_type = 'install', status = 'pending', attempts = 0,
+                    ca_unreachable_retries = 0, detail = '', revision = NULL, command_uuid = NULL,
+                    identifier = excluded.identifier, profile_name = excluded.profile_name,
+                    next_attempt_at = now(), updated_at = now()
+                WHERE host_profiles.operation_type = 'remove'""").rowcount
 
     def resend_changed(self, conn: psycopg.Connection) -> int:
         """A profile or one of its CAs changed since it was sent: deliver again, fresh budget."""
@@ -48,19 +56,21 @@ class DeliveryStore:
                 WHERE hp.profile_uuid = d.profile_uuid AND hp.operation_type = 'install'
                   AND hp.revision IS NOT NULL AND hp.revision <> d.revision""").rowcount
 
-    def remove_deleted(self, conn: psycopg.Connection) -> int:
-        """Profiles that no longer exist: never sent → forget; sent → RemoveProfile."""
+    def remove_out_of_scope(self, conn: psycopg.Connection) -> int:
+        """Installs the host is no longer in scope of (the profile deleted, the host moved to
+        another team, its labels or the profile's rule changed): never sent → forget; sent →
+        RemoveProfile (the host's certificates of the profile go with it)."""
+        out = f"""hp.operation_type = 'install' AND NOT EXISTS (
+                      SELECT 1 FROM ({IN_SCOPE}) s
+                      WHERE s.host_uuid = hp.host_uuid AND s.profile_uuid = hp.profile_uuid)"""
         forgotten = conn.execute(
-            """DELETE FROM host_profiles hp WHERE hp.operation_type = 'install'
-               AND hp.command_uuid IS NULL
-               AND NOT EXISTS (SELECT 1 FROM known_profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
+            f"DELETE FROM host_profiles hp WHERE hp.command_uuid IS NULL AND {out}").rowcount
         removing = conn.execute(
-            """UPDATE host_profiles hp SET operation_type = 'remove', status = 'pending',
-                      attempts = 0, ca_unreachable_retries = 0, detail = '', revision = NULL,
-                      next_attempt_at = now(),
-                      updated_at = now()
-               WHERE hp.operation_type = 'install'
-                 AND NOT EXISTS (SELECT 1 FROM known_profiles p WHERE p.uuid = hp.profile_uuid)""").rowcount
+            f"""UPDATE host_profiles hp SET operation_type = 'remove', status = 'pending',
+                       attempts = 0, ca_unreachable_retries = 0, detail = '', revision = NULL,
+                       paced_until = NULL, queued_for_ca = NULL, next_attempt_at = now(),
+                       updated_at = now()
+                WHERE {out}""").rowcount
         return forgotten + removing
 
     def drop_unenrolled(self, conn: psycopg.Connection) -> int:
@@ -401,7 +411,10 @@ class DeliveryStore:
                      (detail, host_uuid, profile_uuid))
 
     def delete(self, conn: psycopg.Connection, host_uuid: str, profile_uuid: str) -> None:
+        """The host removed the profile, and with it the certificates it brought."""
         conn.execute("DELETE FROM host_profiles WHERE host_uuid = %s AND profile_uuid = %s",
+                     (host_uuid, profile_uuid))
+        conn.execute("DELETE FROM host_certificates WHERE host_uuid = %s AND profile_uuid = %s",
                      (host_uuid, profile_uuid))
 
     def being_verified(self, conn: psycopg.Connection, host_uuid: str,
