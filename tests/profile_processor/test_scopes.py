@@ -121,11 +121,12 @@ def test_a_dynamic_label_follows_the_hosts_facts(db_conn):
 def test_deleting_a_label_drops_its_memberships(db_conn):
     host = _host(db_conn)
     label = _label(db_conn, 4, hosts=[host])
-    assert db_conn.execute("SELECT count(*) AS n FROM label_memberships WHERE label_id = 4").fetchone()["n"] == 1
+    members = "SELECT count(*) AS n FROM label_memberships WHERE label_id = 4"
+    assert db_conn.execute(members).fetchone()["n"] == 1
     assert read_models.apply_config_change(db_conn, {
         "kind": config_events.LABEL, "action": "deleted", "id": label, "sequence": next(_sequence),
         "label": None})
-    assert db_conn.execute("SELECT count(*) AS n FROM label_memberships WHERE label_id = 4").fetchone()["n"] == 0
+    assert db_conn.execute(members).fetchone()["n"] == 0
 
 
 @pytest.mark.parametrize("criteria, facts, expected", [

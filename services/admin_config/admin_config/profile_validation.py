@@ -87,10 +87,14 @@ def validate_profile(raw: bytes, ca_exists: Callable[[str], bool]) -> ValidatedP
                 raise _bad(f"Unknown Fleet variable ${variable}")
             if s.path and s.path[-1] == "<key>":
                 raise _bad(f"${variable} cannot be used in a dictionary key")
-            if variable == fleet_vars.SCEP_RENEWAL_ID:
-                if not _is_subject_cn_or_ou(s) or _subject_attribute(profile, s) not in ("CN", "OU"):
-                    raise _bad(f"${variable} can only be used in the Subject CN or OU of a "
-                               f"{SCEP_PAYLOAD_TYPE} payload")
+            if variable in fleet_vars.HOST_VARIABLES:
+                continue  # the host's own value, anywhere a string is
+            if variable in fleet_vars.RENEWAL_IDS:
+                # Fleet's older name may be in the CN or OU, its newer one only in the OU.
+                allowed = ("CN", "OU") if variable == fleet_vars.SCEP_RENEWAL_ID else ("OU",)
+                if not _is_subject_cn_or_ou(s) or _subject_attribute(profile, s) not in allowed:
+                    raise _bad(f"${variable} can only be used in the Subject "
+                               f"{' or '.join(allowed)} of a {SCEP_PAYLOAD_TYPE} payload")
                 continue
             if s.payload_type != SCEP_PAYLOAD_TYPE or s.payload_index is None:
                 raise _bad(f"${variable} can only be used in a {SCEP_PAYLOAD_TYPE} payload")

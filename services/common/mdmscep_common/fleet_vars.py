@@ -10,6 +10,19 @@ PREFIX = "FLEET_VAR_"
 CUSTOM_SCEP_CHALLENGE = "FLEET_VAR_CUSTOM_SCEP_CHALLENGE_"
 CUSTOM_SCEP_PROXY_URL = "FLEET_VAR_CUSTOM_SCEP_PROXY_URL_"
 SCEP_RENEWAL_ID = "FLEET_VAR_SCEP_RENEWAL_ID"
+# Fleet's newer name of the renewal id: only in a SCEP payload's Subject OU.
+CERTIFICATE_RENEWAL_ID = "FLEET_VAR_CERTIFICATE_RENEWAL_ID"
+RENEWAL_IDS = (SCEP_RENEWAL_ID, CERTIFICATE_RENEWAL_ID)
+# The host's own values (anywhere in a profile): its serial number and platform (from the facts
+# mdm-endpoint keeps; a change re-sends the profile) and its UDID.
+HOST_HARDWARE_SERIAL = "FLEET_VAR_HOST_HARDWARE_SERIAL"
+HOST_UUID = "FLEET_VAR_HOST_UUID"
+HOST_PLATFORM = "FLEET_VAR_HOST_PLATFORM"
+HOST_VARIABLES = (HOST_HARDWARE_SERIAL, HOST_UUID, HOST_PLATFORM)
+# The host facts (of mdm_endpoint/host_facts.py) whose change re-sends a profile using them.
+HOST_FACT_VARIABLES = {HOST_HARDWARE_SERIAL: "serial_number", HOST_PLATFORM: "platform"}
+# Fleet's names of the platforms (a Mac's facts say darwin, Fleet's variable says macos).
+PLATFORM_NAMES = {"darwin": "macos", "ios": "ios", "ipados": "ipados"}
 
 # `$NAME` or `${NAME}`; a bare name runs over every letter, digit and underscore.
 VARIABLE = re.compile(r"\$(?:\{(FLEET_VAR_[A-Za-z0-9_]*)\}|(FLEET_VAR_[A-Za-z0-9_]*))")
@@ -36,7 +49,13 @@ def ca_name_of(variable: str) -> str | None:
 
 
 def is_known(variable: str) -> bool:
-    return variable == SCEP_RENEWAL_ID or bool(ca_name_of(variable))
+    return variable in RENEWAL_IDS or variable in HOST_VARIABLES or bool(ca_name_of(variable))
+
+
+def uses_host_facts(raw: bytes) -> bool:
+    """Whether a profile's copy depends on a host fact that can change (HOST_FACT_VARIABLES)."""
+    return any((m.group(1) or m.group(2)).decode("ascii") in HOST_FACT_VARIABLES
+               for m in VARIABLE_BYTES.finditer(raw))
 
 
 def xml_escape(value: str) -> str:

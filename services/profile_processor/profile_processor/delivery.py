@@ -22,7 +22,7 @@ from mdmscep_common.outbox import PROFILE_PROCESSOR_OUTBOX, Events, Outbox
 from .commander_client import CommanderClient, HostCommand
 from .issued_certificates import MAX_SPREAD, renewal_due_at
 from .pacing import HORIZON, current_rate, slots_within
-from .rendering import CertificateAuthorityForProfile, render_for_host
+from .rendering import CertificateAuthorityForProfile, HostValues, render_for_host
 from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,9 @@ SEND_BATCH = 500
 PACING_GRACE = timedelta(seconds=0.25)
 RENEWALS_PER_PASS = 2000
 MAX_CACHED_TEMPLATES = 64
+# How long a delivery that reads a host fact the host has not reported waits before it is looked
+# at again (host.facts_changed brings it back at once when the facts come).
+FACTS_WAIT = 300.0
 ENQUEUE_THREADS = 4  # Commander calls in flight at once (one per concurrent send_due)
 
 
@@ -232,9 +235,21 @@ class Reconciler:
         templates = {uuid: self._template(p["raw"]) for uuid, p in desired.items()}
         challenges = {uuid: [CertificateAuthorityForProfile(ca["name"], self._challenge(ca))
                              for ca in cas.get(uuid, [])] for uuid in profile_uuids}
-        commands, sent, codes = [], [], []
+        reading_facts = {uuid for uuid, t in templates.items()
+                         if set(t.occurrences) & set(fleet_vars.HOST_FACT_VARIABLES)}
+        host_values = self._store.host_values(
+            conn, sorted({r["host_uuid"] for r in installs if r["profile_uuid"] in reading_facts}))
+        commands, sent, codes, waiting = [], [], [], []
         for row in rows:
             command_uuid = mdm_commands.new_command_uuid()
+            if row["profile_uuid"] in reading_facts and row["operation_type"] == "install":
+                missing = _missing_facts(templates[row["profile_uuid"]],
+                                         host_values.get(row["host_uuid"], HostValues()))
+                if missing:  # host.facts_changed sends it at once when they come
+                    waiting.append((row["host_uuid"], row["profile_uuid"],
+                                    f"Waiting for the host to report its {missing} "
+                                    "(DeviceInformation)"))
+                    continue
             if row["operation_type"] == "remove":
                 payload = mdm_commands.remove_profile(command_uuid, row["identifier"])
                 request_type, revision = mdm_commands.REMOVE_PROFILE, None
@@ -244,7 +259,8 @@ class Reconciler:
                     continue  # deleted meanwhile; the next pass turns it into a removal
                 rendered = render_for_host(templates[row["profile_uuid"]], row["host_uuid"],
                                            row["profile_uuid"], challenges[row["profile_uuid"]],
-                                           self._proxy_public_url)
+                                           self._proxy_public_url,
+                                           host_values.get(row["host_uuid"], HostValues()))
                 payload = mdm_commands.install_profile(command_uuid, rendered.payload)
                 request_type, revision = mdm_commands.INSTALL_PROFILE, profile["revision"]
                 codes += [(code_hash(code), row["host_uuid"], row["profile_uuid"], ca_name,
@@ -253,6 +269,7 @@ class Reconciler:
                                         row["command_uuid"] or ""))
             sent.append({"host_uuid": row["host_uuid"], "profile_uuid": row["profile_uuid"],
                          "command_uuid": command_uuid, "revision": revision})
+        self._store.wait_for_facts(conn, waiting, FACTS_WAIT)
         return commands, sent, codes
 
     def request_verification(self) -> int:
@@ -261,6 +278,15 @@ class Reconciler:
             hosts = self._store.hosts_to_verify(conn, self._verify_interval,
                                                 lost_after=self._code_ttl, limit=5000)
             return queue_profile_lists(conn, self._store, self._commander, hosts)
+
+
+def _missing_facts(template: fleet_vars.ProfileTemplate, host: HostValues) -> str:
+    """The host facts the profile reads that the host has not reported yet ("" if none)."""
+    used = set(template.occurrences)
+    missing = [what for variable, what, value in (
+        (fleet_vars.HOST_HARDWARE_SERIAL, "serial number", host.serial_number),
+        (fleet_vars.HOST_PLATFORM, "platform", host.platform)) if variable in used and not value]
+    return " and ".join(missing)
 
 
 def _waiting(ca_name: str, wait: timedelta, rate: float) -> str:

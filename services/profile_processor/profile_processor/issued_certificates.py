@@ -46,7 +46,8 @@ def load_ca_certificates(pem: str) -> list[x509.Certificate]:
 
 
 def uses_renewal_id(raw_profile: bytes) -> bool:
-    return fleet_vars.SCEP_RENEWAL_ID in fleet_vars.ProfileTemplate(raw_profile).occurrences
+    return any(name in fleet_vars.RENEWAL_IDS
+               for name in fleet_vars.ProfileTemplate(raw_profile).occurrences)
 
 
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:

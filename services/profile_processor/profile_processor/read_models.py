@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from mdmscep_common import bus, config_events
+from mdmscep_common import bus, config_events, fleet_vars
 from mdmscep_common.bus import PoisonMessage
 
 from . import scopes
@@ -99,15 +99,16 @@ def _apply_profile(conn: psycopg.Connection, event: dict[str, Any], sequence: in
         return True
     conn.execute(
         """INSERT INTO known_profiles (uuid, identifier, name, raw, checksum, has_scep_payload,
-                                       team_id, includes_any)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                                       team_id, includes_any, uses_host_facts)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (uuid) DO UPDATE SET identifier = excluded.identifier,
                name = excluded.name, raw = excluded.raw, checksum = excluded.checksum,
                has_scep_payload = excluded.has_scep_payload, team_id = excluded.team_id,
-               includes_any = excluded.includes_any""",
+               includes_any = excluded.includes_any, uses_host_facts = excluded.uses_host_facts""",
         (profile.uuid, profile.identifier, profile.name, profile.raw, profile.checksum,
          profile.has_scep_payload, profile.team_id,
-         any(mode == "include_any" for mode, _ in profile.labels)))
+         any(mode == "include_any" for mode, _ in profile.labels),
+         fleet_vars.uses_host_facts(profile.raw)))
     conn.execute("DELETE FROM known_profile_certificate_authorities WHERE profile_uuid = %s",
                  (profile.uuid,))
     if profile.ca_ids:

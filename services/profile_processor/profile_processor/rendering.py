@@ -1,5 +1,6 @@
 """render_for_host: a profile's per-host copy, with its CA's challenge, a new one-time code in the
-proxy URL, and the renewal id, substituted textually and XML-escaped (README.md "Admin API")."""
+proxy URL, the renewal id and the host's own values, substituted textually and XML-escaped
+(README.md "Admin API")."""
 
 from __future__ import annotations
 
@@ -28,9 +29,22 @@ class Rendered:
     codes: list[tuple[str, str]]  # (CA name, one-time code)
 
 
+@dataclass(frozen=True)
+class HostValues:
+    """What the host variables read: its serial number and Fleet's name of its platform ("" when
+    the host has not said yet)."""
+
+    serial_number: str = ""
+    platform: str = ""
+
+
 def render_for_host(template: fleet_vars.ProfileTemplate, host_uuid: str, profile_uuid: str,
-                    cas: list[CertificateAuthorityForProfile], proxy_public_url: str) -> Rendered:
-    values = {fleet_vars.SCEP_RENEWAL_ID: fleet_vars.renewal_id(profile_uuid)}
+                    cas: list[CertificateAuthorityForProfile], proxy_public_url: str,
+                    host: HostValues = HostValues()) -> Rendered:
+    renewal_id = fleet_vars.renewal_id(profile_uuid)
+    values = {fleet_vars.SCEP_RENEWAL_ID: renewal_id, fleet_vars.CERTIFICATE_RENEWAL_ID: renewal_id,
+              fleet_vars.HOST_UUID: host_uuid, fleet_vars.HOST_HARDWARE_SERIAL: host.serial_number,
+              fleet_vars.HOST_PLATFORM: fleet_vars.PLATFORM_NAMES.get(host.platform, "")}
     codes = []
     for ca in cas:
         code = new_one_time_code()

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from mdmscep_common import label_criteria
+from mdmscep_common import fleet_vars, label_criteria
 from mdmscep_common.config_events import LabelState
 
 FACTS = ("serial_number", "model", "os_version", "product_name", "platform")
@@ -67,6 +67,10 @@ def set_host_facts(conn: psycopg.Connection, host_uuid: str, facts: dict[str, An
     """The host's facts as mdm-endpoint last published them, and its dynamic label memberships
     re-evaluated. True when a membership changed."""
     values = {name: facts.get(name) if isinstance(facts.get(name), str) else "" for name in FACTS}
+    before = conn.execute("SELECT serial_number, platform FROM known_host_facts "
+                          "WHERE host_uuid = %s FOR UPDATE", (host_uuid,)).fetchone()
+    if before is None or any(before[f] != values[f] for f in fleet_vars.HOST_FACT_VARIABLES.values()):
+        _resend_host_fact_profiles(conn, host_uuid)
     conn.execute(
         f"""INSERT INTO known_host_facts (host_uuid, {', '.join(FACTS)})
             VALUES (%(host)s, {', '.join(f'%({n})s' for n in FACTS)})
@@ -83,3 +87,17 @@ def set_host_facts(conn: psycopg.Connection, host_uuid: str, facts: dict[str, An
         "INSERT INTO label_memberships (label_id, host_uuid) SELECT unnest(%s::bigint[]), %s "
         "ON CONFLICT DO NOTHING", (member_of, host_uuid)).rowcount if member_of else 0
     return bool(left or joined)
+
+
+def _resend_host_fact_profiles(conn: psycopg.Connection, host_uuid: str) -> None:
+    """The host's copies of profiles that read its serial number or platform are out of date:
+    those sent are delivered again with a fresh budget; those waiting for the fact go now."""
+    conn.execute(
+        """UPDATE host_profiles hp SET status = 'pending', attempts = 0,
+                  ca_unreachable_retries = 0, detail = '', next_attempt_at = now(),
+                  updated_at = now()
+           FROM known_profiles p
+           WHERE p.uuid = hp.profile_uuid AND p.uses_host_facts AND hp.host_uuid = %s
+             AND hp.operation_type = 'install'
+             AND (hp.command_uuid IS NOT NULL
+                  OR (hp.paced_until IS NULL AND hp.queued_for_ca IS NULL))""", (host_uuid,))

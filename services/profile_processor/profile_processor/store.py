@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from .rendering import HostValues
 from .scopes import IN_SCOPE
 
 MAX_ATTEMPTS = 3
@@ -113,6 +114,26 @@ class DeliveryStore:
             out.setdefault(r["profile_uuid"], []).append(
                 {**r, "challenge_encrypted": bytes(r["challenge_encrypted"])})
         return out
+
+    def host_values(self, conn: psycopg.Connection, hosts: list[str]) -> dict[str, HostValues]:
+        """What the host variables read, per host (known_host_facts)."""
+        if not hosts:
+            return {}
+        rows = conn.execute("SELECT host_uuid, serial_number, platform FROM known_host_facts "
+                            "WHERE host_uuid = ANY(%s)", (hosts,)).fetchall()
+        return {r["host_uuid"]: HostValues(r["serial_number"], r["platform"]) for r in rows}
+
+    def wait_for_facts(self, conn: psycopg.Connection, waiting: list[tuple[str, str, str]],
+                       seconds: float) -> None:
+        if waiting:
+            conn.execute(
+                """UPDATE host_profiles hp SET detail = w.detail, paced_until = NULL,
+                          queued_for_ca = NULL, updated_at = now(),
+                          next_attempt_at = now() + make_interval(secs => %s)
+                   FROM unnest(%s::text[], %s::text[], %s::text[]) AS w(host_uuid, profile_uuid, detail)
+                   WHERE hp.host_uuid = w.host_uuid AND hp.profile_uuid = w.profile_uuid""",
+                (seconds, [w[0] for w in waiting], [w[1] for w in waiting],
+                 [w[2] for w in waiting]))
 
     def mark_failed(self, conn: psycopg.Connection, keys: list[tuple[str, str]], details: list[str]) -> None:
         if keys:

@@ -8,6 +8,9 @@
 ALTER TABLE known_profiles ADD COLUMN team_id bigint;
 -- Whether the profile has labels_include_any labels (a host needs one of them).
 ALTER TABLE known_profiles ADD COLUMN includes_any boolean NOT NULL DEFAULT false;
+-- Whether its copy reads a host fact that can change ($FLEET_VAR_HOST_HARDWARE_SERIAL,
+-- $FLEET_VAR_HOST_PLATFORM): a change re-sends it to that host.
+ALTER TABLE known_profiles ADD COLUMN uses_host_facts boolean NOT NULL DEFAULT false;
 
 CREATE TABLE known_profile_labels (
     profile_uuid  text NOT NULL REFERENCES known_profiles (uuid) ON DELETE CASCADE,
