@@ -60,19 +60,29 @@ class DeliveryStore:
     def remove_out_of_scope(self, conn: psycopg.Connection) -> int:
         """Installs the host is no longer in scope of (the profile deleted, the host moved to
         another team, its labels or the profile's rule changed): never sent → forget; sent →
-        RemoveProfile (the host's certificates of the profile go with it)."""
-        out = f"""hp.operation_type = 'install' AND NOT EXISTS (
-                      SELECT 1 FROM ({IN_SCOPE}) s
-                      WHERE s.host_uuid = hp.host_uuid AND s.profile_uuid = hp.profile_uuid)"""
-        forgotten = conn.execute(
-            f"DELETE FROM host_profiles hp WHERE hp.command_uuid IS NULL AND {out}").rowcount
-        removing = conn.execute(
-            f"""UPDATE host_profiles hp SET operation_type = 'remove', status = 'pending',
-                       attempts = 0, ca_unreachable_retries = 0, detail = '', revision = NULL,
-                       paced_until = NULL, queued_for_ca = NULL, next_attempt_at = now(),
-                       updated_at = now()
-                WHERE {out}""").rowcount
-        return forgotten + removing
+        RemoveProfile (the host's certificates of the profile go with it). The scope is worked
+        out once for both."""
+        return conn.execute(
+            f"""WITH out_of_scope AS (
+                    SELECT hp.host_uuid, hp.profile_uuid, hp.command_uuid IS NULL AS unsent
+                    FROM host_profiles hp
+                    WHERE hp.operation_type = 'install' AND NOT EXISTS (
+                        SELECT 1 FROM ({IN_SCOPE}) s
+                        WHERE s.host_uuid = hp.host_uuid AND s.profile_uuid = hp.profile_uuid)),
+                forgotten AS (
+                    DELETE FROM host_profiles hp USING out_of_scope o
+                    WHERE o.unsent AND hp.host_uuid = o.host_uuid
+                      AND hp.profile_uuid = o.profile_uuid RETURNING 1),
+                removing AS (
+                    UPDATE host_profiles hp SET operation_type = 'remove', status = 'pending',
+                           attempts = 0, ca_unreachable_retries = 0, detail = '',
+                           revision = NULL, paced_until = NULL, queued_for_ca = NULL,
+                           next_attempt_at = now(), updated_at = now()
+                    FROM out_of_scope o
+                    WHERE NOT o.unsent AND hp.host_uuid = o.host_uuid
+                      AND hp.profile_uuid = o.profile_uuid RETURNING 1)
+                SELECT (SELECT count(*) FROM forgotten) + (SELECT count(*) FROM removing) AS n"""
+        ).fetchone()["n"]
 
     def drop_unenrolled(self, conn: psycopg.Connection) -> int:
         conn.execute("DELETE FROM scep_codes c WHERE NOT EXISTS (SELECT 1 FROM enrolled_hosts h "
