@@ -292,7 +292,8 @@ def _truncate_all(db):
                      "profile_certificate_authorities, certificate_authorities, activities, api_tokens, "
                      "host_certificates, ca_pacing, ca_requests, known_profiles, "
                      "known_profile_certificate_authorities, known_certificate_authorities, "
-                     "enrolled_hosts, read_model_sequences, admin_config_outbox, "
+                     "enrolled_hosts, read_model_sequences, admin_config_outbox, teams, host_teams, "
+                     "labels, label_hosts, profile_labels, "
                      "mdm_endpoint_outbox, profile_processor_outbox, scep_proxy_outbox CASCADE")
 
 

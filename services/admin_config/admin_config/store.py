@@ -1,4 +1,5 @@
-"""admin-config's SQL: certificate authorities, activities and API tokens. No HTTP here."""
+"""admin-config's SQL: certificate authorities, activities, API tokens, profiles, teams and labels.
+No HTTP here."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ _CA_COLUMNS = ("id, name, type, url, challenge_encrypted, ca_certificates_pem, c
 
 class NameTaken(Exception):
     pass
+
+
+MAX_BIGINT = (1 << 63) - 1  # ids are bigserial: a larger number names nothing
+
+
+def _is_id(value: int) -> bool:
+    return 0 < value <= MAX_BIGINT
 
 
 class CertificateAuthorityStore:
@@ -136,44 +144,77 @@ class ApiTokenStore:
                             "FROM api_tokens ORDER BY id").fetchall()
 
 
+_LABEL_MODES = ("include_all", "include_any", "exclude_any")  # config_events.LABEL_MODES
+_PROFILE_COLUMNS = "uuid, name, identifier, team_id, created_at"
+# Profiles of one team (`team` 0: of no team), or of every team (`team` NULL).
+_PROFILE_TEAM = "(%(team)s::bigint IS NULL OR COALESCE(team_id, 0) = %(team)s)"
+
+
 class ProfileStore:
     def insert(self, conn: psycopg.Connection, profile_uuid: str, name: str, identifier: str,
                payload_uuid: str, raw: bytes, checksum: bytes, has_scep_payload: bool,
-               ca_ids: list[int]) -> dict[str, Any]:
+               ca_ids: list[int], team_id: int | None = None,
+               labels: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+        """`labels`: the profile's label rule as (mode, label id) pairs."""
         try:
             with conn.transaction():
                 row = conn.execute(
                     "INSERT INTO profiles (uuid, name, identifier, payload_uuid, raw, checksum, "
-                    "has_scep_payload) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                    "RETURNING uuid, name, identifier, created_at",
+                    "has_scep_payload, team_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                    f"RETURNING {_PROFILE_COLUMNS}",
                     (profile_uuid, name, identifier, payload_uuid, raw, checksum,
-                     has_scep_payload)).fetchone()
+                     has_scep_payload, team_id)).fetchone()
                 if ca_ids:
                     conn.execute("INSERT INTO profile_certificate_authorities (profile_uuid, ca_id) "
                                  "SELECT %s, unnest(%s::bigint[])", (profile_uuid, ca_ids))
+                if labels:
+                    conn.execute("INSERT INTO profile_labels (profile_uuid, mode, label_id) "
+                                 "SELECT %s, unnest(%s::text[]), unnest(%s::bigint[])",
+                                 (profile_uuid, [m for m, _ in labels], [i for _, i in labels]))
         except psycopg.errors.UniqueViolation:
             raise NameTaken(identifier) from None
         return row
 
-    def identifier_exists(self, conn: psycopg.Connection, identifier: str) -> bool:
-        return conn.execute("SELECT 1 FROM profiles WHERE identifier = %s",
-                            (identifier,)).fetchone() is not None
+    def identifier_exists(self, conn: psycopg.Connection, identifier: str,
+                          team_id: int | None = None) -> bool:
+        """Whether a profile of that team (None: of no team) has this PayloadIdentifier."""
+        return conn.execute("SELECT 1 FROM profiles WHERE identifier = %s "
+                            "AND COALESCE(team_id, 0) = %s",
+                            (identifier, team_id or 0)).fetchone() is not None
 
-    def list(self, conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
-        return conn.execute("SELECT uuid, name, identifier, created_at FROM profiles "
-                            "ORDER BY created_at, uuid LIMIT %s OFFSET %s", (limit, offset)).fetchall()
+    def list(self, conn: psycopg.Connection, limit: int, offset: int,
+             team: int | None = None) -> list[dict[str, Any]]:
+        """`team`: None for every profile, 0 for those of no team, else that team's."""
+        return conn.execute(f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE {_PROFILE_TEAM} "
+                            "ORDER BY created_at, uuid LIMIT %(limit)s OFFSET %(offset)s",
+                            {"team": team, "limit": limit, "offset": offset}).fetchall()
 
     def get(self, conn: psycopg.Connection, profile_uuid: str,
             for_update: bool = False) -> dict[str, Any] | None:
         lock = " FOR UPDATE" if for_update else ""
-        return conn.execute("SELECT uuid, name, identifier, created_at FROM profiles WHERE uuid = %s"
-                            + lock, (profile_uuid,)).fetchone()
+        return conn.execute(f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE uuid = %s" + lock,
+                            (profile_uuid,)).fetchone()
 
-    def count(self, conn: psycopg.Connection) -> int:
-        return conn.execute("SELECT count(*) AS n FROM profiles").fetchone()["n"]
+    def count(self, conn: psycopg.Connection, team: int | None = None) -> int:
+        return conn.execute(f"SELECT count(*) AS n FROM profiles WHERE {_PROFILE_TEAM}",
+                            {"team": team}).fetchone()["n"]
+
+    def label_names(self, conn: psycopg.Connection,
+                    profile_uuids: list[str]) -> dict[str, dict[str, list[str]]]:
+        """Each profile's label rule by label name: uuid → {mode: [names]} (every mode)."""
+        scopes = {u: {mode: [] for mode in _LABEL_MODES} for u in profile_uuids}
+        if profile_uuids:
+            rows = conn.execute("SELECT pl.profile_uuid, pl.mode, l.name FROM profile_labels pl "
+                                "JOIN labels l ON l.id = pl.label_id "
+                                "WHERE pl.profile_uuid = ANY(%s) ORDER BY l.name",
+                                (profile_uuids,)).fetchall()
+            for r in rows:
+                scopes[r["profile_uuid"]][r["mode"]].append(r["name"])
+        return scopes
 
     def replace(self, conn: psycopg.Connection, profile_uuid: str, name: str, payload_uuid: str,
                 raw: bytes, checksum: bytes, has_scep_payload: bool, ca_ids: list[int]) -> None:
+        """New content; the team and label rule stay."""
         conn.execute("UPDATE profiles SET name = %s, payload_uuid = %s, raw = %s, checksum = %s, "
                      "has_scep_payload = %s, updated_at = now() WHERE uuid = %s",
                      (name, payload_uuid, raw, checksum, has_scep_payload, profile_uuid))
@@ -184,21 +225,37 @@ class ProfileStore:
                          "SELECT %s, unnest(%s::bigint[])", (profile_uuid, ca_ids))
 
     def state(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
-        """What config.changed carries of a profile (mdmscep_common.config_events)."""
+        """What config.changed carries of a profile (mdmscep_common.config_events), its scope
+        too: `team_id`, and `labels` as {mode: [label ids]}."""
         return conn.execute(
-            "SELECT uuid, identifier, name, raw, checksum, has_scep_payload, "
+            "SELECT uuid, identifier, name, raw, checksum, has_scep_payload, team_id, "
             "ARRAY(SELECT ca_id FROM profile_certificate_authorities pc "
-            "      WHERE pc.profile_uuid = p.uuid ORDER BY ca_id) AS ca_ids "
+            "      WHERE pc.profile_uuid = p.uuid ORDER BY ca_id) AS ca_ids, "
+            "(SELECT COALESCE(jsonb_object_agg(mode, ids), '{}'::jsonb) FROM "
+            " (SELECT mode, jsonb_agg(label_id ORDER BY label_id) AS ids FROM profile_labels pl "
+            "  WHERE pl.profile_uuid = p.uuid GROUP BY mode) m) AS labels "
             "FROM profiles p WHERE uuid = %s", (profile_uuid,)).fetchone()
 
     def delete(self, conn: psycopg.Connection, profile_uuid: str) -> dict[str, Any] | None:
         return conn.execute("DELETE FROM profiles WHERE uuid = %s RETURNING uuid, name, identifier",
                             (profile_uuid,)).fetchone()
 
+    def of_team(self, conn: psycopg.Connection, team_id: int) -> list[str]:
+        """The UUIDs of a team's profiles, locked (they are about to go with it)."""
+        rows = conn.execute("SELECT uuid FROM profiles WHERE team_id = %s ORDER BY created_at, uuid "
+                            "FOR UPDATE", (team_id,)).fetchall()
+        return [r["uuid"] for r in rows]
+
     def names_using_ca(self, conn: psycopg.Connection, ca_id: int) -> list[str]:
         rows = conn.execute("SELECT p.name FROM profiles p JOIN profile_certificate_authorities pc "
                             "ON pc.profile_uuid = p.uuid WHERE pc.ca_id = %s ORDER BY p.name",
                             (ca_id,)).fetchall()
+        return [r["name"] for r in rows]
+
+    def names_using_label(self, conn: psycopg.Connection, label_id: int) -> list[str]:
+        rows = conn.execute("SELECT p.name FROM profiles p JOIN profile_labels pl "
+                            "ON pl.profile_uuid = p.uuid WHERE pl.label_id = %s ORDER BY p.name",
+                            (label_id,)).fetchall()
         return [r["name"] for r in rows]
 
     def current_names(self, db, profile_uuids: list[str]) -> dict[str, str]:
@@ -212,6 +269,154 @@ class ProfileStore:
             rows = conn.execute("SELECT uuid, name FROM profiles WHERE uuid = ANY(%s)",
                                 (uuids,)).fetchall()
         return {r["uuid"]: r["name"] for r in rows}
+
+
+class TeamStore:
+    """Teams, and which team each host is in (no row: no team)."""
+
+    def insert(self, conn: psycopg.Connection, name: str) -> dict[str, Any]:
+        try:
+            with conn.transaction():
+                return conn.execute("INSERT INTO teams (name) VALUES (%s) "
+                                    "RETURNING id, name, created_at", (name,)).fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise NameTaken(name) from None
+
+    def get(self, conn: psycopg.Connection, team_id: int, lock: str = "") -> dict[str, Any] | None:
+        """`lock`: "" or "UPDATE" (to delete it) or "SHARE" (to point at it)."""
+        suffix = {"": "", "UPDATE": " FOR UPDATE", "SHARE": " FOR SHARE"}[lock]
+        if not _is_id(team_id):
+            return None
+        return conn.execute("SELECT id, name, created_at FROM teams WHERE id = %s" + suffix,
+                            (team_id,)).fetchone()
+
+    def list(self, conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
+        return conn.execute(
+            "SELECT t.id, t.name, t.created_at, "
+            "(SELECT count(*) FROM host_teams h WHERE h.team_id = t.id) AS host_count "
+            "FROM teams t ORDER BY t.id LIMIT %s OFFSET %s", (limit, offset)).fetchall()
+
+    def count(self, conn: psycopg.Connection) -> int:
+        return conn.execute("SELECT count(*) AS n FROM teams").fetchone()["n"]
+
+    def ids_by_name(self, conn: psycopg.Connection, names: list[str]) -> dict[str, int]:
+        rows = conn.execute("SELECT name, id FROM teams WHERE name = ANY(%s)", (names,)).fetchall()
+        return {r["name"]: r["id"] for r in rows}
+
+    def delete(self, conn: psycopg.Connection, team_id: int) -> bool:
+        return conn.execute("DELETE FROM teams WHERE id = %s", (team_id,)).rowcount == 1
+
+    def hosts(self, conn: psycopg.Connection, team_id: int) -> list[str]:
+        rows = conn.execute("SELECT host_uuid FROM host_teams WHERE team_id = %s ORDER BY host_uuid",
+                            (team_id,)).fetchall()
+        return [r["host_uuid"] for r in rows]
+
+    def hosts_in_any_team(self, conn: psycopg.Connection) -> set[str]:
+        rows = conn.execute("SELECT host_uuid FROM host_teams").fetchall()
+        return {r["host_uuid"] for r in rows}
+
+    def of_hosts(self, conn: psycopg.Connection, host_uuids: list[str]) -> dict[str, int]:
+        """host → team of the named hosts that are in one."""
+        if not host_uuids:
+            return {}
+        rows = conn.execute("SELECT host_uuid, team_id FROM host_teams WHERE host_uuid = ANY(%s)",
+                            (host_uuids,)).fetchall()
+        return {r["host_uuid"]: r["team_id"] for r in rows}
+
+    def assign(self, conn: psycopg.Connection, host_uuids: list[str],
+               team_id: int | None) -> list[str]:
+        """Put the hosts (distinct) in the team (None: in none); returns those whose team
+        changed, their rows locked until the transaction ends."""
+        if team_id is None:
+            rows = conn.execute("DELETE FROM host_teams WHERE host_uuid = ANY(%s) "
+                                "RETURNING host_uuid", (host_uuids,)).fetchall()
+        else:
+            rows = conn.execute(
+                "INSERT INTO host_teams (host_uuid, team_id) SELECT unnest(%s::text[]), %s "
+                "ON CONFLICT (host_uuid) DO UPDATE SET team_id = EXCLUDED.team_id "
+                "WHERE host_teams.team_id IS DISTINCT FROM EXCLUDED.team_id RETURNING host_uuid",
+                (host_uuids, team_id)).fetchall()
+        return sorted(r["host_uuid"] for r in rows)
+
+    def empty(self, conn: psycopg.Connection, team_id: int) -> list[str]:
+        """Take every host out of the team; returns them."""
+        rows = conn.execute("DELETE FROM host_teams WHERE team_id = %s RETURNING host_uuid",
+                            (team_id,)).fetchall()
+        return sorted(r["host_uuid"] for r in rows)
+
+
+_LABEL_COLUMNS = ("id, name, criteria, created_at, updated_at, "
+                  "ARRAY(SELECT host_uuid FROM label_hosts lh WHERE lh.label_id = l.id "
+                  "      ORDER BY host_uuid) AS hosts")
+
+
+class LabelStore:
+    """Labels: manual (criteria NULL, hosts in label_hosts) or dynamic (criteria)."""
+
+    def insert(self, conn: psycopg.Connection, name: str,
+               criteria: dict[str, str] | None) -> dict[str, Any]:
+        try:
+            with conn.transaction():
+                return conn.execute("INSERT INTO labels (name, criteria) VALUES (%s, %s) "
+                                    "RETURNING id, name, criteria, created_at, updated_at",
+                                    (name, None if criteria is None else Jsonb(criteria))
+                                    ).fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise NameTaken(name) from None
+
+    def get(self, conn: psycopg.Connection, label_id: int,
+            for_update: bool = False) -> dict[str, Any] | None:
+        lock = " FOR UPDATE" if for_update else ""
+        if not _is_id(label_id):
+            return None
+        return conn.execute(f"SELECT {_LABEL_COLUMNS} FROM labels l WHERE id = %s{lock}",
+                            (label_id,)).fetchone()
+
+    def list(self, conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
+        return conn.execute(f"SELECT {_LABEL_COLUMNS} FROM labels l ORDER BY id LIMIT %s OFFSET %s",
+                            (limit, offset)).fetchall()
+
+    def count(self, conn: psycopg.Connection) -> int:
+        return conn.execute("SELECT count(*) AS n FROM labels").fetchone()["n"]
+
+    def ids_by_name(self, conn: psycopg.Connection, names: list[str]) -> dict[str, int]:
+        """name → id of the named labels that exist, locked against deletion (FOR SHARE)."""
+        rows = conn.execute("SELECT name, id FROM labels WHERE name = ANY(%s) ORDER BY id "
+                            "FOR SHARE", (names,)).fetchall()
+        return {r["name"]: r["id"] for r in rows}
+
+    def set_hosts(self, conn: psycopg.Connection, label_id: int, host_uuids: list[str]) -> None:
+        """A manual label's hosts become `host_uuids` (distinct)."""
+        conn.execute("DELETE FROM label_hosts WHERE label_id = %s AND NOT host_uuid = ANY(%s)",
+                     (label_id, host_uuids))
+        if host_uuids:
+            conn.execute("INSERT INTO label_hosts (label_id, host_uuid) "
+                         "SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                         (label_id, host_uuids))
+
+    def rename(self, conn: psycopg.Connection, label_id: int, name: str) -> None:
+        try:
+            with conn.transaction():
+                conn.execute("UPDATE labels SET name = %s WHERE id = %s", (name, label_id))
+        except psycopg.errors.UniqueViolation:
+            raise NameTaken(name) from None
+
+    def touch(self, conn: psycopg.Connection, label_id: int) -> None:
+        conn.execute("UPDATE labels SET updated_at = now() WHERE id = %s", (label_id,))
+
+    def delete(self, conn: psycopg.Connection, label_id: int) -> bool:
+        return conn.execute("DELETE FROM labels WHERE id = %s", (label_id,)).rowcount == 1
+
+    def manual_of_host(self, conn: psycopg.Connection, host_uuid: str) -> list[int]:
+        """The manual labels listing the host, locked (FOR UPDATE)."""
+        rows = conn.execute("SELECT l.id FROM labels l JOIN label_hosts lh ON lh.label_id = l.id "
+                            "WHERE lh.host_uuid = %s ORDER BY l.id FOR UPDATE OF l",
+                            (host_uuid,)).fetchall()
+        return [r["id"] for r in rows]
+
+    def drop_host(self, conn: psycopg.Connection, label_id: int, host_uuid: str) -> None:
+        conn.execute("DELETE FROM label_hosts WHERE label_id = %s AND host_uuid = %s",
+                     (label_id, host_uuid))
 
 
 class CertificateAuthorityNames:
