@@ -286,7 +286,7 @@ def test_the_admin_api_shows_what_the_real_clients_bring(owners, db):
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     listed = client.get("/api/v1/fleet/hosts?per_page=5", headers=auth).get_json()
     assert listed == {"hosts": [{"uuid": "H-1", "serial_number": "C02ONE", "enrolled": True,
-                                 "last_seen_at": "2026-01-31T12:00:05Z"}],
+                                 "last_seen_at": "2026-01-31T12:00:05Z", "team_id": None}],
                       "meta": {"total": 41, "page": 0, "per_page": 5}}
     detail = client.get("/api/v1/fleet/hosts/H-1", headers=auth).get_json()
     assert detail["profiles"] == {"pending": 0, "verifying": 0, "verified": 5, "failed": 2}

@@ -48,8 +48,12 @@ def world(admin, custom_ca, db_conn):
                     "operation_type, status, detail) VALUES ('H-A', %s, 'Fleet.custom.SCEP', "
                     "'SCEP proxy cert', 'install', 'failed', 'The disk is full')", (profile,))
     assert admin.post(f"{API}/api_tokens", json={"name": "spare"}).status_code == 200
+    team = admin.post(f"{API}/teams", json={"name": "Spare team"})
+    label = admin.post(f"{API}/labels", json={"name": "Spare label", "hosts": ["H-A"]})
+    assert team.status_code == 200 and label.status_code == 200, (team.json, label.json)
     return {"ca": ca.json["id"], "spare_ca": spare.json["id"], "profile": profile,
-            "ca_url": custom_ca.url}
+            "ca_url": custom_ca.url, "team": team.json["team"]["id"],
+            "label": label.json["label"]["id"]}
 
 
 @pytest.fixture
@@ -93,6 +97,14 @@ CALLS: list[tuple[str, str, Any, int]] = [
     ("GET", "/api_tokens", None, 200),
     ("POST", "/api_tokens", lambda w: {"json": {"name": "new-bot", "role": "maintainer"}}, 200),
     ("DELETE", "/api_tokens/spare", None, 204),
+    ("GET", "/teams", None, 200),
+    ("POST", "/teams", lambda w: {"json": {"name": "New team"}}, 200),
+    ("DELETE", "/teams/{team}", None, 204),
+    ("POST", "/hosts/transfer", lambda w: {"json": {"team_id": w["team"], "hosts": ["H-A"]}}, 200),
+    ("GET", "/labels", None, 200),
+    ("POST", "/labels", lambda w: {"json": {"name": "New label", "hosts": ["H-A"]}}, 200),
+    ("PATCH", "/labels/{label}", lambda w: {"json": {"hosts": []}}, 200),
+    ("DELETE", "/labels/{label}", None, 204),
     ("GET", "/openapi.json", None, 200),
 ]
 # What each call changes records an activity of this type (actor: the caller's token name).
@@ -108,6 +120,12 @@ ACTIVITIES = {
     ("DELETE", "/hosts/H-GONE"): "deleted_host",
     ("POST", "/api_tokens"): "created_api_token",
     ("DELETE", "/api_tokens/spare"): "revoked_api_token",
+    ("POST", "/teams"): "created_team",
+    ("DELETE", "/teams/{team}"): "deleted_team",
+    ("POST", "/hosts/transfer"): "transferred_hosts",
+    ("POST", "/labels"): "created_label",
+    ("PATCH", "/labels/{label}"): "edited_label",
+    ("DELETE", "/labels/{label}"): "deleted_label",
 }
 # The mapping the product promises (docs/api.md "Roles"), independent of api.py's declarations.
 EXPECTED_ROLES = {
@@ -123,6 +141,12 @@ EXPECTED_ROLES = {
     ("DELETE", "/hosts/H-GONE"): ADMIN,
     ("POST", "/api_tokens"): ADMIN,
     ("DELETE", "/api_tokens/spare"): ADMIN,
+    ("POST", "/teams"): ADMIN,
+    ("DELETE", "/teams/{team}"): ADMIN,
+    ("POST", "/hosts/transfer"): ADMIN,
+    ("POST", "/labels"): MAINTAINER,
+    ("PATCH", "/labels/{label}"): MAINTAINER,
+    ("DELETE", "/labels/{label}"): MAINTAINER,
 }
 
 
@@ -159,7 +183,8 @@ def test_every_route_is_called_by_every_role(admin_app):
     adapter = admin_app.url_map.bind("localhost")
     called = {}
     for method, path, _, _ in CALLS:
-        endpoint, _ = adapter.match(API + path.format(ca=1, spare_ca=2, profile="P"), method)
+        endpoint, _ = adapter.match(API + path.format(ca=1, spare_ca=2, profile="P", team=3,
+                                                       label=4), method)
         called[endpoint] = EXPECTED_ROLES[(method, path)]
     assert called == routes.needed
     served = {r.endpoint for r in admin_app.url_map.iter_rules() if r.rule.startswith(API + "/")}
@@ -304,6 +329,8 @@ def test_the_openapi_document_names_each_operations_role(admin):
             if method == "parameters":
                 continue
             rule = path.removeprefix(API).replace("{id}", "<int:ca_id>")
+            rule = rule.replace("{team_id}", "<int:team_id>").replace("{label_id}",
+                                                                      "<int:label_id>")
             rule = rule.replace("{", "<").replace("}", ">")
             role = routes.operations[(method.upper(), API + rule)]
             assert operation["x-required-role"] == role, (method, path)

@@ -60,7 +60,7 @@ def _uuids(admin, query):
 def test_the_host_list_keeps_its_fields_order_and_filters(admin, fleet):
     body = admin.get(HOSTS).json
     assert body["hosts"][0] == {"uuid": "H-B", "serial_number": "C02BBB", "enrolled": True,
-                                "last_seen_at": "2026-01-31T11:00:00Z"}
+                                "last_seen_at": "2026-01-31T11:00:00Z", "team_id": None}
     assert _uuids(admin, "") == (["H-B", "H-A", "H-C"], 3)  # enrollment order
     assert _uuids(admin, "query=c02") == (["H-B", "H-A"], 2)
     assert _uuids(admin, "query=%25") == ([], 0)  # a literal character, no wildcard
@@ -99,7 +99,7 @@ def test_a_query_matching_more_hosts_than_one_request_names_still_counts_them_al
 def test_host_detail_counts_every_delivery(admin, fleet):
     assert admin.get(f"{HOSTS}/H-A").json == {
         "uuid": "H-A", "serial_number": "C02AAA", "enrolled": True, "last_seen_at": None,
-        "device_name": "Anna's Mac", "model": "Mac14,2", "os_version": "14.5",
+        "team_id": None, "device_name": "Anna's Mac", "model": "Mac14,2", "os_version": "14.5",
         "product_name": "", "platform": "", "facts_updated_at": None,
         "enrolled_at": "2026-01-30T08:00:00Z", "push_token_invalid": False,
         "profiles": {"pending": 1, "verifying": 0, "verified": 1, "failed": 0}}

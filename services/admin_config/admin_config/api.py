@@ -11,9 +11,11 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from mdmscep_common.http import request_body
 
+from .configuration_profiles import LABEL_FIELDS
 from .errors import BadRequest
 from .host_registry_client import HOST_FACTS
 from .roles import ADMIN, DEFAULT_ROLE, MAINTAINER, OBSERVER, ROLES
+from .store import MAX_BIGINT
 
 api = Blueprint("api", __name__, url_prefix="/api/v1/fleet")
 PROFILE_MEDIA_TYPE = "application/x-apple-aspen-config"
@@ -114,6 +116,17 @@ def _text_arg(name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
+def _team_id(value: str | None) -> int | None:
+    """A `team_id` query or form field: None when absent or empty, else a team id or 0 (no
+    team); BadRequest otherwise."""
+    if value is None or value == "":
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_BIGINT:
+        raise BadRequest("team_id must be a team's id (0: no team)",
+                         [{"name": "team_id", "reason": "must be a non-negative integer"}])
+    return int(value)
+
+
 def _json_body() -> Any:
     """The JSON body, None when there is none or it is not JSON (the caller says what it needs)."""
     raw = request_body()  # 413 for a chunked body over the limit, not a truncated-JSON 400
@@ -183,7 +196,13 @@ def _uploaded_profile() -> bytes:
 
 @routes.post("/configuration_profiles", MAINTAINER)
 def upload_configuration_profile():
-    return jsonify({"profile_uuid": _services().profiles.upload(_uploaded_profile(), g.actor)})
+    """Multipart: `profile`, and its scope: `team_id` (absent or 0: no team) and repeated
+    `labels_include_all` / `labels_include_any` / `labels_exclude_any` (label names)."""
+    raw = _uploaded_profile()
+    team_id = _team_id(request.form.get("team_id")) or None
+    labels = {field: request.form.getlist(field) for field in LABEL_FIELDS
+              if field in request.form}
+    return jsonify({"profile_uuid": _services().profiles.upload(raw, g.actor, team_id, labels)})
 
 
 @routes.put("/configuration_profiles/<profile_uuid>", MAINTAINER)
@@ -194,7 +213,7 @@ def replace_configuration_profile(profile_uuid: str):
 @routes.get("/configuration_profiles", OBSERVER)
 def list_configuration_profiles():
     page, per_page = _page_args()
-    items, total = _services().profiles.list(page, per_page)
+    items, total = _services().profiles.list(page, per_page, _team_id(request.args.get("team_id")))
     return _listing("profiles", items, total, page, per_page)
 
 
@@ -266,7 +285,8 @@ def list_hosts():
     page, per_page = _page_args()
     items, total = _services().hosts.list(page, per_page, _text_arg("status"),
                                           _text_arg("profile_uuid"), _text_arg("query"),
-                                          {name: _text_arg(name) for name in HOST_FACTS})
+                                          {name: _text_arg(name) for name in HOST_FACTS},
+                                          _team_id(request.args.get("team_id")))
     return _listing("hosts", items, total, page, per_page)
 
 
@@ -278,6 +298,58 @@ def host_detail(host_uuid: str):
 @routes.delete("/hosts/<host_uuid>", ADMIN)
 def delete_host(host_uuid: str):
     _services().hosts.delete(host_uuid, g.actor)
+    return "", 204
+
+
+@routes.post("/hosts/transfer", ADMIN)
+def transfer_hosts():
+    body = _json_body()
+    if not isinstance(body, dict) or "team_id" not in body:
+        raise BadRequest("The body must be a JSON object with team_id (null: no team) and hosts",
+                         [{"name": "team_id", "reason": "missing"}])
+    return jsonify(_services().teams.transfer(body["team_id"], body.get("hosts"), g.actor))
+
+
+@routes.post("/teams", ADMIN)
+def create_team():
+    body = _json_body()
+    return jsonify({"team": _services().teams.create(
+        body.get("name") if isinstance(body, dict) else None, g.actor)})
+
+
+@routes.get("/teams", OBSERVER)
+def list_teams():
+    page, per_page = _page_args()
+    items, total = _services().teams.list(page, per_page)
+    return _listing("teams", items, total, page, per_page)
+
+
+@routes.delete("/teams/<int:team_id>", ADMIN)
+def delete_team(team_id: int):
+    _services().teams.delete(team_id, g.actor)
+    return "", 204
+
+
+@routes.post("/labels", MAINTAINER)
+def create_label():
+    return jsonify({"label": _services().labels.create(_json_body(), g.actor)})
+
+
+@routes.get("/labels", OBSERVER)
+def list_labels():
+    page, per_page = _page_args()
+    items, total = _services().labels.list(page, per_page)
+    return _listing("labels", items, total, page, per_page)
+
+
+@routes.patch("/labels/<int:label_id>", MAINTAINER)
+def edit_label(label_id: int):
+    return jsonify({"label": _services().labels.edit(label_id, _json_body(), g.actor)})
+
+
+@routes.delete("/labels/<int:label_id>", MAINTAINER)
+def delete_label(label_id: int):
+    _services().labels.delete(label_id, g.actor)
     return "", 204
 
 

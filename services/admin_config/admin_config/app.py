@@ -25,6 +25,7 @@ from .errors import ApiError
 from .host_certificate_directory import CertificateDirectory
 from .host_registry_client import HostRegistryClient
 from .hosts import HostDirectory
+from .labels import LabelService
 from .scep_gateway import ScepGatewayClient
 from .settings import AdminConfigSettings
 from .store import (
@@ -32,8 +33,11 @@ from .store import (
     ApiTokenStore,
     CertificateAuthorityNames,
     CertificateAuthorityStore,
+    LabelStore,
     ProfileStore,
+    TeamStore,
 )
+from .teams import TeamService
 from .tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class Services:
     host_profiles: HostProfileDirectory
     certificates: CertificateDirectory
     tokens: TokenService
+    teams: TeamService
+    labels: LabelService
 
 
 def build_services(settings: AdminConfigSettings, db, prober, events, host_registry=None,
@@ -67,6 +73,11 @@ def build_services(settings: AdminConfigSettings, db, prober, events, host_regis
                                                        settings.scep_probe_timeout)
     activity_store = ActivityStore()
     profile_store = ProfileStore()
+    team_store = TeamStore()
+    label_store = LabelStore()
+    profiles = ProfileService(db, profile_store, CertificateAuthorityNames(), activity_store,
+                              events, registry=host_registry, deliveries=deliveries,
+                              teams=team_store, labels=label_store)
     return Services(
         auth=Authenticator(db, ApiTokenStore(), settings.admin_api_token,
                            trusted_proxies=settings.trusted_proxies),
@@ -74,12 +85,16 @@ def build_services(settings: AdminConfigSettings, db, prober, events, host_regis
             db, CertificateAuthorityStore(), activity_store, SecretBox.from_settings(settings),
             prober, events, profile_store, ca_requests=ca_requests, deliveries=deliveries),
         activities=ActivityService(db, activity_store),
-        hosts=HostDirectory(db, host_registry, deliveries, activity_store),
-        profiles=ProfileService(db, profile_store, CertificateAuthorityNames(), activity_store,
-                                events, registry=host_registry, deliveries=deliveries),
+        hosts=HostDirectory(db, host_registry, deliveries, activity_store, teams=team_store,
+                            labels=label_store, events=events),
+        profiles=profiles,
         host_profiles=HostProfileDirectory(db, profile_store, host_registry, deliveries),
         certificates=CertificateDirectory(db, profile_store, host_registry, deliveries),
         tokens=TokenService(db, ApiTokenStore(), activity_store),
+        teams=TeamService(db, team_store, activity_store, events, registry=host_registry,
+                          profiles=profiles, profile_store=profile_store),
+        labels=LabelService(db, label_store, activity_store, events, registry=host_registry,
+                            profile_store=profile_store),
     )
 
 

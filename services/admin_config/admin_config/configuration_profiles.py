@@ -1,6 +1,6 @@
-"""Configuration profiles: upload (validated), list, delete; each change tells the processor.
-Their deliveries are the processor's (DeliveryDirectory) and hosts mdm-endpoint's (HostRegistry):
-admin-config asks them."""
+"""Configuration profiles: upload (validated, with a scope: a team and a label rule), list,
+delete; each change tells the processor. Their deliveries are the processor's (DeliveryDirectory)
+and hosts mdm-endpoint's (HostRegistry): admin-config asks them."""
 
 from __future__ import annotations
 
@@ -18,22 +18,62 @@ from .errors import BadRequest, Conflict, NotFound
 from .host_registry_client import HostRegistryClient
 from .hosts import require_host
 from .profile_validation import validate_profile
-from .store import ActivityStore, CertificateAuthorityNames, NameTaken, ProfileStore
+from .store import (
+    ActivityStore,
+    CertificateAuthorityNames,
+    LabelStore,
+    NameTaken,
+    ProfileStore,
+    TeamStore,
+)
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("pending", "verifying", "verified", "failed")
 
 
-def _summary(row: dict[str, Any]) -> dict[str, Any]:
+# The upload's label fields (Fleet's names) → the modes of config_events.LABEL_MODES.
+LABEL_FIELDS = {f"labels_{mode}": mode for mode in config_events.LABEL_MODES}
+INCLUDE_FIELDS = ("labels_include_all", "labels_include_any")
+
+
+def _summary(row: dict[str, Any], labels: dict[str, list[str]]) -> dict[str, Any]:
+    """A profile as the API shows it; `labels`: its label rule by name, {mode: [names]}."""
     return {"profile_uuid": row["uuid"], "name": row["name"], "identifier": row["identifier"],
-            "created_at": rfc3339(row["created_at"])}
+            "created_at": rfc3339(row["created_at"]), "team_id": row["team_id"],
+            **{field: labels.get(mode, []) for field, mode in LABEL_FIELDS.items()}}
+
+
+def checked_label_fields(labels: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """The upload's label fields (LABEL_FIELDS → names), each name once; BadRequest for an
+    unknown field, a name that is not text, both include kinds, or one label in two fields."""
+    given: dict[str, list[str]] = {}
+    for field, names in (labels or {}).items():
+        if field not in LABEL_FIELDS:
+            raise BadRequest(f"unknown label field {field}", [{"name": field, "reason": "unknown"}])
+        if any(not isinstance(n, str) or not n or "\x00" in n for n in names):
+            raise BadRequest(f"{field} must be label names",
+                             [{"name": field, "reason": "a label name is non-empty text"}])
+        if names:
+            given[field] = list(dict.fromkeys(names))
+    if all(field in given for field in INCLUDE_FIELDS):
+        message = "Only one of labels_include_all and labels_include_any may be given"
+        raise BadRequest(message, [{"name": field, "reason": message} for field in INCLUDE_FIELDS])
+    seen: dict[str, str] = {}
+    for field, names in given.items():
+        for name in names:
+            if name in seen:
+                message = f"Label {name} is in both {seen[name]} and {field}"
+                raise BadRequest(message, [{"name": field, "reason": message}])
+            seen[name] = field
+    return given
 
 
 class ProfileService:
     def __init__(self, db, store: ProfileStore, cas: CertificateAuthorityNames,
                  activities: ActivityStore, events: Events, *, registry: HostRegistryClient,
-                 deliveries: DeliveryDirectoryClient):
+                 deliveries: DeliveryDirectoryClient, teams: TeamStore | None = None,
+                 labels: LabelStore | None = None):
         self._db = db
         self._store = store
         self._cas = cas
@@ -41,8 +81,14 @@ class ProfileService:
         self._events = events  # the outbox: events commit with the change they announce
         self._registry = registry
         self._deliveries = deliveries
+        self._teams = teams or TeamStore()
+        self._labels = labels or LabelStore()
 
-    def upload(self, raw: bytes, actor: str) -> str:
+    def upload(self, raw: bytes, actor: str, team_id: int | None = None,
+               labels: dict[str, list[str]] | None = None) -> str:
+        """Store a profile for the hosts of team `team_id` (None: of no team) that satisfy its
+        label rule (`labels`: LABEL_FIELDS → label names)."""
+        fields = checked_label_fields(labels)
         with self._db.transaction() as conn:
             known: dict[str, int] = {}
 
@@ -51,31 +97,55 @@ class ProfileService:
                 return name in known
 
             profile = validate_profile(raw, ca_exists)
-            if self._store.identifier_exists(conn, profile.identifier):
-                raise self._duplicate(profile.identifier)
+            # Locked against deletion until this commits (FOR SHARE).
+            if team_id is not None and self._teams.get(conn, team_id, lock="SHARE") is None:
+                raise BadRequest(f"Team {team_id} does not exist",
+                                 [{"name": "team_id", "reason": "no such team"}])
+            scope = self._label_rule(conn, fields)
+            if self._store.identifier_exists(conn, profile.identifier, team_id):
+                raise self._duplicate(profile.identifier, team_id)
             profile_uuid = str(uuid.uuid4())
             try:
                 self._store.insert(conn, profile_uuid, profile.name, profile.identifier,
                                    profile.payload_uuid, raw, hashlib.sha256(raw).digest(),
                                    profile.has_scep_payload,
-                                   [known[name] for name in sorted(profile.ca_names)])
+                                   [known[name] for name in sorted(profile.ca_names)],
+                                   team_id, scope)
             except NameTaken:
-                raise self._duplicate(profile.identifier) from None
-            self._activities.record(conn, "created_configuration_profile", actor,
-                                    {"profile_name": profile.name,
-                                     "profile_identifier": profile.identifier})
+                raise self._duplicate(profile.identifier, team_id) from None
+            details = {"profile_name": profile.name, "profile_identifier": profile.identifier}
+            if team_id is not None:
+                details["team_id"] = team_id
+            self._activities.record(conn, "created_configuration_profile", actor, details)
             self._changed(conn, "added", profile_uuid)
         return profile_uuid
 
+    def _label_rule(self, conn, fields: dict[str, list[str]]) -> list[tuple[str, int]]:
+        """(mode, label id) of each label named; BadRequest naming the field of unknown ones."""
+        names = [n for field_names in fields.values() for n in field_names]
+        ids = self._labels.ids_by_name(conn, names) if names else {}
+        for field, field_names in fields.items():
+            unknown = [n for n in field_names if n not in ids]
+            if unknown:
+                listed = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+                raise BadRequest(f"Unknown label(s) in {field}: {listed}",
+                                 [{"name": field, "reason": f"unknown label(s): {listed}"}])
+        return [(LABEL_FIELDS[field], ids[n]) for field, field_names in fields.items()
+                for n in field_names]
+
     @staticmethod
-    def _duplicate(identifier: str) -> BadRequest:
-        message = f"A profile with PayloadIdentifier {identifier} already exists"
+    def _duplicate(identifier: str, team_id: int | None = None) -> BadRequest:
+        message = f"A profile with PayloadIdentifier {identifier} already exists" + (
+            f" in team {team_id}" if team_id is not None else "")
         return BadRequest(message, [{"name": "profile", "reason": message}])
 
-    def list(self, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+    def list(self, page: int, per_page: int,
+             team: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """`team`: None for every profile, 0 for those of no team, else that team's."""
         with self._db.transaction() as conn:
-            return ([_summary(r) for r in self._store.list(conn, per_page, page * per_page)],
-                    self._store.count(conn))
+            rows = self._store.list(conn, per_page, page * per_page, team)
+            labels = self._store.label_names(conn, [r["uuid"] for r in rows])
+            return [_summary(r, labels[r["uuid"]]) for r in rows], self._store.count(conn, team)
 
     def replace(self, profile_uuid: str, raw: bytes, actor: str) -> dict[str, Any]:
         """New content for the same PayloadIdentifier: hosts get it as InstallProfile, which
@@ -101,13 +171,15 @@ class ProfileService:
             self._activities.record(conn, "edited_configuration_profile", actor,
                                     {"profile_name": profile.name,
                                      "profile_identifier": profile.identifier})
-            row = self._store.get(conn, profile_uuid)
             self._changed(conn, "edited", profile_uuid)
-        return _summary(row)
+            return self._described(conn, self._store.get(conn, profile_uuid))
+
+    def _described(self, conn, row: dict[str, Any]) -> dict[str, Any]:
+        return _summary(row, self._store.label_names(conn, [row["uuid"]])[row["uuid"]])
 
     def get(self, profile_uuid: str) -> dict[str, Any]:
         with self._db.transaction() as conn:
-            return _summary(self._require(conn, profile_uuid))
+            return self._described(conn, self._require(conn, profile_uuid))
 
     def content(self, profile_uuid: str) -> tuple[str, bytes]:
         """The profile's PayloadIdentifier and its bytes as uploaded, unrendered (what GitOps
@@ -182,13 +254,20 @@ class ProfileService:
 
     def delete(self, profile_uuid: str, actor: str) -> None:
         with self._db.transaction() as conn:
-            row = self._store.delete(conn, profile_uuid)
-            if row is None:
+            if not self.delete_within(conn, profile_uuid, actor):
                 raise NotFound(f"Configuration profile {profile_uuid} was not found")
-            self._activities.record(conn, "deleted_configuration_profile", actor,
-                                    {"profile_name": row["name"],
-                                     "profile_identifier": row["identifier"]})
-            self._changed(conn, "deleted", profile_uuid)
+
+    def delete_within(self, conn, profile_uuid: str, actor: str) -> bool:
+        """Delete the profile in the caller's transaction (its activity and event with it);
+        False when there is none (a team's deletion deletes its profiles so)."""
+        row = self._store.delete(conn, profile_uuid)
+        if row is None:
+            return False
+        self._activities.record(conn, "deleted_configuration_profile", actor,
+                                {"profile_name": row["name"],
+                                 "profile_identifier": row["identifier"]})
+        self._changed(conn, "deleted", profile_uuid)
+        return True
 
     def _changed(self, conn, action: str, profile_uuid: str) -> None:
         """config.changed with the profile as committed (none once deleted): the processor's

@@ -65,14 +65,44 @@ _HOST_FACTS = {"product_name": {"type": "string",
                             "description": "from the product name; empty when unknown"}}
 _ACTIVITY_TYPES = ("added_/edited_/deleted_custom_scep_proxy, created_/edited_/"
                    "deleted_configuration_profile, resent_/retried_configuration_profile, "
-                   "deleted_host, created_/revoked_api_token, renewed_certificates, "
+                   "deleted_host, created_/deleted_team, transferred_hosts, created_/edited_/"
+                   "deleted_label, created_/revoked_api_token, renewed_certificates, "
                    "credential_expiring")
+_LABEL_FIELDS = ("labels_include_all", "labels_include_any", "labels_exclude_any")
+_CRITERIA = {
+    "type": "object", "minProperties": 1, "additionalProperties": False,
+    "description": "every key given must hold (docs/api.md \"Label criteria\")",
+    "properties": {
+        "serial_number_prefix": {"type": "string", "maxLength": 255},
+        "model": {"type": "string", "maxLength": 255},
+        "product_name": {"type": "string", "maxLength": 255},
+        "platform": {"type": "string", "enum": ["darwin", "ios", "ipados"]},
+        "os_version_at_least": {"type": "string", "pattern": r"^\d{1,6}(\.\d{1,6}){0,3}$"},
+        "os_version_below": {"type": "string", "pattern": r"^\d{1,6}(\.\d{1,6}){0,3}$"}}}
+_TEAM_ID = {"type": "integer", "nullable": True, "description": "null: no team"}
 
 _SCHEMAS: dict[str, Any] = {
     "Role": {"type": "string", "enum": list(ROLES),
              "description": "observer: every read; maintainer: also profiles (upload, replace, "
-                            "delete, resend, retry); admin: everything (CAs, API tokens, host "
-                            "deletion too)"},
+                            "delete, resend, retry) and labels; admin: everything (CAs, API "
+                            "tokens, teams, host transfer and deletion too)"},
+    "Team": {
+        "type": "object", "required": ["id", "name"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                       "host_count": {"type": "integer"}},
+    },
+    "Label": {
+        "type": "object",
+        "required": ["id", "name", "label_membership_type", "criteria", "hosts"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                       "label_membership_type": {"type": "string",
+                                                 "enum": ["manual", "dynamic"]},
+                       "criteria": {**_CRITERIA, "nullable": True,
+                                    "description": "a dynamic label's; null for a manual one"},
+                       "hosts": {"type": "array", "items": {"type": "string"},
+                                 "description": "a manual label's host UUIDs (empty for a "
+                                                "dynamic one: the processor evaluates it)"}},
+    },
     "Error": {
         "type": "object", "required": ["message", "errors"],
         "properties": {
@@ -147,10 +177,14 @@ _SCHEMAS: dict[str, Any] = {
                 **_LIMITS}}},
     },
     "Profile": {
-        "type": "object", "required": ["profile_uuid", "name", "identifier", "created_at"],
+        "type": "object", "required": ["profile_uuid", "name", "identifier", "created_at",
+                                       "team_id", *_LABEL_FIELDS],
         "properties": {"profile_uuid": {"type": "string"}, "name": {"type": "string"},
                        "identifier": {"type": "string"},
-                       "created_at": {"type": "string", "format": "date-time"}},
+                       "created_at": {"type": "string", "format": "date-time"},
+                       "team_id": _TEAM_ID,
+                       **{f: {"type": "array", "items": {"type": "string"},
+                              "description": "label names"} for f in _LABEL_FIELDS}},
     },
     "HostProfile": {
         "type": "object",
@@ -198,11 +232,11 @@ _SCHEMAS: dict[str, Any] = {
     },
     "HostDetail": {
         "type": "object",
-        "required": ["uuid", "serial_number", "enrolled", "last_seen_at", "device_name", "model",
-                     "os_version", "product_name", "platform", "enrolled_at", "push_token_invalid",
-                     "facts_updated_at", "profiles"],
+        "required": ["uuid", "serial_number", "enrolled", "last_seen_at", "team_id",
+                     "device_name", "model", "os_version", "product_name", "platform",
+                     "enrolled_at", "push_token_invalid", "facts_updated_at", "profiles"],
         "properties": {"uuid": {"type": "string"}, "serial_number": {"type": "string"},
-                       "enrolled": {"type": "boolean"},
+                       "enrolled": {"type": "boolean"}, "team_id": _TEAM_ID,
                        "last_seen_at": {"type": "string", "format": "date-time", "nullable": True},
                        "device_name": {"type": "string"}, "model": {"type": "string"},
                        "os_version": {"type": "string"}, **_HOST_FACTS,
@@ -225,10 +259,12 @@ _SCHEMAS: dict[str, Any] = {
                        "revoked_at": {"type": "string", "format": "date-time", "nullable": True}},
     },
     "Host": {
-        "type": "object", "required": ["uuid", "serial_number", "enrolled", "last_seen_at"],
+        "type": "object", "required": ["uuid", "serial_number", "enrolled", "last_seen_at",
+                                       "team_id"],
         "properties": {"uuid": {"type": "string", "description": "UDID as the host sent it"},
                        "serial_number": {"type": "string"}, "enrolled": {"type": "boolean"},
-                       "last_seen_at": {"type": "string", "format": "date-time", "nullable": True}},
+                       "last_seen_at": {"type": "string", "format": "date-time", "nullable": True},
+                       "team_id": _TEAM_ID},
     },
     "Activity": {
         "type": "object", "required": ["id", "type", "actor", "details", "created_at"],
@@ -246,6 +282,23 @@ _HOST_CERTIFICATES = {"type": "object", "required": ["certificates"],
 _MULTIPART_PROFILE = {"required": True, "content": {"multipart/form-data": {
     "schema": {"type": "object", "required": ["profile"],
                "properties": {"profile": {"type": "string", "format": "binary"}}}}}}
+_MULTIPART_SCOPED_PROFILE = {"required": True, "content": {"multipart/form-data": {
+    "schema": {"type": "object", "required": ["profile"],
+               "properties": {
+                   "profile": {"type": "string", "format": "binary"},
+                   "team_id": {"type": "integer", "minimum": 0,
+                               "description": "the team whose hosts get it; absent or 0: hosts "
+                                              "in no team"},
+                   **{f: {"type": "array", "items": {"type": "string"},
+                          "description": "label names (the field repeated); at most one of "
+                                         "labels_include_all and labels_include_any"}
+                      for f in _LABEL_FIELDS}}},
+    "encoding": {f: {"style": "form", "explode": True} for f in _LABEL_FIELDS}}}}
+_TEAM_FILTER = {"name": "team_id", "in": "query", "required": False,
+                "description": "only this team's (0: of no team)",
+                "schema": {"type": "integer", "minimum": 0}}
+_TEAM_PATH = {"name": "team_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_LABEL_PATH = {"name": "label_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _STATUS = {"name": "status", "in": "query", "required": False,
            "schema": {"type": "string", "enum": ["pending", "verifying", "verified", "failed"]}}
 
@@ -281,6 +334,14 @@ _SUMMARIES = {
     "listHostConfigurationProfiles": "A host's deliveries",
     "listHostCertificates": "Certificates a host holds for delivered SCEP profiles",
     "listCertificates": "Certificates hosts hold, soonest expiry first",
+    "listTeams": "List teams",
+    "createTeam": "Create a team",
+    "deleteTeam": "Delete a team: its profiles are deleted, its hosts go to no team",
+    "transferHosts": "Move hosts to a team, or to no team",
+    "listLabels": "List labels",
+    "createLabel": "Create a manual (hosts) or dynamic (criteria) label",
+    "editLabel": "Replace a manual label's hosts, or rename a label",
+    "deleteLabel": "Delete a label no profile names",
     "listApiTokens": "List API tokens (never their values)",
     "createApiToken": "Create an API token (shown once)",
     "revokeApiToken": "Revoke an API token",
@@ -380,15 +441,17 @@ def _document() -> dict[str, Any]:
                                       **_errors(400, 401)}},
             },
             "/api/v1/fleet/configuration_profiles": {
-                "get": {"operationId": "listConfigurationProfiles", "parameters": _PAGE_PARAMS,
+                "get": {"operationId": "listConfigurationProfiles",
+                        "parameters": [*_PAGE_PARAMS, _TEAM_FILTER],
                         "responses": {"200": _json(_list("profiles", _ref("Profile")),
                                                    "Profiles in upload order"),
                                       **_errors(400, 401)}},
                 "post": {"operationId": "uploadConfigurationProfile",
-                         "requestBody": _MULTIPART_PROFILE,
+                         "requestBody": _MULTIPART_SCOPED_PROFILE,
                          "responses": {"200": _json({"type": "object", "required": ["profile_uuid"],
                                                      "properties": {"profile_uuid": {"type": "string"}}},
-                                                    "Stored; delivered to every enrolled host"),
+                                                    "Stored; delivered to every enrolled host of "
+                                                    "its team that its label rule admits"),
                                        **_errors(400, 401, 413)}},
             },
             "/api/v1/fleet/configuration_profiles/{profile_uuid}": {
@@ -513,7 +576,7 @@ def _document() -> dict[str, Any]:
             },
             "/api/v1/fleet/hosts": {
                 "get": {"operationId": "listHosts",
-                        "parameters": [*_PAGE_PARAMS, _STATUS, _query("profile_uuid"),
+                        "parameters": [*_PAGE_PARAMS, _STATUS, _query("profile_uuid"), _TEAM_FILTER,
                                        _query("query", "part of the serial number or UUID, any case",
                                               max_length=100),
                                        *[_query(name, f"hosts whose {name} is exactly this",
@@ -526,6 +589,87 @@ def _document() -> dict[str, Any]:
                                                    "Hosts in enrollment order, or in host UUID "
                                                    "order when status or profile_uuid is given"),
                                       **_errors(400, 401, 503)}},
+            },
+            "/api/v1/fleet/hosts/transfer": {
+                "post": {"operationId": "transferHosts",
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"type": "object", "required": ["team_id", "hosts"],
+                                        "properties": {
+                                            "team_id": {"type": "integer", "nullable": True,
+                                                        "description": "null (or 0): no team"},
+                                            "hosts": {"type": "array", "minItems": 1,
+                                                      "items": {"type": "string"},
+                                                      "description": "host UUIDs; every one "
+                                                                     "must exist"}}}}}},
+                         "responses": {"200": _json({"type": "object",
+                                                     "required": ["hosts", "moved"],
+                                                     "properties": {
+                                                         "hosts": {"type": "integer"},
+                                                         "moved": {"type": "integer",
+                                                                   "description": "hosts whose "
+                                                                   "team changed"}}},
+                                                    "Moved (all or none)"),
+                                       **_errors(400, 401, 413, 503)}},
+            },
+            "/api/v1/fleet/teams": {
+                "get": {"operationId": "listTeams", "parameters": _PAGE_PARAMS,
+                        "responses": {"200": _json(_list("teams", _ref("Team")), "Teams by id"),
+                                      **_errors(400, 401)}},
+                "post": {"operationId": "createTeam",
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"type": "object", "required": ["name"],
+                                        "properties": {"name": {"type": "string",
+                                                                "maxLength": 255}}}}}},
+                         "responses": {"200": _json({"type": "object", "required": ["team"],
+                                                     "properties": {"team": _ref("Team")}},
+                                                    "Created"),
+                                       **_errors(400, 401, 409, 413)}},
+            },
+            "/api/v1/fleet/teams/{team_id}": {
+                "parameters": [_TEAM_PATH],
+                "delete": {"operationId": "deleteTeam",
+                           "responses": {"204": {"description": "Deleted, with its profiles "
+                                                                "(hosts get RemoveProfile); its "
+                                                                "hosts are in no team"},
+                                         **_errors(401, 404)}},
+            },
+            "/api/v1/fleet/labels": {
+                "get": {"operationId": "listLabels", "parameters": _PAGE_PARAMS,
+                        "responses": {"200": _json(_list("labels", _ref("Label")), "Labels by id"),
+                                      **_errors(400, 401)}},
+                "post": {"operationId": "createLabel",
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"type": "object", "required": ["name"],
+                                        "description": "hosts (manual) or criteria (dynamic), "
+                                                       "not both",
+                                        "properties": {
+                                            "name": {"type": "string", "maxLength": 255},
+                                            "hosts": {"type": "array",
+                                                      "items": {"type": "string"}},
+                                            "criteria": _CRITERIA}}}}},
+                         "responses": {"200": _json({"type": "object", "required": ["label"],
+                                                     "properties": {"label": _ref("Label")}},
+                                                    "Created"),
+                                       **_errors(400, 401, 409, 413, 503)}},
+            },
+            "/api/v1/fleet/labels/{label_id}": {
+                "parameters": [_LABEL_PATH],
+                "patch": {"operationId": "editLabel",
+                          "requestBody": {"required": True, "content": {"application/json": {
+                              "schema": {"type": "object",
+                                         "properties": {
+                                             "hosts": {"type": "array",
+                                                       "items": {"type": "string"},
+                                                       "description": "a manual label's new "
+                                                                      "hosts (all of them)"},
+                                             "name": {"type": "string", "maxLength": 255}}}}}},
+                          "responses": {"200": _json({"type": "object", "required": ["label"],
+                                                      "properties": {"label": _ref("Label")}},
+                                                     "Edited"),
+                                        **_errors(400, 401, 404, 409, 413, 503)}},
+                "delete": {"operationId": "deleteLabel",
+                           "responses": {"204": {"description": "Deleted"},
+                                         **_errors(401, 404, 409)}},
             },
             "/api/v1/fleet/openapi.json": {
                 "get": {"operationId": "openapiDocument",

@@ -1,10 +1,10 @@
 """Roles of admin API tokens: what each may call.
 
 observer: every read (GET). maintainer: an observer's reads, plus profiles (upload, replace,
-delete, resend, retry) and, as they come, labels, teams and host transfer. admin: everything,
-certificate authorities, API tokens and host deletion included. Each role holds the one below it.
-Each route states the role it needs where it is declared (api.py `routes`), and that role is
-checked before its view runs.
+delete, resend, retry) and labels (create, edit, delete). admin: everything, certificate
+authorities, API tokens, teams (create, delete), host transfer and host deletion included. Each
+role holds the one below it. Each route states the role it needs where it is declared (api.py
+`routes`), and that role is checked before its view runs.
 """
 
 from __future__ import annotations
