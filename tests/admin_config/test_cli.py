@@ -8,6 +8,22 @@ from pathlib import Path
 from tests.conftest import SERVER_PRIVATE_KEY
 
 SEED = Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig"
+WIFI = """<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+  <key>PayloadContent</key><array><dict>
+    <key>PayloadType</key><string>com.apple.wifi.managed</string>
+    <key>PayloadIdentifier</key><string>com.example.cli.wifi</string>
+    <key>PayloadUUID</key><string>3C0E6C6E-0000-4000-8000-0000000000C3</string>
+    <key>PayloadVersion</key><integer>1</integer>
+    <key>SSID_STR</key><string>office</string>
+  </dict></array>
+  <key>PayloadDisplayName</key><string>Office Wi-Fi</string>
+  <key>PayloadIdentifier</key><string>com.example.cli</string>
+  <key>PayloadType</key><string>Configuration</string>
+  <key>PayloadUUID</key><string>3C0E6C6E-0000-4000-8000-0000000000C4</string>
+  <key>PayloadVersion</key><integer>1</integer>
+</dict></plist>
+"""
 
 
 def test_admin_flow_through_the_cli(cli, custom_ca):
@@ -95,3 +111,60 @@ def test_admin_config_tokens_take_a_role(clean_state, database_url, monkeypatch,
     assert run("create", "dashboard", "--role", "observer").err == "role: observer\n"
     listed = [line.split("\t")[:3] for line in run("list").out.splitlines()]
     assert listed == [["ops", "admin", "active"], ["dashboard", "observer", "active"]]
+
+
+def test_teams_labels_and_scoped_profiles_through_the_cli(cli, mdm_db, tmp_path):
+    with mdm_db.transaction() as conn:
+        conn.execute("INSERT INTO hosts (uuid, serial_number, enrolled) VALUES "
+                     "('CLI-1', 'C0CLI1', true), ('CLI-2', 'C0CLI2', true)")
+    code, out = cli("team", "create", "Engineering")
+    assert code == 0 and out.startswith("created team Engineering (id ")
+    team_id = out.split("(id ")[1].split(")")[0]
+    code, out = cli("teams", "list")  # the plural spelling too
+    assert out.splitlines()[0].split() == ["ID", "NAME", "HOST_COUNT"] and "Engineering" in out
+    code, out = cli("host", "transfer", "--team", team_id, "CLI-1", "CLI-2")
+    assert code == 0 and out.startswith(f"moved 2 of 2 host(s) to team {team_id}")
+    code, out = cli("host", "transfer", "--no-team", "CLI-2")
+    assert code == 0 and "moved 1 of 1 host(s) to no team" in out
+    code, out = cli("host", "transfer", "--team", team_id, "NOPE")
+    assert "400: Unknown host(s): NOPE" in str(code)
+    code, out = cli("--json", "host", "list", "--team", team_id)
+    assert [(h["uuid"], h["team_id"]) for h in json.loads(out)["hosts"]] == [("CLI-1",
+                                                                              int(team_id))]
+    code, out = cli("label", "create", "Pilot", "--host", "CLI-1", "--host", "CLI-2")
+    assert code == 0 and out.startswith("created manual label Pilot (id ")
+    pilot = out.split("(id ")[1].split(")")[0]
+    code, out = cli("label", "create", "Sonoma", "--criteria", "platform=darwin",
+                    "--criteria", "os_version_at_least=14")
+    assert code == 0 and "created dynamic label Sonoma" in out
+    code, out = cli("label", "create", "Bad", "--criteria", "colour=red")
+    assert "400: Invalid criteria" in str(code) and "criteria.colour" in str(code)
+    code, out = cli("label", "set-hosts", pilot, "CLI-2")
+    assert code == 0 and "label Pilot now has 1 host(s)" in out
+    code, out = cli("labels", "list")
+    assert "os_version_at_least=14" in out and "manual" in out
+    wifi = tmp_path / "wifi.mobileconfig"
+    wifi.write_text(WIFI)
+    code, out = cli("profile", "upload", str(wifi), "--team", team_id, "--include-any", "Pilot",
+                    "--exclude-any", "Nope")
+    assert "400: Unknown label(s) in labels_exclude_any: Nope" in str(code)
+    code, out = cli("profile", "upload", str(wifi), "--include-all", "Pilot", "--include-any", "X")
+    assert code == 2 and "not allowed with argument" in out  # argparse: one include kind
+    code, out = cli("profile", "upload", str(wifi), "--team", team_id, "--include-any", "Pilot",
+                    "--include-any", "Sonoma")
+    assert code == 0 and "uploaded wifi.mobileconfig" in out
+    code, out = cli("--json", "profiles", "list", "--team", team_id)
+    [shown] = json.loads(out)["profiles"]
+    assert (shown["team_id"], shown["labels_include_any"]) == (int(team_id), ["Pilot", "Sonoma"])
+    code, out = cli("label", "delete", pilot)
+    assert "409: Label Pilot is used by 1 profile(s)" in str(code)
+    code, out = cli("profile", "list", "--team", "0")
+    assert code == 0 and "(none)" in out
+    code, out = cli("team", "delete", team_id)
+    assert code == 0 and "its hosts are in no team" in out
+    code, out = cli("label", "delete", pilot)  # its profile went with its team
+    assert code == 0 and f"deleted label {pilot}" in out
+    code, out = cli("--json", "activity", "list")
+    types = [a["type"] for a in json.loads(out)["activities"]]
+    assert {"created_team", "transferred_hosts", "created_label", "edited_label",
+            "deleted_label", "deleted_team"} <= set(types)

@@ -1,4 +1,5 @@
-"""`mdmscep`: the admin CLI over the admin API (certificate authorities, profiles, hosts).
+"""`mdmscep`: the admin CLI over the admin API (certificate authorities, profiles, hosts, teams,
+labels).
 
 Server and token come from --server/--token or MDMSCEP_SERVER/MDMSCEP_TOKEN (ADMIN_API_TOKEN is
 accepted too). Challenges are read from a prompt or stdin so they stay out of shell history.
@@ -124,9 +125,90 @@ def _table(data: Any, key: str, columns: list[str]) -> Result:
     return Result(data, text)
 
 
+def _criteria(pairs: list[str]) -> dict[str, str]:
+    """`key=value` arguments as a label's criteria (the server checks the keys)."""
+    criteria = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--criteria takes key=value, not {pair!r}")
+        criteria[key] = value
+    return criteria
+
+
+def _label_row(label: dict[str, Any]) -> dict[str, Any]:
+    criteria = label.get("criteria") or {}
+    return {**label, "type": label["label_membership_type"],
+            "criteria": ", ".join(f"{k}={v}" for k, v in criteria.items()),
+            "hosts": len(label["hosts"]) if label["label_membership_type"] == "manual" else "-"}
+
+
+def _scope_fields(args) -> dict[str, Any]:
+    """The upload's scope as multipart fields (absent when not given)."""
+    fields: dict[str, Any] = {}
+    if args.team is not None:
+        fields["team_id"] = str(args.team)
+    for option, field in (("include_all", "labels_include_all"),
+                          ("include_any", "labels_include_any"),
+                          ("exclude_any", "labels_exclude_any")):
+        if getattr(args, option):
+            fields[field] = getattr(args, option)
+    return fields
+
+
 def dispatch(args, api: AdminApi) -> Result:
     kind, action = args.kind, args.action
     paging = {"page": args.page, "per_page": args.per_page}
+    if kind == "team":
+        if action == "create":
+            data = api.call("POST", "/teams", json={"name": args.name})
+            return Result(data, f"created team {printable(data['team']['name'])} "
+                                f"(id {data['team']['id']})")
+        if action == "list":
+            return _table(api.call("GET", "/teams", params=paging), "teams",
+                          ["id", "name", "host_count"])
+        api.call("DELETE", f"/teams/{args.id}")
+        return Result({}, f"deleted team {args.id}; its profiles were deleted and its hosts are "
+                          "in no team")
+    if kind == "label":
+        if action == "create":
+            body: dict[str, Any] = {"name": args.name}
+            if args.criteria:
+                body["criteria"] = _criteria(args.criteria)
+            else:
+                body["hosts"] = args.host or []
+            data = api.call("POST", "/labels", json=body)
+            label = data["label"]
+            return Result(data, f"created {label['label_membership_type']} label "
+                                f"{printable(label['name'])} (id {label['id']})")
+        if action == "list":
+            data = api.call("GET", "/labels", params=paging)
+            rows = {**data, "labels": [_label_row(r) for r in data["labels"]]}
+            return Result(data, _table(rows, "labels",
+                                       ["id", "name", "type", "hosts", "criteria"]).text)
+        if action == "set-hosts":
+            data = api.call("PATCH", f"/labels/{args.id}", json={"hosts": args.hosts})
+            return Result(data, f"label {printable(data['label']['name'])} now has "
+                                f"{len(data['label']['hosts'])} host(s)")
+        api.call("DELETE", f"/labels/{args.id}")
+        return Result({}, f"deleted label {args.id}")
+    if kind == "host" and action == "transfer":
+        data = api.call("POST", "/hosts/transfer",
+                        json={"team_id": None if args.no_team else args.team,
+                              "hosts": args.hosts})
+        where = "no team" if args.no_team else f"team {args.team}"
+        return Result(data, f"moved {data['moved']} of {data['hosts']} host(s) to {where} "
+                            "(the others were there already)")
+    if kind == "profile" and action == "upload":
+        path = Path(args.file)
+        with path.open("rb") as f:
+            data = api.call("POST", "/configuration_profiles", files={"profile": (path.name, f)},
+                            data=_scope_fields(args))
+        return Result(data, f"uploaded {path.name}: profile_uuid {data['profile_uuid']}")
+    if kind == "profile" and action == "list":
+        params = {**paging, **({"team_id": args.team} if args.team is not None else {})}
+        return _table(api.call("GET", "/configuration_profiles", params=params), "profiles",
+                      ["profile_uuid", "name", "identifier", "team_id", "created_at"])
     if kind == "token":
         if action == "create":
             body = {"name": args.name, **({"role": args.role} if args.role else {})}
@@ -152,8 +234,10 @@ def dispatch(args, api: AdminApi) -> Result:
         params = {**paging, **{k: v for k, v in (("status", args.status),
                                                   ("profile_uuid", args.profile_uuid),
                                                   ("query", args.query)) if v}}
+        if args.team is not None:
+            params["team_id"] = args.team
         return _table(api.call("GET", "/hosts", params=params), "hosts",
-                      ["uuid", "serial_number", "enrolled", "last_seen_at"])
+                      ["uuid", "serial_number", "enrolled", "last_seen_at", "team_id"])
     if kind == "profile" and action in ("replace", "summary", "hosts", "retry-failed"):
         if action == "replace":
             path = Path(args.file)
@@ -217,14 +301,6 @@ def legacy(args, api: AdminApi) -> str:
         api.call("DELETE", f"/certificate_authorities/{args.id}")
         return f"deleted certificate authority {args.id}"
     if kind == "profile":
-        if action == "list":
-            return table(api.call("GET", "/configuration_profiles")["profiles"],
-                         ["profile_uuid", "name", "identifier", "created_at"])
-        if action == "upload":
-            path = Path(args.file)
-            with path.open("rb") as f:
-                answer = api.call("POST", "/configuration_profiles", files={"profile": (path.name, f)})
-            return f"uploaded {path.name}: profile_uuid {answer['profile_uuid']}"
         api.call("DELETE", f"/configuration_profiles/{_segment(args.profile_uuid)}")
         return f"deleted profile {args.profile_uuid}; hosts that have it get RemoveProfile"
     if kind == "host":
@@ -276,10 +352,22 @@ def parser() -> argparse.ArgumentParser:
     edit.add_argument("--max-issuance-per-second", type=float)
     ca.add_parser("delete").add_argument("id", type=int)
 
-    profile = kinds.add_parser("profile", help="configuration profiles").add_subparsers(
-        dest="action", required=True)
-    profile.add_parser("list")
-    profile.add_parser("upload").add_argument("file")
+    profile = kinds.add_parser("profile", aliases=["profiles"], help="configuration profiles"
+                               ).add_subparsers(dest="action", required=True)
+    profile.add_parser("list").add_argument("--team", type=int, metavar="ID",
+                                            help="only this team's profiles (0: of no team)")
+    upload = profile.add_parser("upload", help="upload a profile, for the hosts of a team (or of "
+                                               "no team) its label rule admits")
+    upload.add_argument("file")
+    upload.add_argument("--team", type=int, metavar="ID",
+                        help="the team whose hosts get it (default, or 0: hosts in no team)")
+    include = upload.add_mutually_exclusive_group()
+    include.add_argument("--include-all", action="append", metavar="LABEL",
+                         help="only hosts in every label given (repeat the option)")
+    include.add_argument("--include-any", action="append", metavar="LABEL",
+                         help="only hosts in at least one label given (repeat the option)")
+    upload.add_argument("--exclude-any", action="append", metavar="LABEL",
+                        help="not hosts in any label given (repeat the option)")
     profile.add_parser("delete").add_argument("profile_uuid")
     replace = profile.add_parser("replace", help="new content, same PayloadIdentifier, no removal")
     replace.add_argument("profile_uuid")
@@ -291,11 +379,19 @@ def parser() -> argparse.ArgumentParser:
     profile.add_parser("retry-failed", help="fresh delivery to every failed host").add_argument(
         "profile_uuid")
 
-    host = kinds.add_parser("host", help="hosts").add_subparsers(dest="action", required=True)
+    host = kinds.add_parser("host", aliases=["hosts"], help="hosts").add_subparsers(
+        dest="action", required=True)
     host_list = host.add_parser("list")
     host_list.add_argument("--status", choices=["pending", "verifying", "verified", "failed"])
     host_list.add_argument("--profile-uuid")
     host_list.add_argument("--query", help="part of the serial number or UUID")
+    host_list.add_argument("--team", type=int, metavar="ID", help="hosts of this team (0: in no "
+                                                                  "team)")
+    transfer = host.add_parser("transfer", help="move hosts to a team, or to no team")
+    to = transfer.add_mutually_exclusive_group(required=True)
+    to.add_argument("--team", type=int, metavar="ID")
+    to.add_argument("--no-team", action="store_true")
+    transfer.add_argument("hosts", nargs="+", metavar="HOST", help="host UUIDs")
     host.add_parser("show").add_argument("host_uuid")
     host.add_parser("delete", help="forget a host (it can enroll again)").add_argument("host_uuid")
     resend = host.add_parser("resend", help="fresh delivery of one profile to one host")
@@ -303,6 +399,32 @@ def parser() -> argparse.ArgumentParser:
     resend.add_argument("profile_uuid")
     host.add_parser("profiles", help="a host's profile statuses").add_argument("host_uuid")
     host.add_parser("certificates", help="certificates a host holds").add_argument("host_uuid")
+
+    team = kinds.add_parser("team", aliases=["teams"], help="teams (a host is in one team or none)"
+                            ).add_subparsers(dest="action", required=True)
+    team.add_parser("list")
+    team.add_parser("create").add_argument("name")
+    team.add_parser("delete", help="delete a team: its profiles are deleted, its hosts go to no "
+                                   "team").add_argument("id", type=int)
+
+    label = kinds.add_parser("label", aliases=["labels"], help="labels (manual or dynamic)"
+                             ).add_subparsers(dest="action", required=True)
+    label.add_parser("list")
+    label_create = label.add_parser("create", help="a manual label (--host) or a dynamic one "
+                                                   "(--criteria)")
+    label_create.add_argument("name")
+    members = label_create.add_mutually_exclusive_group(required=True)
+    members.add_argument("--host", action="append", metavar="HOST",
+                         help="a host of the manual label (repeat the option)")
+    members.add_argument("--criteria", action="append", metavar="KEY=VALUE",
+                         help="a criterion of the dynamic label (repeat the option): "
+                              "serial_number_prefix, model, product_name, platform, "
+                              "os_version_at_least, os_version_below")
+    set_hosts = label.add_parser("set-hosts", help="a manual label's hosts become these")
+    set_hosts.add_argument("id", type=int)
+    set_hosts.add_argument("hosts", nargs="*", metavar="HOST")
+    label.add_parser("delete", help="delete a label no profile names").add_argument("id",
+                                                                                    type=int)
 
     certificates = kinds.add_parser("certificates", help="delivered certificates, soonest expiry first")
     certificates.add_argument("--expiring-within-days", type=float)
@@ -346,8 +468,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# The plural spellings of kinds (`mdmscep teams list`) are aliases of the singular ones.
+KIND_ALIASES = {"teams": "team", "labels": "label", "hosts": "host", "profiles": "profile"}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    args.kind = KIND_ALIASES.get(args.kind, args.kind)
     if not args.token:
         sys.exit("mdmscep: no token: pass --token or set MDMSCEP_TOKEN")
     # Everything printed passes printable() (admin_config/terminal.py): values are escaped where
