@@ -245,8 +245,8 @@ def test_export_then_apply_reports_no_changes(cli, live_admin, custom_ca, monkey
     code, out = cli("gitops", "export", "--dir", str(out_dir))
     assert code == 0, out
     assert out.splitlines() == [
-        f"wrote {out_dir / 'default.yml'}: 1 certificate authorities, 2 profiles (in "
-        f"{out_dir / 'profiles'})",
+        f"wrote {out_dir / 'default.yml'}: 1 certificate authorities, 0 teams, 0 labels, "
+        f"2 profiles (in {out_dir / 'profiles'})",
         "challenges are not exported (the server never shows them); set these before applying: "
         "MDMSCEP_CA_TEST_SCEP_CHALLENGE"]
     written = (out_dir / "default.yml").read_text()
@@ -256,6 +256,7 @@ def test_export_then_apply_reports_no_changes(cli, live_admin, custom_ca, monkey
             "name": "Test_SCEP", "url": custom_ca.url,
             "challenge": "$MDMSCEP_CA_TEST_SCEP_CHALLENGE", "max_concurrent_requests": 2,
             "max_issuance_per_second": 0.5}]}},
+        "teams": [], "labels": [],
         "controls": {"macos_settings": {"custom_settings": [
             {"path": "profiles/Fleet.custom.SCEP.mobileconfig"},
             {"path": "profiles/Fleet.other.SCEP.mobileconfig"}]}}}
@@ -295,3 +296,114 @@ def upload(live_admin, raw: bytes):
     return live_admin.post(f"{API}/configuration_profiles",
                            data={"profile": (io.BytesIO(raw), "p.mobileconfig")},
                            content_type="multipart/form-data")
+
+
+def scoped_file(directory: Path, ca_url: str, teams: list[str], labels: list[dict],
+                settings: list[dict]) -> Path:
+    """A file with teams, labels and scoped profiles (each setting's `path` a file of lib/
+    holding the seed profile)."""
+    (directory / "lib").mkdir(parents=True, exist_ok=True)
+    for setting in settings:
+        (directory / setting["path"]).write_bytes(SEED)
+    document = {"org_settings": {"integrations": {"custom_scep_proxy": [scep_ca(ca_url)]}},
+                "teams": [{"name": name} for name in teams], "labels": labels,
+                "controls": {"macos_settings": {"custom_settings": settings}}}
+    path = directory / "default.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def scopes(live_admin) -> dict:
+    teams = {t["id"]: t["name"] for t in live_admin.get(f"{API}/teams").json["teams"]}
+    labels = {x["name"]: (x["criteria"], x["hosts"])
+              for x in live_admin.get(f"{API}/labels").json["labels"]}
+    profiles = {(teams.get(p["team_id"]), p["identifier"]): {
+        k: p[k] for k in ("labels_include_all", "labels_include_any", "labels_exclude_any") if p[k]}
+        for p in live_admin.get(f"{API}/configuration_profiles").json["profiles"]}
+    return {"teams": sorted(teams.values()), "labels": labels, "profiles": profiles}
+
+
+def test_teams_labels_and_profile_scopes_apply_export_and_apply_again(cli, live_admin, custom_ca,
+                                                                      env, mdm_db, tmp_path):
+    with mdm_db.transaction() as conn:
+        conn.execute("INSERT INTO hosts (uuid, serial_number, enrolled) VALUES "
+                     "('G-1', 'C0G1', true), ('G-2', 'C0G2', true)")
+    pilot = {"name": "Pilot", "hosts": ["G-1"]}
+    sonoma = {"name": "Sonoma", "criteria": {"platform": "darwin", "os_version_at_least": "14"}}
+    path = scoped_file(tmp_path, custom_ca.url, ["Engineering"], [pilot, sonoma], [
+        {"path": "lib/seed.mobileconfig"},
+        {"path": "lib/seed-eng.mobileconfig", "team": "Engineering",
+         "labels_include_any": ["Pilot"]}])
+    code, out = cli("gitops", "apply", str(path))
+    assert code == 0, out
+    assert out.splitlines()[1:] == [
+        "added team Engineering",
+        "added label Pilot: manual, 1 host(s)",
+        "added label Sonoma: dynamic: platform=darwin, os_version_at_least=14",
+        "added profile Fleet.custom.SCEP: from lib/seed.mobileconfig",
+        "added profile Fleet.custom.SCEP (team Engineering): from lib/seed-eng.mobileconfig",
+        "applied: 6 added, 0 changed, 0 deleted"]
+    assert scopes(live_admin) == {
+        "teams": ["Engineering"],
+        "labels": {"Pilot": (None, ["G-1"]), "Sonoma": (sonoma["criteria"], [])},
+        "profiles": {(None, "Fleet.custom.SCEP"): {},
+                     ("Engineering", "Fleet.custom.SCEP"): {"labels_include_any": ["Pilot"]}}}
+    assert cli("gitops", "apply", str(path))[1].strip() == f"no changes: the server matches {path}"
+
+    # New hosts for a label, a new label rule (the profile uploaded again), a new team.
+    path = scoped_file(tmp_path, custom_ca.url, ["Engineering", "Sales"],
+                       [{**pilot, "hosts": ["G-2", "G-1"]}, sonoma], [
+        {"path": "lib/seed.mobileconfig"},
+        {"path": "lib/seed-eng.mobileconfig", "team": "Engineering",
+         "labels_include_all": ["Pilot", "Sonoma"]}])
+    before = scopes(live_admin)
+    code, out = cli("gitops", "apply", "--dry-run", str(path))
+    assert code == 0 and out.splitlines() == [
+        "+ add team Sales",
+        "~ edit label Pilot: hosts set (2)",
+        "- delete profile Fleet.custom.SCEP (team Engineering): its label rule changed: uploaded "
+        "again (hosts it no longer admits get RemoveProfile)",
+        "+ add profile Fleet.custom.SCEP (team Engineering): from lib/seed-eng.mobileconfig, "
+        "with its new label rule",
+        "plan: 2 to add, 1 to change, 1 to delete (dry run: nothing was changed)"]
+    assert scopes(live_admin) == before
+    assert cli("gitops", "apply", str(path))[0] == 0
+    after = scopes(live_admin)
+    assert after["teams"] == ["Engineering", "Sales"]
+    assert after["labels"]["Pilot"] == (None, ["G-1", "G-2"])
+    assert after["profiles"][("Engineering", "Fleet.custom.SCEP")] == {
+        "labels_include_all": ["Pilot", "Sonoma"]}
+    assert "no changes" in cli("gitops", "apply", str(path))[1]
+
+    # A profile naming a team the file does not list: refused, nothing changed.
+    bad = scoped_file(tmp_path / "bad", custom_ca.url, ["Sales"], [pilot, sonoma], [
+        {"path": "lib/seed.mobileconfig", "team": "Nope"}])
+    code, _ = cli("gitops", "apply", str(bad))
+    assert str(code).startswith("mdmscep: refused; nothing was changed:")
+    assert "names team Nope, which is not in teams" in str(code)
+    assert scopes(live_admin) == after
+
+    # Export, then apply: no changes; what the file drops goes, the team after its profile.
+    out_dir = tmp_path / "out"
+    code, out = cli("gitops", "export", "--dir", str(out_dir))
+    assert code == 0 and "1 certificate authorities, 2 teams, 2 labels, 2 profiles" in out
+    env.setenv("MDMSCEP_CA_TEST_SCEP_CHALLENGE", CHALLENGE)
+    exported = out_dir / "default.yml"
+    assert "no changes" in cli("gitops", "apply", str(exported))[1]
+    written = yaml.safe_load(exported.read_text())
+    assert written["teams"] == [{"name": "Engineering"}, {"name": "Sales"}]
+    assert written["labels"][0] == {"name": "Pilot", "label_membership_type": "manual",
+                                    "hosts": ["G-1", "G-2"]}
+    assert written["controls"]["macos_settings"]["custom_settings"][1]["team"] == "Engineering"
+    path = scoped_file(tmp_path, custom_ca.url, ["Sales"], [pilot], [
+        {"path": "lib/seed.mobileconfig"}])
+    code, out = cli("gitops", "apply", str(path))
+    assert code == 0 and out.splitlines() == [
+        "edited label Pilot: hosts set (1)",
+        "deleted profile Fleet.custom.SCEP (team Engineering): not in the file (hosts get "
+        "RemoveProfile)",
+        "deleted label Sonoma: not in the file",
+        "deleted team Engineering: not in the file (its hosts go to no team)",
+        "applied: 0 added, 1 changed, 3 deleted"]
+    assert scopes(live_admin) == {"teams": ["Sales"], "labels": {"Pilot": (None, ["G-1"])},
+                                  "profiles": {(None, "Fleet.custom.SCEP"): {}}}

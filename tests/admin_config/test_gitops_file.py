@@ -127,9 +127,28 @@ def test_every_problem_is_reported_at_once(tmp_path):
     ("org_settings:\ncontrols:\npolicies:\n  - name: x\n", "policies: not managed by mdmscep"),
     ("controls:\n", "org_settings: missing"),
     ("org_settings:\n", "controls: missing"),
-    ("name: Workstations\norg_settings:\ncontrols:\n", "name: teams are not supported yet"),
-    ("team_settings: {}\norg_settings:\ncontrols:\n", "teams are not supported yet"),
-    ("labels: []\norg_settings:\ncontrols:\n", "labels: labels are not supported yet"),
+    ("name: Workstations\norg_settings:\ncontrols:\n", "name: Fleet's team files are not supported"),
+    ("team_settings: {}\norg_settings:\ncontrols:\n", "team files are not supported"),
+    ("labels: {a: 1}\norg_settings:\ncontrols:\n", "labels: must be a list"),
+    ("teams: [{name: A, x: 1}]\norg_settings:\ncontrols:\n", "teams[0].x: unknown key"),
+    ("teams: [{name: A}, {name: A}, {}]\norg_settings:\ncontrols:\n", "a second team named A"),
+    ("teams: [{}]\norg_settings:\ncontrols:\n", "teams[0].name: missing"),
+    ("teams: [{name: ''}]\norg_settings:\ncontrols:\n", "teams[0].name: A team needs a name"),
+    ("labels: [{name: L, query: SELECT 1}]\norg_settings:\ncontrols:\n",
+     "labels[0].query: osquery labels are not supported"),
+    ("labels: [{name: L, hosts: [a], criteria: {model: M}}]\norg_settings:\ncontrols:\n",
+     "labels[0]: a label is manual (hosts) or dynamic (criteria), not both"),
+    ("labels: [{name: L, criteria: {colour: red}}]\norg_settings:\ncontrols:\n",
+     "labels[0].criteria: colour: unknown criterion"),
+    ("labels: [{name: L, criteria: {os_version_at_least: 14.10}}]\norg_settings:\ncontrols:\n",
+     'quote versions: "14.10"'),
+    ("labels: [{name: L, label_membership_type: dynamic}]\norg_settings:\ncontrols:\n",
+     "labels[0].criteria: missing"),
+    ("labels: [{name: L, label_membership_type: manual, criteria: {model: M}}]\n"
+     "org_settings:\ncontrols:\n", "a label with criteria is dynamic"),
+    ("labels: [{name: L, hosts: [3]}]\norg_settings:\ncontrols:\n",
+     "labels[0].hosts[0]: must be a non-empty string"),
+    ("labels: [{name: L}, {name: L}]\norg_settings:\ncontrols:\n", "a second label named L"),
     ("org_settings:\ncontrols:\n  macos_settings:\n    custom_settings:\n      - path: 3\n",
      "custom_settings[0].path: must be a non-empty string"),
     ("org_settings:\ncontrols:\n  macos_settings:\n    custom_settings:\n      - {path: x, y: 1}\n",
@@ -188,19 +207,82 @@ def test_profile_paths_are_relative_to_the_file_and_bounded(tmp_path):
     assert any("[3].path: profile" in p and "not a file" in p for p in found)
 
 
-def test_labels_are_parsed_where_fleet_puts_them_and_refused_as_not_supported_yet(tmp_path):
-    text = GOOD + "        labels_include_any:\n          - Engineering\n          - Product\n"
-    source = load(write(tmp_path, text), ENV)
-    assert source.profiles[0].labels == {"labels_include_any": ("Engineering", "Product")}
+SCOPED = """\
+org_settings:
+  integrations:
+    custom_scep_proxy:
+      - name: Test_SCEP
+        url: http://ca.example:2016/scep
+        challenge: $TEST_SCEP_CHALLENGE
+teams:
+  - name: Engineering
+labels:
+  - name: Pilot
+    hosts: [H-2, H-1, H-2]
+  - name: Sonoma
+    label_membership_type: dynamic
+    criteria: {platform: darwin, os_version_at_least: "14"}
+controls:
+  macos_settings:
+    custom_settings:
+      - path: profiles/seed.mobileconfig
+        team: Engineering
+        labels_include_any: [Pilot, Sonoma]
+        labels_exclude_any: [Excluded]
+"""
+
+
+def test_teams_labels_and_profile_scopes_load_where_fleet_puts_them(tmp_path):
+    source = load(write(tmp_path, SCOPED), ENV)
+    assert source.teams == ["Engineering"]
+    assert [(x.name, x.criteria, x.hosts) for x in source.labels] == [
+        ("Pilot", None, ("H-1", "H-2")),
+        ("Sonoma", {"platform": "darwin", "os_version_at_least": "14"}, ())]
+    [profile] = source.profiles
+    assert profile.team == "Engineering"
+    assert profile.labels == {"labels_include_any": ("Pilot", "Sonoma"),
+                              "labels_exclude_any": ("Excluded",)}
+    # Without teams and labels the file leaves the server's alone.
+    plain = load(write(tmp_path, GOOD), ENV)
+    assert (plain.teams, plain.labels) == (None, None)
+    both = SCOPED.replace("        labels_exclude_any: [Excluded]\n",
+                          "        labels_include_all: [Pilot]\n")
+    found = problems(tmp_path, both)
+    assert any("only one of labels_include_all and labels_include_any" in p for p in found)
+    assert any("label Pilot is in both labels_include_all and labels_include_any" in p
+               for p in found)
+
+
+def test_a_profile_naming_an_unknown_team_or_label_is_refused_before_the_server_changes(
+        tmp_path):
+    source = load(write(tmp_path, SCOPED), ENV)
     with pytest.raises(GitOpsError) as refused:
         plan(source, ServerState({}, {}), api=None)
     assert refused.value.problems == [
-        f"{tmp_path / 'default.yml'}: controls.macos_settings.custom_settings[0]."
-        "labels_include_any (profiles/seed.mobileconfig): profile scopes (labels) are not "
-        "supported yet (Engineering, Product)"]
-    both = text + "        labels_exclude_any: [Sales]\n"
-    assert any("only one of labels_include_all, labels_include_any, labels_exclude_any" in p
-               for p in problems(tmp_path, both))
+        f"{tmp_path / 'default.yml'}: controls.macos_settings.custom_settings[0] "
+        "(profiles/seed.mobileconfig): labels_exclude_any names unknown label(s) Excluded "
+        "(not in labels)"]
+    # A file without teams and labels names the server's.
+    unmanaged = SCOPED[:SCOPED.index("teams:")] + SCOPED[SCOPED.index("controls:"):]
+    source = load(write(tmp_path, unmanaged), ENV)
+    with pytest.raises(GitOpsError) as refused:
+        plan(source, ServerState({}, {}), api=None)
+    assert [p.split(": ", 1)[1] for p in refused.value.problems] == [
+        "controls.macos_settings.custom_settings[0] (profiles/seed.mobileconfig): names team "
+        "Engineering, which is not on the server",
+        "controls.macos_settings.custom_settings[0] (profiles/seed.mobileconfig): "
+        "labels_include_any names unknown label(s) Pilot, Sonoma (not on the server)",
+        "controls.macos_settings.custom_settings[0] (profiles/seed.mobileconfig): "
+        "labels_exclude_any names unknown label(s) Excluded (not on the server)"]
+    server = ServerState({}, {}, {"Engineering": 1}, {
+        name: {"id": i, "name": name, "criteria": None, "hosts": []}
+        for i, name in enumerate(("Pilot", "Sonoma", "Excluded"), 1)})
+    changes = plan(source, server, api=None).changes
+    assert [(c.action, c.kind, c.subject, c.team) for c in changes] == [
+        ("add", "certificate authority", "Test_SCEP", None),
+        ("add", "profile", "Fleet.custom.SCEP", "Engineering")]
+    assert changes[1].request["data"] == {"labels_include_any": ["Pilot", "Sonoma"],
+                                          "labels_exclude_any": ["Excluded"]}
 
 
 def test_a_profile_is_checked_as_the_admin_api_checks_it_and_its_ca_must_be_known(tmp_path):

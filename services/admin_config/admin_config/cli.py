@@ -4,8 +4,8 @@ labels).
 Server and token come from --server/--token or MDMSCEP_SERVER/MDMSCEP_TOKEN (ADMIN_API_TOKEN is
 accepted too). Challenges are read from a prompt or stdin so they stay out of shell history.
 
-`mdmscep gitops apply FILE [--dry-run]` makes the server's CAs and profiles match a YAML file in
-the shape of Fleet's GitOps default.yml (challenges from environment variables, profiles by
+`mdmscep gitops apply FILE [--dry-run]` makes the server's CAs, teams, labels and profiles match a
+YAML file in the shape of Fleet's GitOps default.yml (challenges from environment variables, profiles by
 path); `mdmscep gitops export --dir DIR` writes today's state as one (README.md "GitOps").
 """
 
@@ -440,12 +440,14 @@ def parser() -> argparse.ArgumentParser:
                                              "shape), or write today's state as one"
                               ).add_subparsers(dest="action", required=True)
     gitops_apply = gitops.add_parser(
-        "apply", help="make the server's CAs and profiles match FILE",
-        description="Make the server's certificate authorities and profiles match FILE "
-                    "(org_settings.integrations.custom_scep_proxy, controls.macos_settings."
-                    "custom_settings). Everything is checked first, nothing is changed on a "
+        "apply", help="make the server's CAs, teams, labels and profiles match FILE",
+        description="Make the server's certificate authorities, teams, labels and profiles "
+                    "match FILE (org_settings.integrations.custom_scep_proxy, teams, labels, "
+                    "controls.macos_settings.custom_settings with each profile's team and "
+                    "label rule). Everything is checked first, nothing is changed on a "
                     "problem. Profiles and CAs the file does not list are deleted (a CA only "
-                    "once no profile uses it). A second apply says 'no changes'.")
+                    "once no profile uses it); so are teams and labels when the file has "
+                    "`teams` / `labels`. A second apply says 'no changes'.")
     gitops_apply.add_argument("file", help="the YAML file (profile paths are relative to it)")
     gitops_apply.add_argument("--dry-run", action="store_true",
                               help="print the changes it would make, make none")

@@ -10,21 +10,36 @@
             challenge: $TEST_SCEP_CHALLENGE   # an environment variable, never the secret
             max_concurrent_requests: 4        # optional, mdmscep's own (default 4)
             max_issuance_per_second: null     # optional, mdmscep's own (default null)
+    teams:                                    # mdmscep's: the teams, by name
+      - name: Engineering
+    labels:                                   # Fleet's top-level labels
+      - name: Pilot
+        label_membership_type: manual         # optional; manual: hosts, dynamic: criteria
+        hosts: [6A0F0F0E-...]                 # host UUIDs
+      - name: Sonoma Macs
+        criteria: {platform: darwin, os_version_at_least: "14"}   # label_criteria.py keys
     controls:
       macos_settings:
         custom_settings:
           - path: profiles/wifi.mobileconfig  # relative to the file
+            team: Engineering                 # optional: else for hosts in no team
+            labels_include_any: [Pilot]       # Fleet's; or labels_include_all; labels_exclude_any
 
 Everything is read and checked before the server is changed: the YAML, every key, each
 challenge's environment variable, each profile (with the admin API's own validation,
-profile_validation.py, against the CAs of the file and of the server). Then the plan: CAs to add
-or edit, profiles to upload or replace (matched by PayloadIdentifier, compared byte for byte),
-profiles the file does not list to delete, CAs neither listed nor used any more to delete; in
-that order, so a profile's CA exists before it and is deleted after it.
+profile_validation.py, against the CAs of the file and of the server), each team and label a
+profile names (the file's, or the server's when the file has no `teams` / `labels`), each host a
+label newly lists. Then the plan, in this order: CAs to add or edit, teams to add, labels to add
+or whose hosts to set, profiles to delete (not listed, or whose label rule changed), labels to
+delete (not listed, or whose criteria changed: deleted and added again), profiles to upload or
+replace (matched by team and PayloadIdentifier, compared byte for byte), teams to delete, CAs
+neither listed nor used any more to delete. So what a change needs exists before it, and goes
+after it.
 
-Labels (a profile's `labels_include_all`, `labels_include_any`, `labels_exclude_any`) and teams
-(Fleet's `teams/<name>.yml`: `name`, `team_settings`) are parsed where Fleet puts them and
-refused as not supported yet; they slot in here when the admin API has them.
+`teams` and `labels` are the whole truth when given (empty: none); a file without them leaves
+the server's teams and labels alone. Host membership of teams is not the file's: hosts are moved
+with `mdmscep host transfer`. Fleet's team files (`teams/<name>.yml`: `name`, `team_settings`)
+are refused: teams are listed here and a profile names its team.
 """
 
 from __future__ import annotations
@@ -38,6 +53,8 @@ from typing import Any
 
 import yaml
 
+from mdmscep_common import label_criteria
+
 from .certificate_authorities import (
     validate_challenge,
     validate_limits,
@@ -45,8 +62,10 @@ from .certificate_authorities import (
     validate_url,
 )
 from .cli import CliError, _segment
+from .configuration_profiles import INCLUDE_FIELDS
 from .errors import ApiError
 from .profile_validation import validate_profile
+from .teams import checked_name
 
 MAX_FILE_BYTES = 1 << 20  # a GitOps file names its profiles by path; 1 MiB is generous
 MAX_NODES = 50_000  # YAML nodes: thousands of profiles, not a billion laughs
@@ -61,6 +80,8 @@ PER_PAGE = 1000
 
 CAS_WHERE = "org_settings.integrations.custom_scep_proxy"
 PROFILES_WHERE = "controls.macos_settings.custom_settings"
+TEAM_FILE = ("Fleet's team files are not supported (this looks like one): list teams under "
+             "`teams` and give each profile its `team`")
 # `$NAME` or `${NAME}`, the whole value: a challenge is only ever a reference.
 _ENV_REFERENCE = re.compile(r"^\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))$")
 LABEL_KEYS = ("labels_include_all", "labels_include_any", "labels_exclude_any")
@@ -160,12 +181,25 @@ class ProfileSpec:
     path: str  # as written in the file
     raw: bytes
     where: str
-    # Profile scopes, as Fleet writes them; refused until the admin API has labels.
+    # The label rule, as Fleet writes it: field (LABEL_KEYS) → label names.
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    team: str | None = None  # None: for hosts in no team
 
     @property
     def label(self) -> str:
         return f"{self.where} ({self.path})"
+
+    def rule(self) -> dict[str, list[str]]:
+        """The label rule as the API shows a profile's: every field, names sorted."""
+        return {key: sorted(self.labels.get(key, ())) for key in LABEL_KEYS}
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str
+    criteria: dict[str, str] | None  # None: a manual label
+    hosts: tuple[str, ...]
+    where: str
 
 
 @dataclass
@@ -174,6 +208,8 @@ class GitOpsFile:
     certificate_authorities: list[CertificateAuthoritySpec]
     profiles: list[ProfileSpec]
     challenges: dict[str, str] = field(repr=False, default_factory=dict)  # CA name → secret
+    teams: list[str] | None = None  # None: the file leaves teams alone
+    labels: list[LabelSpec] | None = None  # None: the file leaves labels alone
 
 
 class _Reader:
@@ -247,11 +283,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> GitOpsFile:
         if key not in doc:
             r.problem(key, "missing (write it empty for none: GitOps deletes what the file "
                            "does not list)")
-    top = r.mapping(doc, "", ("org_settings", "controls", *UNMANAGED_TOP_LEVEL), {
-        "name": "teams are not supported yet (this looks like a team's file)",
-        "team_settings": "teams are not supported yet (this looks like a team's file)",
-        "labels": "labels are not supported yet",
-    })
+    top = r.mapping(doc, "", ("org_settings", "controls", "teams", "labels",
+                              *UNMANAGED_TOP_LEVEL),
+                    {"name": TEAM_FILE, "team_settings": TEAM_FILE})
     for key in UNMANAGED_TOP_LEVEL:
         if top.get(key) not in (None, [], {}):
             r.problem(key, "not managed by mdmscep (certificate authorities and profiles only): "
@@ -264,9 +298,77 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> GitOpsFile:
     macos = r.mapping(controls.get("macos_settings"), "controls.macos_settings",
                       ("custom_settings",))
     profiles = _profiles(r, macos.get("custom_settings"))
+    teams = _teams(r, top["teams"]) if "teams" in top else None
+    labels = _labels(r, top["labels"]) if "labels" in top else None
     if r.problems:
         raise GitOpsError([f"{path}: {p}" for p in r.problems])
-    return GitOpsFile(path, cas, profiles, challenges)
+    return GitOpsFile(path, cas, profiles, challenges, teams, labels)
+
+
+def _teams(r: _Reader, value: Any) -> list[str]:
+    names: list[str] = []
+    for i, item in enumerate(r.sequence(value, "teams")):
+        where = f"teams[{i}]"
+        entry = r.mapping(item, where, ("name",))
+        if entry.get("name") is None:
+            r.problem(f"{where}.name", "missing")
+            continue
+        name = r.api_check(f"{where}.name", checked_name, entry["name"], "team")
+        if name is None:
+            continue
+        if name in names:
+            r.problem(f"{where}.name", f"a second team named {name}")
+        else:
+            names.append(name)
+    return names
+
+
+def _labels(r: _Reader, value: Any) -> list[LabelSpec]:
+    labels: list[LabelSpec] = []
+    names: set[str] = set()
+    for i, item in enumerate(r.sequence(value, "labels")):
+        where = f"labels[{i}]"
+        entry = r.mapping(item, where, ("name", "label_membership_type", "hosts", "criteria"),
+                          {"query": "osquery labels are not supported: a dynamic label states "
+                                    "criteria over host facts",
+                           "platform": "a dynamic label's platform is one of its criteria"})
+        name = None
+        if entry.get("name") is None:
+            r.problem(f"{where}.name", "missing")
+        else:
+            name = r.api_check(f"{where}.name", checked_name, entry["name"], "label")
+        if name is not None:
+            if name in names:
+                r.problem(f"{where}.name", f"a second label named {name}")
+            names.add(name)
+        kind = entry.get("label_membership_type")
+        if kind is not None and kind not in ("manual", "dynamic"):
+            r.problem(f"{where}.label_membership_type", "must be manual or dynamic")
+        criteria = entry.get("criteria")
+        if criteria is not None and "hosts" in entry:
+            r.problem(where, "a label is manual (hosts) or dynamic (criteria), not both")
+            continue
+        if criteria is None and kind == "dynamic":
+            r.problem(f"{where}.criteria", "missing (a dynamic label states criteria)")
+            continue
+        if criteria is not None:
+            if kind == "manual":
+                r.problem(f"{where}.label_membership_type", "a label with criteria is dynamic")
+            try:
+                criteria = label_criteria.parse(criteria)
+            except label_criteria.InvalidCriteria as exc:
+                hint = (' (quote versions: "14.10")' if isinstance(criteria, dict) and
+                        isinstance(criteria.get(exc.key), int | float) else "")
+                r.problem(f"{where}.criteria", f"{exc}{hint}")
+                continue
+            hosts: tuple[str, ...] = ()
+        else:
+            listed = [r.string(h, f"{where}.hosts[{j}]")
+                      for j, h in enumerate(r.sequence(entry.get("hosts"), f"{where}.hosts"))]
+            hosts = tuple(sorted({h for h in listed if h is not None}))
+        if name is not None:
+            labels.append(LabelSpec(name, criteria, hosts, where))
+    return labels
 
 
 def _certificate_authorities(r: _Reader, value: Any
@@ -328,16 +430,23 @@ def _profiles(r: _Reader, value: Any) -> list[ProfileSpec]:
     base = r.path.parent
     for i, item in enumerate(r.sequence(value, PROFILES_WHERE)):
         where = f"{PROFILES_WHERE}[{i}]"
-        entry = r.mapping(item, where, ("path", *LABEL_KEYS))
+        entry = r.mapping(item, where, ("path", "team", *LABEL_KEYS))
         written = r.string(entry.get("path"), f"{where}.path")
+        team = r.string(entry["team"], f"{where}.team") if entry.get("team") is not None else None
         labels: dict[str, tuple[str, ...]] = {}
+        seen: dict[str, str] = {}
         for key in LABEL_KEYS:
             if key in entry:
                 names = [r.string(n, f"{where}.{key}[{j}]")
                          for j, n in enumerate(r.sequence(entry[key], f"{where}.{key}"))]
-                labels[key] = tuple(n for n in names if n is not None)
-        if len(labels) > 1:
-            r.problem(where, f"only one of {', '.join(LABEL_KEYS)} may be given")
+                for name in names:
+                    if name is not None and seen.setdefault(name, key) != key:
+                        r.problem(where, f"label {name} is in both {seen[name]} and {key}")
+                kept = tuple(dict.fromkeys(n for n in names if n is not None))
+                if kept:
+                    labels[key] = kept
+        if all(key in labels for key in INCLUDE_FIELDS):
+            r.problem(where, f"only one of {' and '.join(INCLUDE_FIELDS)} may be given")
         if written is None:
             continue
         file = (base / written).resolve()
@@ -353,7 +462,7 @@ def _profiles(r: _Reader, value: Any) -> list[ProfileSpec]:
         except OSError as exc:
             r.problem(f"{where}.path", f"cannot read {written}: {exc.strerror or exc}")
             continue
-        profiles.append(ProfileSpec(written, raw, where, labels))
+        profiles.append(ProfileSpec(written, raw, where, labels, team))
     return profiles
 
 
@@ -373,7 +482,10 @@ def _all(api, path: str, key: str) -> list[dict[str, Any]]:
 @dataclass
 class ServerState:
     cas: dict[str, dict[str, Any]]  # name → the CA's detail (url, limits; challenge masked)
-    profiles: dict[str, dict[str, Any]]  # PayloadIdentifier → summary (profile_uuid, name)
+    # (team name or None, PayloadIdentifier) → summary (profile_uuid, name, team_id, labels_*)
+    profiles: dict[tuple[str | None, str], dict[str, Any]]
+    teams: dict[str, int] = field(default_factory=dict)  # name → id
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → the API's label
 
 
 def read_server(api) -> ServerState:
@@ -383,8 +495,13 @@ def read_server(api) -> ServerState:
             continue  # another kind of CA is not the file's to add, change or delete
         detail = api.call("GET", f"/certificate_authorities/{int(summary['id'])}")
         cas[detail["name"]] = detail
-    profiles = {p["identifier"]: p for p in _all(api, "/configuration_profiles", "profiles")}
-    return ServerState(cas, profiles)
+    teams = read_teams(api)
+    names = {i: name for name, i in teams.items()}
+    profiles = {(names.get(p["team_id"]) if p.get("team_id") is not None else None,
+                 p["identifier"]): p
+                for p in _all(api, "/configuration_profiles", "profiles")}
+    labels = {label["name"]: label for label in _all(api, "/labels", "labels")}
+    return ServerState(cas, profiles, teams, labels)
 
 
 ADD, EDIT, DELETE = "add", "edit", "delete"
@@ -395,21 +512,23 @@ _SIGN = {ADD: "+", EDIT: "~", DELETE: "-"}
 @dataclass(frozen=True)
 class Change:
     action: str  # add | edit | delete
-    kind: str  # "certificate authority" | "profile"
-    subject: str  # the CA's name, the profile's PayloadIdentifier
+    kind: str  # "certificate authority" | "team" | "label" | "profile"
+    subject: str  # the CA's, team's or label's name, the profile's PayloadIdentifier
     detail: str
     method: str
     path: str
     request: dict[str, Any] = field(repr=False, default_factory=dict)  # may hold a challenge
+    team: str | None = None  # a profile upload's team, by name (its id may be made by apply)
 
     def line(self, done: bool = False) -> str:
         verb = _DONE[self.action] if done else self.action
-        text = f"{verb} {self.kind} {self.subject}" + (f": {self.detail}" if self.detail else "")
+        subject = self.subject + (f" (team {self.team})" if self.team else "")
+        text = f"{verb} {self.kind} {subject}" + (f": {self.detail}" if self.detail else "")
         return text if done else f"{_SIGN[self.action]} {text}"
 
-    def summary(self) -> dict[str, str]:
+    def summary(self) -> dict[str, Any]:
         return {"action": self.action, "kind": self.kind, "subject": self.subject,
-                "detail": self.detail}
+                "detail": self.detail, "team": self.team}
 
 
 @dataclass
@@ -418,14 +537,49 @@ class Plan:
     notes: list[str]
 
 
+def _where(team: str | None) -> str:
+    return f"team {team}" if team else "no team"
+
+
+def _label_body(spec: LabelSpec) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": spec.name}
+    if spec.criteria is not None:
+        body["criteria"] = spec.criteria
+    else:
+        body["hosts"] = list(spec.hosts)
+    return body
+
+
+def _label_matches(spec: LabelSpec, current: dict[str, Any]) -> tuple[bool, bool]:
+    """(same kind and criteria, same hosts) of a file's label and the server's."""
+    if spec.criteria is not None:
+        return current.get("criteria") == spec.criteria, True
+    return current.get("criteria") is None, sorted(current.get("hosts", [])) == list(spec.hosts)
+
+
+def _host_exists(api, host_uuid: str) -> bool:
+    try:
+        api.call("GET", f"/hosts/{_segment(host_uuid)}")
+    except CliError as exc:
+        if str(exc).startswith("404:"):
+            return False
+        raise
+    return True
+
+
 def plan(source: GitOpsFile, server: ServerState, api, force_challenges: bool = False) -> Plan:
     """What makes the server match `source`: checks each profile as the admin API will (CAs
-    from the file or the server), compares matched profiles byte for byte. Raises GitOpsError
-    before anything is changed."""
+    from the file or the server), each team and label a profile names, each host a label newly
+    lists; compares matched profiles byte for byte and label rule by label rule. Raises
+    GitOpsError before anything is changed."""
     file_cas = {ca.name: ca for ca in source.certificate_authorities}
+    teams = set(source.teams if source.teams is not None else server.teams)
+    file_labels = ({spec.name: spec for spec in source.labels} if source.labels is not None
+                   else None)
+    labels = set(file_labels if file_labels is not None else server.labels)
     problems: list[str] = []
     validated = []  # (spec, ValidatedProfile)
-    identifiers: dict[str, str] = {}
+    identifiers: dict[tuple[str | None, str], str] = {}
     for spec in source.profiles:
         try:
             # Which CAs it names, checked below with a GitOps message.
@@ -437,14 +591,35 @@ def plan(source: GitOpsFile, server: ServerState, api, force_challenges: bool = 
             if name not in file_cas and name not in server.cas:
                 problems.append(f"{spec.label}: names certificate authority {name}, which is "
                                 f"neither in {CAS_WHERE} nor on the server")
-        if profile.identifier in identifiers:
+        key = (spec.team, profile.identifier)
+        if key in identifiers:
             problems.append(f"{spec.label}: PayloadIdentifier {profile.identifier} is also "
-                            f"{identifiers[profile.identifier]}'s")
-        identifiers[profile.identifier] = spec.path
-        for key, names in spec.labels.items():
-            problems.append(f"{spec.where}.{key} ({spec.path}): profile scopes (labels) are not "
-                            "supported yet" + (f" ({', '.join(names)})" if names else ""))
+                            f"{identifiers[key]}'s" + (f" in team {spec.team}" if spec.team
+                                                        else ""))
+        identifiers[key] = spec.path
+        if spec.team is not None and spec.team not in teams:
+            problems.append(f"{spec.label}: names team {spec.team}, which is not " + (
+                "in teams" if source.teams is not None else "on the server"))
+        for field_name, names in spec.labels.items():
+            unknown = [n for n in names if n not in labels]
+            if unknown:
+                problems.append(f"{spec.label}: {field_name} names unknown label(s) "
+                                f"{', '.join(unknown)} (" + ("not in labels)" if file_labels
+                                                             is not None else "not on the "
+                                                             "server)"))
         validated.append((spec, profile))
+    checked_hosts: dict[str, bool] = {}
+    for spec in (file_labels or {}).values():
+        current = server.labels.get(spec.name)
+        known = set(current.get("hosts", [])) if current and current.get("criteria") is None \
+            else set()
+        for host in spec.hosts:
+            if host not in known and api is not None:
+                if host not in checked_hosts:
+                    checked_hosts[host] = _host_exists(api, host)
+                if not checked_hosts[host]:
+                    problems.append(f"{spec.where} ({spec.name}): host {host} is not enrolled "
+                                    "(unknown to the server)")
     if problems:
         raise GitOpsError([f"{source.path}: {p}" for p in problems])
 
@@ -453,23 +628,80 @@ def plan(source: GitOpsFile, server: ServerState, api, force_challenges: bool = 
     for ca in source.certificate_authorities:
         changes += _ca_change(ca, server.cas.get(ca.name), source.challenges[ca.name],
                               force_challenges)
-    for spec, profile in validated:
-        upload = {"files": {"profile": (Path(spec.path).name, spec.raw)}}
-        current = server.profiles.get(profile.identifier)
+    for name in source.teams or []:
+        if name not in server.teams:
+            changes.append(Change(ADD, "team", name, "", "POST", "/teams",
+                                  {"json": {"name": name}}))
+    # Labels: added, their hosts set; those whose kind or criteria changed are deleted and
+    # added again, after the profiles naming them are deleted (and before they are uploaded).
+    recreated: set[str] = set()
+    label_adds: list[Change] = []
+    label_deletes: list[Change] = []
+    for spec in (file_labels or {}).values():
+        current = server.labels.get(spec.name)
+        what = (f"manual, {len(spec.hosts)} host(s)" if spec.criteria is None
+                else "dynamic: " + ", ".join(f"{k}={v}" for k, v in spec.criteria.items()))
+        add = Change(ADD, "label", spec.name, what, "POST", "/labels",
+                     {"json": _label_body(spec)})
         if current is None:
-            changes.append(Change(ADD, "profile", profile.identifier, f"from {spec.path}",
-                                  "POST", "/configuration_profiles", upload))
+            changes.append(add)
+            continue
+        same_rule, same_hosts = _label_matches(spec, current)
+        if not same_rule:
+            recreated.add(spec.name)
+            label_deletes.append(Change(DELETE, "label", spec.name,
+                                        "its kind or criteria changed: added again", "DELETE",
+                                        f"/labels/{int(current['id'])}"))
+            label_adds.append(add)
+        elif not same_hosts:
+            changes.append(Change(EDIT, "label", spec.name, f"hosts set ({len(spec.hosts)})",
+                                  "PATCH", f"/labels/{int(current['id'])}",
+                                  {"json": {"hosts": list(spec.hosts)}}))
+    uploads: list[Change] = []
+    for spec, profile in validated:
+        key = (spec.team, profile.identifier)
+        fields = {k: list(v) for k, v in spec.labels.items()}
+        upload = {"files": {"profile": (Path(spec.path).name, spec.raw)}, "data": fields}
+        current = server.profiles.get(key)
+        if current is None:
+            uploads.append(Change(ADD, "profile", profile.identifier, f"from {spec.path}",
+                                  "POST", "/configuration_profiles", upload, team=spec.team))
             continue
         path = f"/configuration_profiles/{_segment(current['profile_uuid'])}"
+        rule = {k: sorted(current.get(k, [])) for k in LABEL_KEYS}
+        if rule != spec.rule() or recreated & {n for names in spec.labels.values()
+                                                 for n in names}:
+            # The API keeps a profile's scope: a new rule is a new upload.
+            changes.append(Change(DELETE, "profile", profile.identifier,
+                                  "its label rule changed: uploaded again (hosts it no longer "
+                                  "admits get RemoveProfile)", "DELETE", path, team=spec.team))
+            uploads.append(Change(ADD, "profile", profile.identifier,
+                                  f"from {spec.path}, with its new label rule", "POST",
+                                  "/configuration_profiles", upload, team=spec.team))
+            continue
         if api.download(path, params={"alt": "media"}) != spec.raw:
-            changes.append(Change(EDIT, "profile", profile.identifier,
+            uploads.append(Change(EDIT, "profile", profile.identifier,
                                   f"new content from {spec.path} (replaced in place)", "PUT",
-                                  path, upload))
-    for identifier, current in server.profiles.items():
-        if identifier not in identifiers:
-            changes.append(Change(DELETE, "profile", identifier,
+                                  path, {"files": upload["files"]}, team=spec.team))
+    for key, current in server.profiles.items():
+        if key not in identifiers:
+            changes.append(Change(DELETE, "profile", key[1],
                                   "not in the file (hosts get RemoveProfile)", "DELETE",
-                                  f"/configuration_profiles/{_segment(current['profile_uuid'])}"))
+                                  f"/configuration_profiles/{_segment(current['profile_uuid'])}",
+                                  team=key[0]))
+    changes += label_deletes
+    if file_labels is not None:
+        for name, current in server.labels.items():
+            if name not in file_labels:
+                changes.append(Change(DELETE, "label", name, "not in the file", "DELETE",
+                                      f"/labels/{int(current['id'])}"))
+    changes += label_adds
+    changes += uploads
+    if source.teams is not None:
+        for name, team_id in server.teams.items():
+            if name not in source.teams:
+                changes.append(Change(DELETE, "team", name, "not in the file (its hosts go to "
+                                      "no team)", "DELETE", f"/teams/{int(team_id)}"))
     used = {name: [spec.path for spec, p in validated if name in p.ca_names]
             for name in server.cas}
     for name, current in server.cas.items():
@@ -520,6 +752,10 @@ def _ca_change(ca: CertificateAuthoritySpec, current: dict[str, Any] | None, cha
                    {"json": {"custom_scep_proxy": body}})]
 
 
+def read_teams(api) -> dict[str, int]:
+    return {t["name"]: t["id"] for t in _all(api, "/teams", "teams")}
+
+
 def _counts(changes: list[Change], done: bool = False) -> str:
     n = {a: sum(1 for c in changes if c.action == a) for a in (ADD, EDIT, DELETE)}
     if done:
@@ -545,9 +781,17 @@ def apply(api, path: Path, *, dry_run: bool = False, force_challenges: bool = Fa
         lines += [c.line() for c in the_plan.changes]
         lines.append(f"plan: {_counts(the_plan.changes)} (dry run: nothing was changed)")
         return data, "\n".join(lines)
+    team_ids = dict(read_teams(api)) if any(c.team for c in the_plan.changes) else {}
     for done, change in enumerate(the_plan.changes):
+        request = change.request
+        if change.method == "POST" and change.kind == "profile" and change.team:
+            # A team added by this apply has its id only now.
+            request = {**request, "data": {**request.get("data", {}),
+                                           "team_id": str(team_ids[change.team])}}
         try:
-            api.call(change.method, change.path, **change.request)
+            answer = api.call(change.method, change.path, **request)
+            if change.kind == "team" and change.action == ADD:
+                team_ids[change.subject] = answer["team"]["id"]
         except CliError as exc:
             raise CliError(f"stopped at '{change.line()}': {exc} ({done} of "
                            f"{len(the_plan.changes)} changes applied before it; fix and apply "
@@ -607,13 +851,32 @@ def export(api, directory: Path) -> tuple[dict[str, Any], str]:
     (directory / PROFILES_DIR).mkdir(parents=True, exist_ok=True)
     taken_files: set[str] = set()
     settings = []
-    for identifier in sorted(server.profiles):
-        uuid = server.profiles[identifier]["profile_uuid"]
-        raw = api.download(f"/configuration_profiles/{_segment(uuid)}", params={"alt": "media"})
+    # Profiles of no team first, then by team name; within each by PayloadIdentifier.
+    for team, identifier in sorted(server.profiles, key=lambda k: (k[0] is not None, k)):
+        current = server.profiles[(team, identifier)]
+        raw = api.download(f"/configuration_profiles/{_segment(current['profile_uuid'])}",
+                           params={"alt": "media"})
         name = profile_file_name(identifier, taken_files)
         _write(directory / PROFILES_DIR / name, raw)
-        settings.append({"path": f"{PROFILES_DIR}/{name}"})
+        setting: dict[str, Any] = {"path": f"{PROFILES_DIR}/{name}"}
+        if team is not None:
+            setting["team"] = team
+        for key in LABEL_KEYS:
+            if current.get(key):
+                setting[key] = sorted(current[key])
+        settings.append(setting)
+    labels = []
+    for name in sorted(server.labels):
+        label = server.labels[name]
+        if label.get("criteria") is None:
+            labels.append({"name": name, "label_membership_type": "manual",
+                           "hosts": sorted(label.get("hosts", []))})
+        else:
+            labels.append({"name": name, "label_membership_type": "dynamic",
+                           "criteria": label["criteria"]})
     document = {"org_settings": {"integrations": {"custom_scep_proxy": cas}},
+                "teams": [{"name": name} for name in sorted(server.teams)],
+                "labels": labels,
                 "controls": {"macos_settings": {"custom_settings": settings}}}
     variables = [ca["challenge"][1:] for ca in cas]
     header = ("# mdmscep GitOps file (the shape of Fleet's default.yml), written by "
@@ -624,9 +887,9 @@ def export(api, directory: Path) -> tuple[dict[str, Any], str]:
     out = directory / DEFAULT_FILE
     _write(out, (header + text).encode())
     data = {"file": str(out), "certificate_authorities": len(cas), "profiles": len(settings),
-            "challenge_variables": variables}
-    lines = [f"wrote {out}: {len(cas)} certificate authorities, {len(settings)} profiles "
-             f"(in {directory / PROFILES_DIR})"]
+            "teams": len(server.teams), "labels": len(labels), "challenge_variables": variables}
+    lines = [f"wrote {out}: {len(cas)} certificate authorities, {len(server.teams)} teams, "
+             f"{len(labels)} labels, {len(settings)} profiles (in {directory / PROFILES_DIR})"]
     if variables:
         lines.append("challenges are not exported (the server never shows them); set these "
                      "before applying: " + ", ".join(variables))
