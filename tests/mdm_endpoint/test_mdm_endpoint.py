@@ -66,7 +66,8 @@ def test_host_enrolls_is_pushed_and_gets_its_command(mdm, mdm_db, events, apns_p
     [(_, enrolled)] = events.wait_for(lambda k, b: k == "host.enrolled"
                                       and b["host_uuid"] == host.udid)
     # The id consumers deduplicate by; the sequence that orders the host's events.
-    assert set(enrolled) == {"host_uuid", "event_id", "sequence"}
+    assert set(enrolled) == {"host_uuid", "facts", "event_id", "sequence"}
+    assert enrolled["facts"]["serial_number"] == host.serial_number
 
     # Enrolled, the host was asked its facts (DeviceInformation, with a push of its own).
     assert any(kind == "DeviceInformation" for kind, *_ in host.handled)
