@@ -130,7 +130,9 @@ REVIEWED = {
                                   "key == bus.DELIVERY_RESEND", "key == bus.HOST_CHECKED_OUT",
                                   "key == bus.CONFIG_CHANGED", "key == bus.HOST_ENROLLED",
                                   "key != bus.HOST_ENROLLED"},
-    "profile_processor/read_models.py": {"routing_key == bus.HOST_ENROLLED"},  # routing keys
+    "profile_processor/read_models.py": {"routing_key == bus.HOST_ENROLLED",
+                                         "routing_key == bus.HOST_FACTS_CHANGED"},  # routing keys
+    "admin_config/gitops.py": {"seen.setdefault(name, key) != key"},  # label rule field names
     "admin_config/owner_client.py": {"code == grpc.StatusCode.NOT_FOUND"},  # a status code
     "admin_config/certificate_authorities.py": {
         "challenge == MASKED_CHALLENGE",  # the public mask "********"

@@ -74,23 +74,23 @@ def matches(criteria: dict[str, str], facts: dict[str, Any]) -> bool:
         value = facts.get(name)
         return value if isinstance(value, str) else ""
 
-    for key, wanted in criteria.items():
-        if key == "serial_number_prefix":
+    for criterion, wanted in criteria.items():
+        if criterion == "serial_number_prefix":
             if not fact("serial_number") or not fact("serial_number").startswith(wanted):
                 return False
-        elif key in ("model", "product_name", "platform"):
-            if fact(key) != wanted:
+        elif criterion in ("model", "product_name", "platform"):
+            if fact(criterion) != wanted:
                 return False
-        elif key in VERSION_KEYS:
+        elif criterion in VERSION_KEYS:
             have = version_key(fact("os_version"))
             if have is None:
                 return False
             bound = version_key(wanted)
             if bound is None:
                 return False
-            if key == "os_version_at_least" and have < bound:
+            if criterion == "os_version_at_least" and have < bound:
                 return False
-            if key == "os_version_below" and have >= bound:
+            if criterion == "os_version_below" and have >= bound:
                 return False
         else:
             return False  # a key this version does not know never widens a label
