@@ -73,16 +73,17 @@ run: $(STAMP)
 demo: $(STAMP) scep
 	$(BIN)/python deploy/local/demo.py
 
-# Tests run on TEST_WORKERS pytest-xdist workers (one per core): most of the suite waits on
-# servers it started (stacks, scepservers, PostgreSQL, RabbitMQ). 4 workers on 2 cores ran in
-# 5:50 but starved a 100-host e2e world once (a host not verified in 300 s); 2 ran in 6:42, green. Each worker has its
+# Tests run on TEST_WORKERS pytest-xdist workers: most of the suite waits on servers it started
+# (stacks, scepservers, PostgreSQL, RabbitMQ); on 2 workers the two cores were 58 % busy and the
+# run took 6:20, on 3 it took 5:22. 4 workers on 2 cores starved a 100-host e2e world once (a host
+# not verified in 300 s). Each worker has its
 # own database, vhost and ports (tests/conftest.py, tests/support/ports.py). --dist loadfile keeps
 # a module on one worker, so a module-scoped world (a stack, the fault tests' private servers) is
 # built once; the longest modules are handed out first, by what they took in the last run
 # (tests/conftest.py). (pytest-xdist 3.8's loadgroup does not group under pytest 9.2: it renames
 # item._nodeid, which pytest no longer reads.) A temporary directory of its own: pytest prunes old
 # numbered ones, including those of another run on the same machine.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # test-fast starts no stack: its tests wait on in-process servers, PostgreSQL and RabbitMQ far more
 # than they compute (on 2 workers the two cores were less than half busy), so a third worker
 # shortens it.
