@@ -286,15 +286,22 @@ def _reset(db, amqp_url):
             queue(channel).purge()
 
 
+# Every table a test may commit rows to, children before their parents. DELETE, not TRUNCATE:
+# on a few rows it takes 4 ms where TRUNCATE takes 80 (new files for every table), twice a test.
+_COMMITTED_TABLES = (
+    "profile_labels", "label_hosts", "host_teams", "profile_certificate_authorities",
+    "known_profile_labels", "known_profile_certificate_authorities", "label_memberships",
+    "commands", "host_profiles", "scep_codes", "host_certificates", "ca_pacing", "ca_requests",
+    "activities", "api_tokens", "read_model_sequences", "profiles", "labels", "teams",
+    "certificate_authorities", "hosts", "known_profiles", "known_certificate_authorities",
+    "known_labels", "known_host_teams", "known_host_facts", "enrolled_hosts",
+    "admin_config_outbox", "mdm_endpoint_outbox", "profile_processor_outbox", "scep_proxy_outbox")
+
+
 def _truncate_all(db):
     with db.transaction() as conn:
-        conn.execute("TRUNCATE hosts, commands, host_profiles, scep_codes, profiles, "
-                     "profile_certificate_authorities, certificate_authorities, activities, api_tokens, "
-                     "host_certificates, ca_pacing, ca_requests, known_profiles, "
-                     "known_profile_certificate_authorities, known_certificate_authorities, "
-                     "enrolled_hosts, read_model_sequences, admin_config_outbox, teams, host_teams, "
-                     "labels, label_hosts, profile_labels, "
-                     "mdm_endpoint_outbox, profile_processor_outbox, scep_proxy_outbox CASCADE")
+        for table in _COMMITTED_TABLES:
+            conn.execute(f"DELETE FROM {table}")
 
 
 @pytest.fixture
