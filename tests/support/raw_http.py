@@ -67,8 +67,14 @@ def send(url: str, method: str, body: bytes | Iterable[bytes], headers: dict[str
             if _complete(data):
                 break
     finally:
-        sock.close()
+        # shutdown wakes a sender blocked in sendall (a server that answered without reading the
+        # body and kept the socket open); close alone would leave it blocked until its timeout.
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         thread.join(timeout)
+        sock.close()
     head_bytes, _, rest = data.partition(b"\r\n\r\n")
     if not head_bytes:
         raise ConnectionError(f"no answer from {url}")
