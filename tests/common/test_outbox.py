@@ -190,6 +190,9 @@ def test_events_wait_while_the_broker_is_away_then_go_out_in_order(pool, amqp_ur
         broker.close()
 
 
+# Slow: after the cut psycopg_pool retries its connections 1, 2, 4... s apart, so the relay
+# resumes up to 10 s after PostgreSQL is back (as in production).
+@pytest.mark.slow
 def test_the_relay_outlives_its_database_going_away(pool, database_url, key, watch, start_relay):
     postgres = OutageProxy(urlsplit(database_url).port)
     relay_db = Database(through(database_url, postgres), max_size=2, name="tests-relay").open()
