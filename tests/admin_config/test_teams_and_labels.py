@@ -17,6 +17,7 @@ from mdmscep_common.health import HealthChecks
 from mdmscep_common.outbox import ADMIN_CONFIG_OUTBOX, Outbox
 from mdmscep_common.service_database import SCHEMAS, service_dsn
 from tests.conftest import ADMIN_TOKEN, SERVER_PRIVATE_KEY
+from tests.support.database_rights import role_can
 from tests.support.owner_doubles import row_owners
 from tests.support.service_certs import service_tls, tls_env
 from tests.support.service_fixtures import AdminClient
@@ -482,27 +483,16 @@ def test_teams_need_an_admin_and_labels_a_maintainer(admin, tokens, db_conn, hos
 NEW_TABLES = ("teams", "host_teams", "labels", "label_hosts", "profile_labels")
 
 
-def _can(dsn: str, statement: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        try:
-            conn.execute(statement)
-        except psycopg.errors.InsufficientPrivilege:
-            return False
-        finally:
-            conn.rollback()
-    return True
-
-
 def test_the_new_tables_are_admin_configs_alone(database_url):
     mine = service_dsn(database_url, "admin-config")
     for table in NEW_TABLES:
-        assert _can(mine, f"SELECT 1 FROM admin_config.{table} LIMIT 1")  # noqa: S608
-        assert _can(mine, f"DELETE FROM admin_config.{table} WHERE false")  # noqa: S608
+        assert role_can(mine, f"SELECT 1 FROM admin_config.{table} LIMIT 1")  # noqa: S608
+        assert role_can(mine, f"DELETE FROM admin_config.{table} WHERE false")  # noqa: S608
     # Its sequences too (bigserial ids).
-    assert _can(mine, "INSERT INTO teams (name) VALUES ('grant-check')")
-    assert _can(mine, "INSERT INTO labels (name) VALUES ('grant-check')")
+    assert role_can(mine, "INSERT INTO teams (name) VALUES ('grant-check')")
+    assert role_can(mine, "INSERT INTO labels (name) VALUES ('grant-check')")
     for service in SCHEMAS:
         if service != "admin-config":
             for table in NEW_TABLES:
-                assert not _can(service_dsn(database_url, service),
+                assert not role_can(service_dsn(database_url, service),
                                 f"SELECT 1 FROM admin_config.{table} LIMIT 1")  # noqa: S608

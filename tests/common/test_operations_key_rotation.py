@@ -30,6 +30,7 @@ from profile_processor.store import DeliveryStore
 from tests.conftest import PG_BASE, RUN_ID
 from tests.support.legacy_secrets import seal_v1
 from tests.support.processor_read_models import apply_outbox_events, copy_owned_rows_to_processor
+from tests.support.recording_publisher import RecordingCommander
 
 OLD_KEY = "the-old-server-private-key-0123456789"
 NEW_KEY = "the-new-server-private-key-9876543210"
@@ -61,15 +62,6 @@ def stored(conn) -> dict[str, dict]:
     return {r["name"]: {**r, "challenge_encrypted": bytes(r["challenge_encrypted"])}
             for r in conn.execute("SELECT id, name, challenge_encrypted, updated_at "
                                   "FROM certificate_authorities").fetchall()}
-
-
-class RecordingCommander:
-    def __init__(self):
-        self.commands = []
-
-    def enqueue(self, commands):
-        self.commands += commands
-        return len(commands)
 
 
 def test_rotate_key_re_encrypts_every_secret_and_every_ca_stays_usable(rotation_db):

@@ -19,6 +19,7 @@ from mdmscep_common.service_database import (
     service_role,
 )
 from tests.conftest import PG_BASE
+from tests.support.database_rights import role_can
 
 
 def _tables(conn) -> dict[str, list[str]]:
@@ -36,17 +37,6 @@ def _tables(conn) -> dict[str, list[str]]:
 def tables(database_url):
     with psycopg.connect(database_url) as conn:
         return _tables(conn)
-
-
-def _can(dsn: str, statement: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        try:
-            conn.execute(statement)
-        except psycopg.errors.InsufficientPrivilege:
-            return False
-        finally:
-            conn.rollback()
-    return True
 
 
 def test_every_table_is_in_a_service_schema(database_url, tables):
@@ -68,13 +58,13 @@ def test_a_service_role_reads_its_schema_and_only_the_grants_listed(database_url
     granted = {(schema, table) for _, schema, table in CROSS_SERVICE_READS.get(service, [])}
     for schema, names in tables.items():
         for table in names:
-            readable = _can(dsn, f"SELECT 1 FROM {schema}.{table} LIMIT 1")
+            readable = role_can(dsn, f"SELECT 1 FROM {schema}.{table} LIMIT 1")
             if schema == SCHEMAS[service]:
                 assert readable, f"{service} cannot read its own {schema}.{table}"
-                assert _can(dsn, f"DELETE FROM {schema}.{table} WHERE false")
+                assert role_can(dsn, f"DELETE FROM {schema}.{table} WHERE false")
             elif (schema, table) in granted:
                 # A granted read is a read: never a write.
-                assert not _can(dsn, f"DELETE FROM {schema}.{table} WHERE false")
+                assert not role_can(dsn, f"DELETE FROM {schema}.{table} WHERE false")
             else:
                 assert not readable, f"{service} reads {schema}.{table}: not granted"
 
@@ -83,13 +73,13 @@ def test_a_service_role_reads_its_schema_and_only_the_grants_listed(database_url
 def test_a_service_role_cannot_create_tables_or_touch_migration_records(database_url, service):
     dsn = service_dsn(database_url, service)
     schema = SCHEMAS[service]
-    assert not _can(dsn, "CREATE TABLE public.sneaky (x int)")
-    assert not _can(dsn, f"CREATE TABLE {schema}.sneaky (x int)")
+    assert not role_can(dsn, "CREATE TABLE public.sneaky (x int)")
+    assert not role_can(dsn, f"CREATE TABLE {schema}.sneaky (x int)")
     with psycopg.connect(database_url) as conn:
         records = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s AND "
                                "tablename LIKE '\\_yoyo%%'", (schema,)).fetchall()
     for (table,) in records:
-        assert not _can(dsn, f"SELECT 1 FROM {schema}.{table}")
+        assert not role_can(dsn, f"SELECT 1 FROM {schema}.{table}")
 
 
 def test_unqualified_sql_of_a_service_reaches_its_own_tables(database_url):
@@ -146,9 +136,9 @@ def test_a_grant_dropped_from_the_list_is_revoked(database_url):
         conn.execute(f'GRANT USAGE ON SCHEMA admin_config TO "{role}"')
         conn.execute(f'GRANT INSERT ON admin_config.activities TO "{role}"')
         conn.execute(f'GRANT USAGE ON SEQUENCE admin_config.activities_id_seq TO "{role}"')
-    assert _can(processor, insert)
+    assert role_can(processor, insert)
     prepare_service_roles(database_url)
-    assert not _can(processor, insert)
+    assert not role_can(processor, insert)
     with psycopg.connect(database_url) as conn:
         held = conn.execute(
             "SELECT has_sequence_privilege(%s, 'admin_config.activities_id_seq', 'USAGE'), "
@@ -166,11 +156,11 @@ def test_the_processor_no_longer_reads_the_tables_its_read_models_replace(databa
     processor = service_dsn(database_url, "profile-processor")
     for table in ("admin_config.profiles", "admin_config.certificate_authorities",
                   "admin_config.profile_certificate_authorities", "mdm_endpoint.hosts"):
-        assert not _can(processor, f"SELECT 1 FROM {table} LIMIT 1"), table
+        assert not role_can(processor, f"SELECT 1 FROM {table} LIMIT 1"), table
     for table in ("known_profiles", "known_certificate_authorities",
                   "known_profile_certificate_authorities", "enrolled_hosts",
                   "read_model_sequences"):
-        assert _can(processor, f"SELECT 1 FROM {table} LIMIT 1"), table
+        assert role_can(processor, f"SELECT 1 FROM {table} LIMIT 1"), table
 
 
 def test_the_scep_proxy_reaches_its_own_schema_alone(database_url):
@@ -183,8 +173,8 @@ def test_the_scep_proxy_reaches_its_own_schema_alone(database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'GRANT USAGE ON SCHEMA admin_config TO "{role}"')
         conn.execute(f'GRANT SELECT ON admin_config.certificate_authorities TO "{role}"')
-    assert _can(proxy, read)
+    assert role_can(proxy, read)
     prepare_service_roles(database_url)
-    assert not _can(proxy, read)
+    assert not role_can(proxy, read)
     with psycopg.connect(proxy) as conn:
         assert conn.execute("SHOW search_path").fetchone()[0] == "scep_proxy"

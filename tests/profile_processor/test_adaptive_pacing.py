@@ -29,6 +29,7 @@ from profile_processor.pacing import IssuancePacing
 from profile_processor.results import ResultHandler
 from profile_processor.store import DeliveryStore
 from tests.conftest import SERVER_PRIVATE_KEY
+from tests.support.recording_publisher import RecordingCommander
 
 SEED = (Path(__file__).parents[1] / "testdata" / "seed_scep_profile.mobileconfig").read_bytes()
 
@@ -303,15 +304,6 @@ def test_replicas_handling_answers_at_once_count_each_once(mdm_db, committed_ca)
 
 
 # --- the reconcile pass paces with the learned rate ---------------------------------------------
-
-class RecordingCommander:
-    def __init__(self):
-        self.commands = []
-
-    def enqueue(self, commands):
-        self.commands += commands
-        return len(commands)
-
 
 @pytest.fixture
 def fleet_of_100(db_conn):

@@ -29,3 +29,14 @@ class RecordingPublisher:
 
     def close(self) -> None:
         pass
+
+
+class RecordingCommander:
+    """A Commander that keeps what it was asked to queue."""
+
+    def __init__(self):
+        self.commands = []
+
+    def enqueue(self, commands):
+        self.commands += commands
+        return len(commands)
