@@ -11,7 +11,7 @@ EDITABLE := $(foreach s,$(SERVICES),services/$(s)) tests/hostsim
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
 
-.PHONY: help venv scep proto proto-check migrate run demo test test-fast test-long audit lint bench clean deploy-tools lint-deploy
+.PHONY: help venv scep wrk proto proto-check migrate run demo test test-fast test-long audit lint bench clean deploy-tools lint-deploy
 
 help:
 	@echo "make demo        run the stack, a real scepserver and the admin flow end to end"
@@ -40,6 +40,12 @@ scep:
 	@command -v scepserver >/dev/null && command -v scepclient >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -q scep >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q scep; }; }
+
+# wrk: the MDM endpoint benchmark's load generator (in C, so the server keeps the CPU).
+wrk:
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q wrk >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q wrk; }; }
 
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
@@ -107,7 +113,7 @@ test-fast: $(STAMP) scep
 
 # Benchmarks are not tests: every one runs, then docs/benchmarks.md and its plots are rewritten
 # from what was measured (about 15 minutes; wrk is installed where missing).
-bench: $(STAMP) scep
+bench: $(STAMP) scep wrk
 	$(BIN)/python bench/report.py
 
 # The whole suite with the fault tests on 200 simulated hosts and ten times more fuzz examples.
