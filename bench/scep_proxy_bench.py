@@ -48,8 +48,10 @@ ROUNDS = 4  # direct and proxied alternate in this many slices per figure
 
 def _serve_proxy(port: int) -> None:
     """Child process: the proxy app under gunicorn, without broker (the benchmark measures
-    forwarding; scep.result events go nowhere). With BENCH_FLEET_LIMITER=1 the per-CA limit is
-    production's FleetCaLimiter on DATABASE_URL; otherwise the in-process limit, no database."""
+    forwarding). With BENCH_FLEET_LIMITER=1 it records as production does (outcome rows and
+    scep.result in the outbox, refusals shared) and the per-CA limit is production's
+    FleetCaLimiter on DATABASE_URL; otherwise outcomes go nowhere, the in-process limit, no
+    database."""
     from mdmscep_common.health import HealthChecks
     from mdmscep_common.http import serve_http
     from scep_proxy.app import build_proxy, create_app
@@ -57,18 +59,29 @@ def _serve_proxy(port: int) -> None:
     from scep_proxy.main import gunicorn_options
     from scep_proxy.settings import ScepProxySettings
 
-    class NoBus:
-        def publish(self, routing_key, body, message_id=None):
+    class NoOutcomes:
+        def record(self, outcome, latency_ms):
             pass
 
     settings = ScepProxySettings.from_env()
 
     def factory():
-        limiter = None
-        if os.environ.get("BENCH_FLEET_LIMITER"):
-            limiter = FleetCaLimiter(settings.database_url, settings.scep_proxy_ca_concurrency,
-                                     settings.scep_proxy_queue_timeout, settings.http_threads)
-        return create_app(build_proxy(settings, NoBus(), limiter=limiter).proxy, HealthChecks({}))
+        if not os.environ.get("BENCH_FLEET_LIMITER"):
+            return create_app(build_proxy(settings, NoOutcomes()).proxy, HealthChecks({}))
+        # Production's recorders (app.create_production_app) without its config.changed listener.
+        from mdmscep_common.db import Database
+        from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox
+        from scep_proxy.client_limits import SharedClientRefusalLimiter
+        from scep_proxy.outcome_metrics import CountingRecorder
+        from scep_proxy.outcome_records import OutcomeStore
+
+        db = Database(settings.database_url, max_size=4, name="scep-proxy").open()
+        outcomes = CountingRecorder(OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX)))
+        limiter = FleetCaLimiter(settings.database_url, settings.scep_proxy_ca_concurrency,
+                                 settings.scep_proxy_queue_timeout, settings.http_threads)
+        return create_app(build_proxy(settings, outcomes, limiter=limiter,
+                                      client_limiter=SharedClientRefusalLimiter(db)).proxy,
+                          HealthChecks({}))
 
     serve_http(factory, port, settings.http_workers, settings.http_threads, "bench-proxy", [],
                gunicorn_options=gunicorn_options(settings))
@@ -111,7 +124,9 @@ class Bench:
         self._logs = []
         for name, fleet in (("proxied", False), ("protected", True)):
             port = free_port()
-            env = {**os.environ, "PYTHONPATH": str(ROOT),
+            # ROOT first; a PYTHONPATH given (a clone's services/*) still comes before the venv's.
+            path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+            env = {**os.environ, "PYTHONPATH": path,
                    "SERVER_PRIVATE_KEY": "bench-server-private-key-0123456789abcdef",
                    "PROCESSOR_GRPC_ADDR": self.authority.address, **tls_env("scep-proxy"),
                    "DATABASE_URL": self.database_url,
