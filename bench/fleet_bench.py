@@ -1,0 +1,487 @@
+"""Benchmark: the whole-fleet path (issue 20, item 3). Every simulated host checks in, answers
+DeviceInformation, receives one SCEP profile, gets its certificate through the SCEP proxy from a
+real CA, and answers ProfileList and CertificateList until its delivery is `verified`; then one
+hourly verification round. It reports the CPU each service spends per host (processor,
+mdm-endpoint, scep-proxy, admin-config, PostgreSQL), the rate at which the fleet reaches
+`verified` beside the CA's own rate, and extrapolates both to 100k hosts.
+
+    .venv/bin/python bench/fleet_bench.py [--hosts 1000] [--ca-rate 50] [--json out.json]
+
+What is real: the stack as `make run` starts it (tests/support/stack.py: every service its own
+process, gunicorn for HTTP), a fresh PostgreSQL database and RabbitMQ vhost, micromdm's
+scepserver (`-allowrenew 0`) behind tests/support/throttled_ca.py (one certificate at a time,
+each at least 1/ca-rate s: a CA of known capacity), the fake APNs waking the hosts
+(tests/hostsim), and each host's certificate requested by the real `scepclient` through the
+proxy. What is not: the hosts' identity certificates are issued in this process (one shared
+RSA-2048 key, a certificate per host) instead of by an identity scepserver; the enrollment
+profile download and the identity SCEP request are not part of the measured path. The hosts,
+the fake APNs and the CA relay run in this process and share the 2 cores with the stack: their
+CPU is measured and shown apart. The hourly round is triggered as an hour passing would: the
+deliveries' verified_at and verify_requested_at are moved one hour back
+(PROFILE_VERIFY_INTERVAL keeps its production default of 3600 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import plistlib
+import resource
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psycopg
+from benchlib import (
+    CpuMeter,
+    Profile,
+    add_common_arguments,
+    child_pids,
+    cpu_seconds,
+    load_average,
+    write_json,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from fleet_figures import TARGET_HOSTS, analyse, what_bounds
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hostsim import scep  # noqa: E402
+from hostsim.device import SimulatedHost  # noqa: E402
+from hostsim.fleet import Fleet, start_fake_apns  # noqa: E402
+from hostsim.pki import make_apns_pki  # noqa: E402
+from mdmscep_common.db import drop_database  # noqa: E402
+from tests.support.scepserver import start_scepserver  # noqa: E402
+from tests.support.stack import start_stack  # noqa: E402
+from tests.support.throttled_ca import ThrottledCa  # noqa: E402
+
+PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
+AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
+SEED = (ROOT / "tests/testdata/seed_scep_profile.mobileconfig").read_bytes()
+CA_NAME = "Test_SCEP"  # the seed profile's CA placeholder names it
+CHALLENGE = "fleet-bench-challenge"
+ENROLL_SECRET = "fleet-bench-enroll-secret"  # noqa: S105 - a throw-away stack
+ADMIN_TOKEN = "fleet-bench-admin-token-0123456789abcdef"  # noqa: S105 - a throw-away stack
+API = "/api/v1/fleet"
+# The stack's processes by service (deploy/local/launcher.py's programs); gunicorn masters'
+# workers are added from /proc.
+SERVICES = {
+    "processor": ("profile-processor",),
+    "mdm_endpoint": ("mdm-endpoint-http", "mdm-endpoint-grpc", "mdm-endpoint-push"),
+    "scep_proxy": ("scep-proxy-http", "scep-proxy-grpc"),
+    "admin_config": ("admin-config", "admin-config-worker"),
+}
+GUNICORN = ("mdm-endpoint-http", "scep-proxy-http", "admin-config")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+class Identities:
+    """An identity CA in this process; each host gets its own certificate over one shared key
+    (generating an RSA-2048 key per host would be most of this machine's time)."""
+
+    def __init__(self, directory: Path):
+        self.ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.host_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet bench identity CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(self.ca_key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(self.ca_key, hashes.SHA256()))
+        self.pem_path = directory / "identity-ca.pem"
+        self.pem_path.write_bytes(self.ca.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, udid: str) -> x509.Certificate:
+        now = datetime.datetime.now(datetime.UTC)
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, udid),
+                                         x509.NameAttribute(NameOID.ORGANIZATION_NAME,
+                                                            "mdmscep simulated host")]))
+                .issuer_name(self.ca.subject).public_key(self.host_key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .sign(self.ca_key, hashes.SHA256()))
+
+
+class Meter:
+    """CPU seconds per service of the stack, the CA, PostgreSQL (the bench database's backends
+    but this script's own polling connection) and the host side (this process and the
+    scepclient runs it waited for), plus wall time, over one phase."""
+
+    def __init__(self, groups: dict[str, list[int]], database_url: str, poll_backend: int):
+        self._meter = CpuMeter(groups, database_url)
+        self._poll_backend = poll_backend
+
+    def __enter__(self) -> Meter:
+        self._poll = cpu_seconds(self._poll_backend)
+        self._hosts = _host_side_cpu()
+        self._machine = _machine_busy()
+        self.started = time.monotonic()
+        self.load = load_average()
+        self._meter.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        cpu = dict(self._meter.stop())
+        cpu["postgresql"] = round(cpu.get("postgresql", 0.0)
+                                  - (cpu_seconds(self._poll_backend) - self._poll), 2)
+        cpu["hosts"] = round(_host_side_cpu() - self._hosts, 2)
+        self.machine_busy = round(_machine_busy() - self._machine, 2)
+        self.seconds = time.monotonic() - self.started
+        self.cpu = cpu
+        self.postgresql_written_mb = round(self._meter.written.get("postgresql", 0) / 2**20, 1)
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy so far (/proc/stat: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _host_side_cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _groups(stack, scepserver_pid: int) -> dict[str, list[int]]:
+    """PIDs per program of the stack (a gunicorn master with its workers), and the CA's."""
+    groups: dict[str, list[int]] = {}
+    for programs in SERVICES.values():
+        for program in programs:
+            pid = stack.pid(program)
+            groups[program] = [pid] + (child_pids(pid) if program in GUNICORN else [])
+    groups["ca"] = [scepserver_pid]
+    return groups
+
+
+def _by_service(cpu: dict[str, float]) -> dict[str, float]:
+    """Per-program CPU seconds → per service (the CA, PostgreSQL and the hosts as they are)."""
+    out = {service: round(sum(cpu.get(p, 0.0) for p in programs), 2)
+           for service, programs in SERVICES.items()}
+    for key in ("postgresql", "ca", "hosts"):
+        out[key] = cpu.get(key, 0.0)
+    return out
+
+
+def _counts(conn) -> dict[str, int]:
+    rows = conn.execute("SELECT status, count(*) FROM host_profiles GROUP BY status").fetchall()
+    return {status: n for status, n in rows}
+
+
+def _wait(what: str, done, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = done()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not done within {timeout:.0f} s")
+        time.sleep(every)
+
+
+def _phase_row(name: str, hosts: int, meter: Meter, **extra) -> dict:
+    return {"phase": name, "hosts": hosts, "seconds": round(meter.seconds, 2),
+            "cpu_seconds": _by_service(meter.cpu), "program_cpu_seconds": meter.cpu,
+            "load_average": meter.load,
+            "postgresql_written_mb": meter.postgresql_written_mb,
+            # Every process of the machine: the rest is other jobs sharing it.
+            "machine_busy_cpu_seconds": meter.machine_busy, **extra}
+
+
+def _sizes(conn) -> dict[str, tuple[int, int]]:
+    """Table → (rows, bytes with indexes and TOAST), after VACUUM ANALYZE (exact row counts)."""
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE")
+    rows = conn.execute(
+        """SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        """).fetchall()
+    return {name: (max(0, int(n)), int(size)) for name, n, size in rows}
+
+
+def _growth(before: dict, after: dict, hosts: int, top: int = 10) -> list[dict]:
+    """What the fleet added to each table (the empty tables' pages left out), scaled linearly
+    to 100k hosts."""
+    out = []
+    for name, (rows, size) in after.items():
+        rows0, size0 = before.get(name, (0, 0))
+        added, grown = rows - rows0, size - size0
+        if grown <= 0 and added <= 0:
+            continue
+        out.append({"table": name, "rows": added, "rows_per_host": round(added / hosts, 2),
+                    "mb": round(grown / 2**20, 2),
+                    "mb_per_100k_hosts": round(grown / 2**20 * TARGET_HOSTS / hosts, 1)})
+    return sorted(out, key=lambda t: -t["mb"])[:top]
+
+
+def ca_own_rate(url: str, key_pem: bytes, clients: int, seconds: float) -> float:
+    """Certificates per second the CA (relay and scepserver) issues straight to `clients`
+    scepclients at once, no product in between (a fresh subject each time)."""
+    stop = time.monotonic() + seconds
+    done = [0]
+
+    def client(n: int) -> None:
+        i = 0
+        while time.monotonic() < stop:
+            try:
+                scep.enroll(url, CHALLENGE, [[["CN", f"direct-{n}-{i}"]]], key_pem=key_pem)
+            except scep.ScepEnrollmentFailed:
+                pass
+            else:
+                if time.monotonic() < stop:
+                    done[0] += 1
+            i += 1
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    return round(done[0] / seconds, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--ca-rate", type=float, default=50.0,
+                        help="the CA's capacity, certificates per second (the relay's service "
+                             "time is its inverse; the CA's max_issuance_per_second too)")
+    parser.add_argument("--host-workers", type=int, default=16,
+                        help="hosts answering at once (threads of the simulated fleet)")
+    parser.add_argument("--timeout", type=float, default=600)
+    add_common_arguments(parser)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    run_id = uuid.uuid4().hex[:8]
+    database_url = f"{PG_BASE}/mdmscep_bench_fleet_{run_id}"
+    vhost = f"mdmscep_bench_fleet_{run_id}"
+    root = Path(tempfile.mkdtemp(prefix="mdmscep-fleet-bench-"))
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    started_load = load_average()
+    scepserver = start_scepserver(challenge=CHALLENGE, organization="fleet bench CA",
+                                  workdir=root / "ca")
+    ca = ThrottledCa(scepserver.url.removesuffix("/scep"), 1.0 / args.ca_rate)
+    identities = Identities(root)
+    pki = make_apns_pki(root / "apns")
+    fleet = Fleet("http://unused", 0, root / "hosts", workers=args.host_workers)
+    apns = start_fake_apns(pki, fleet)
+    base = {"DATABASE_URL": database_url, "AMQP_URL": f"{AMQP_BASE}/{vhost}",
+            "SERVER_PRIVATE_KEY": "fleet-bench-server-private-key-0123456789abcdef",
+            "ADMIN_API_TOKEN": ADMIN_TOKEN}
+    stack = start_stack(base, root / "stack", ENROLL_SECRET=ENROLL_SECRET,
+                        IDENTITY_SCEP_URL=scepserver.url, IDENTITY_SCEP_CHALLENGE=CHALLENGE,
+                        MDM_IDENTITY_CA_CERTS=str(identities.pem_path), APNS_URL=apns.url,
+                        APNS_CERT=str(pki.push_cert), APNS_KEY=str(pki.push_key),
+                        APNS_CA_CERTS=str(pki.server_ca), PROFILE_RECONCILE_INTERVAL="2",
+                        PROFILE_RETRY_BACKOFF="0.5", HTTP_WORKERS="2",
+                        SCEP_PROXY_QUEUE_TIMEOUT="30")
+    phases: dict[str, dict] = {}
+    figures: dict = {}
+    own_rate = None
+    poll = None
+    try:
+        stack.wait_healthy(timeout=120)
+        admin = httpx.Client(base_url=stack.admin_url + API, timeout=60,
+                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        poll = psycopg.connect(database_url, autocommit=True)
+        poll_backend = poll.execute("SELECT pg_backend_pid()").fetchone()[0]
+        groups = _groups(stack, scepserver.process.pid)
+        empty = _sizes(poll)
+        mdm_url = stack.url("MDM_HTTP_PORT")
+        enroll = plistlib.loads(httpx.get(f"{mdm_url}/mdm/enroll",
+                                          params={"secret": ENROLL_SECRET}, timeout=30).content)
+        topic = next(p["Topic"] for p in enroll["PayloadContent"]
+                     if p["PayloadType"] == "com.apple.mdm")
+        key_pem = identities.host_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption())
+        hosts = []
+        for i in range(args.hosts):
+            host = SimulatedHost(mdm_url, serial_number=f"C02FLT{i:06d}", workdir=root / "hosts",
+                                 client=fleet.client)
+            host.identity_cert = identities.issue(host.udid)
+            host.identity_key = identities.host_key
+            host.scep_key_pem = key_pem  # the SCEP payload's key, made beforehand
+            host.topic = topic
+            fleet.add_host(host)
+            hosts.append(host)
+        own_rate = ca_own_rate(ca.url, key_pem, clients=8, seconds=4)
+        print(f"# whole fleet: {args.hosts} simulated hosts, one SCEP profile, CA at "
+              f"{args.ca_rate:g} certificates/s ({platform.machine()}, {cores} cores, load "
+              f"{started_load[0]})", flush=True)
+        print(f"the CA straight from 8 scepclients (no product): {own_rate} certificates/s",
+              flush=True)
+
+        # Check-in: Authenticate, TokenUpdate, then DeviceInformation when pushed.
+        def check_in(host: SimulatedHost) -> None:
+            host.checkin({"MessageType": "Authenticate", "Topic": topic,
+                          "SerialNumber": host.serial_number, "DeviceName": host.device_name,
+                          "Model": host.model, "OSVersion": host.os_version})
+            host.checkin({"MessageType": "TokenUpdate", "Topic": topic,
+                          "Token": host.push_token, "PushMagic": host.push_magic})
+
+        def facts_answered() -> bool:
+            return fleet.idle() and all(any(h[0] == "DeviceInformation" for h in host.handled)
+                                        for host in hosts)
+
+        with Meter(groups, database_url, poll_backend) as meter:
+            with ThreadPoolExecutor(args.host_workers) as pool:
+                list(pool.map(check_in, hosts))
+            _wait("check-in (DeviceInformation answered)", facts_answered, args.timeout)
+        phases["checkin"] = _phase_row("checkin", args.hosts, meter)
+        print(f"check-in (Authenticate, TokenUpdate, DeviceInformation): {meter.seconds:.1f} s, "
+              f"{args.hosts / meter.seconds:.0f} hosts/s", flush=True)
+
+        created = admin.post("/certificate_authorities", json={"custom_scep_proxy": {
+            "name": CA_NAME, "url": ca.url, "challenge": CHALLENGE,
+            "max_concurrent_requests": 10, "max_issuance_per_second": args.ca_rate}})
+        if created.status_code != 200:
+            raise SystemExit(f"creating the CA: {created.status_code} {created.text}")
+
+        # Reaching verified: upload, deliver, InstallProfile, SCEP via the proxy, ProfileList
+        # and CertificateList.
+        trace: list[tuple[float, int]] = []
+        issued_before = len(ca.issued)
+        with Profile(args.profile_dir, "fleet-processor", [stack.pid("profile-processor")],
+                     gil=True), \
+             Profile(args.profile_dir, "fleet-mdm-endpoint", [stack.pid("mdm-endpoint-http")],
+                     subprocesses=True, gil=True), \
+             Meter(groups, database_url, poll_backend) as meter:
+            upload = admin.post("/configuration_profiles", files={
+                "profile": ("fleet.mobileconfig", SEED)})
+            if upload.status_code != 200:
+                raise SystemExit(f"uploading the profile: {upload.status_code} {upload.text}")
+
+            def all_verified() -> bool:
+                counts = _counts(poll)
+                trace.append((time.monotonic() - meter.started, counts.get("verified", 0)))
+                failed = counts.get("failed", 0)
+                if failed:
+                    raise SystemExit(f"{failed} deliveries failed: {counts}")
+                return counts.get("verified", 0) >= args.hosts
+            _wait("reaching verified", all_verified, args.timeout)
+        issued = ca.issued[issued_before:]
+        ca_seconds = issued[-1] - issued[0] if len(issued) > 1 else None
+        steady = _steady_rate(trace, args.hosts)
+        phases["verified"] = _phase_row(
+            "verified", args.hosts, meter, hosts_per_second=round(args.hosts / meter.seconds, 2),
+            steady_hosts_per_second=steady,
+            certificates_issued=len(issued),
+            ca_issued_per_second=round((len(issued) - 1) / ca_seconds, 2) if ca_seconds else None,
+            trace=[(round(t, 1), v) for t, v in trace[::max(1, len(trace) // 60)]])
+        print(f"to verified: {meter.seconds:.1f} s, {args.hosts / meter.seconds:.1f} hosts/s "
+              f"overall, {steady} hosts/s between 10 % and 90 % verified; the CA issued "
+              f"{len(issued)} certificates at {phases['verified']['ca_issued_per_second']}/s "
+              f"(its capacity {args.ca_rate:g}/s)", flush=True)
+        after_verified = _sizes(poll)
+        tables = _growth(empty, after_verified, args.hosts)
+
+        # One hourly verification round: an hour passes for every verified delivery.
+        commands_before = poll.execute("SELECT request_type, count(*) FROM commands "
+                                       "GROUP BY request_type").fetchall()
+        with Meter(groups, database_url, poll_backend) as meter:
+            marker = poll.execute("SELECT now()").fetchone()[0]
+            poll.execute("UPDATE host_profiles SET verified_at = verified_at - interval '1 hour', "
+                         "verify_requested_at = verify_requested_at - interval '1 hour' "
+                         "WHERE status = 'verified'")
+
+            def round_done() -> bool:
+                n = poll.execute("SELECT count(*) FROM host_profiles WHERE status = 'verified' "
+                                 "AND verified_at >= %s", (marker,)).fetchone()[0]
+                return n >= args.hosts
+            _wait("the hourly verification round", round_done, args.timeout)
+        commands_after = poll.execute("SELECT request_type, count(*) FROM commands "
+                                      "GROUP BY request_type").fetchall()
+        before = dict(commands_before)
+        round_commands = {t: n - before.get(t, 0) for t, n in commands_after
+                          if n - before.get(t, 0)}
+        phases["hourly"] = _phase_row("hourly", args.hosts, meter, commands=round_commands)
+        hourly_tables = _growth(after_verified, _sizes(poll), args.hosts)
+        print(f"hourly verification round: {meter.seconds:.1f} s, commands "
+              f"{round_commands}", flush=True)
+        if fleet.errors:
+            print(f"host errors: {len(fleet.errors)} (first: {fleet.errors[0]})")
+        figures = {"benchmark": "fleet", "hosts": args.hosts, "ca_rate": args.ca_rate,
+                   "ca_own_rate": own_rate, "cores": cores, "host_workers": args.host_workers,
+                   "load_average_start": started_load, "phases": phases, "tables": tables,
+                   "hourly_tables": hourly_tables, "host_errors": len(fleet.errors),
+                   "shared_buffers_mb": poll.execute(
+                       "SELECT setting::bigint * 8192 / 1048576 FROM pg_settings "
+                       "WHERE name = 'shared_buffers'").fetchone()[0]}
+        figures.update(analyse(phases, args.ca_rate, cores))
+        _print(figures)
+    finally:
+        if poll is not None:
+            poll.close()
+        stack.stop()
+        apns.stop()
+        fleet.close()
+        ca.close()
+        scepserver.stop()
+        drop_database(database_url)
+        _rabbitmqctl("delete_vhost", vhost)
+        shutil.rmtree(root, ignore_errors=True)
+    write_json(args.json, figures)
+
+
+def _steady_rate(trace: list[tuple[float, int]], hosts: int) -> float | None:
+    """Hosts verified per second between 10 % and 90 % of the fleet verified (the start's
+    delivery and the last stragglers left out)."""
+    low = next((t for t, v in trace if v >= 0.1 * hosts), None)
+    high_at = next(((t, v) for t, v in trace if v >= 0.9 * hosts), None)
+    low_v = next((v for t, v in trace if v >= 0.1 * hosts), None)
+    if low is None or high_at is None or high_at[0] <= low:
+        return None
+    return round((high_at[1] - low_v) / (high_at[0] - low), 2)
+
+
+def _print(figures: dict) -> None:
+    names = ("processor", "mdm_endpoint", "scep_proxy", "admin_config", "postgresql", "ca",
+             "hosts")
+    print(f"\n{'CPU ms per host':<34}" + "".join(f"{n:>13}" for n in names))
+    for label, key in (("check-in", "cpu_ms_per_host_checkin"),
+                       ("to verified", "cpu_ms_per_host_to_verified"),
+                       ("hourly round (per host per hour)", "cpu_ms_per_host_per_hour")):
+        print(f"{label:<34}" + "".join(f"{figures[key].get(n, 0):>13.2f}" for n in names))
+    loads = ", ".join(f"{k} {p['load_average'][0]}" for k, p in figures["phases"].items())
+    print(f"(1-minute load average at each phase's start: {loads})")
+    print("CPU ms per host per program, check-in and to verified: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in sorted(figures["program_cpu_ms_per_host"].items(),
+                                         key=lambda kv: -kv[1])))
+    print(f"100k hosts (linear): {figures['hours_to_verify_100k_at_ca_rate']} h to verified at "
+          f"the CA's rate, {figures['hours_to_verify_100k_at_measured_rate']} h at the rate "
+          f"measured here; {figures['product_core_hours_100k']} product core-hours for their "
+          "first verification")
+    print("\ntables: what the fleet added, scaled to 100k hosts (linear):")
+    for label, tables in (("to verified", figures["tables"]),
+                          ("one hourly round", figures["hourly_tables"])):
+        for t in tables[:6]:
+            print(f"  {label:<17} {t['table']:<26} {t['rows_per_host']:>6.2f} rows/host "
+                  f"{t['mb']:>8.2f} MB → {t['mb_per_100k_hosts']:>8.1f} MB per {TARGET_HOSTS:,}")
+    print("\n" + textwrap.fill(what_bounds(figures), 100))
+
+
+if __name__ == "__main__":
+    main()
