@@ -130,12 +130,22 @@ class Meter:
     but this script's own polling connection) and the host side (this process and the
     scepclient runs it waited for), plus wall time, over one phase."""
 
-    def __init__(self, groups: dict[str, list[int]], database_url: str, poll_backend: int):
+    def __init__(self, groups: dict[str, list[int]], database_url: str, poll_backend: int,
+                 poll):
         self._meter = CpuMeter(groups, database_url)
         self._poll_backend = poll_backend
+        self._poll_conn = poll
+
+    def _backends(self) -> dict[int, tuple[str, float]]:
+        """The database's backends: pid → (the service whose role connected, CPU so far)."""
+        rows = self._poll_conn.execute(
+            "SELECT pid, usename FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()").fetchall()
+        return {pid: (_service_of_role(role), cpu_seconds(pid)) for pid, role in rows}
 
     def __enter__(self) -> Meter:
         self._poll = cpu_seconds(self._poll_backend)
+        self._roles = self._backends()
         self._hosts = _host_side_cpu()
         self._machine = _machine_busy()
         self.started = time.monotonic()
@@ -143,11 +153,24 @@ class Meter:
         self._meter.start()
         return self
 
+    def postgresql_so_far(self) -> dict[str, float]:
+        """PostgreSQL CPU seconds by service since the start (backends open now)."""
+        out: dict[str, float] = {}
+        for pid, (service, now) in self._backends().items():
+            out[service] = out.get(service, 0.0) + now - self._roles.get(pid, (service, 0.0))[1]
+        return out
+
     def __exit__(self, *exc) -> None:
         cpu = dict(self._meter.stop())
         cpu["postgresql"] = round(cpu.get("postgresql", 0.0)
                                   - (cpu_seconds(self._poll_backend) - self._poll), 2)
         cpu["hosts"] = round(_host_side_cpu() - self._hosts, 2)
+        # PostgreSQL's CPU by the service whose queries it ran (each connects as its own role).
+        by_role: dict[str, float] = {}
+        for pid, (service, now) in self._backends().items():
+            before = self._roles.get(pid, (service, 0.0))[1]
+            by_role[service] = by_role.get(service, 0.0) + now - before
+        self.postgresql_by_service = {k: round(v, 2) for k, v in by_role.items()}
         self.machine_busy = round(_machine_busy() - self._machine, 2)
         self.seconds = time.monotonic() - self.started
         self.cpu = cpu
@@ -158,6 +181,15 @@ def _machine_busy() -> float:
     """CPU seconds the whole machine spent busy so far (/proc/stat: all but idle and iowait)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _service_of_role(role: str) -> str:
+    """The service a role of service_database belongs to (`<database>_<schema>`)."""
+    for service, schema in (("processor", "profile_processor"), ("mdm_endpoint", "mdm_endpoint"),
+                            ("scep_proxy", "scep_proxy"), ("admin_config", "admin_config")):
+        if role.endswith(schema):
+            return service
+    return "other"
 
 
 def _host_side_cpu() -> float:
@@ -208,7 +240,8 @@ def _phase_row(name: str, hosts: int, meter: Meter, **extra) -> dict:
             "load_average": meter.load,
             "postgresql_written_mb": meter.postgresql_written_mb,
             # Every process of the machine: the rest is other jobs sharing it.
-            "machine_busy_cpu_seconds": meter.machine_busy, **extra}
+            "machine_busy_cpu_seconds": meter.machine_busy,
+            "postgresql_cpu_seconds_by_service": meter.postgresql_by_service, **extra}
 
 
 def _sizes(conn) -> dict[str, tuple[int, int]]:
@@ -346,7 +379,7 @@ def main() -> None:
             return fleet.idle() and all(any(h[0] == "DeviceInformation" for h in host.handled)
                                         for host in hosts)
 
-        with Meter(groups, database_url, poll_backend) as meter:
+        with Meter(groups, database_url, poll_backend, poll) as meter:
             with ThreadPoolExecutor(args.host_workers) as pool:
                 list(pool.map(check_in, hosts))
             _wait("check-in (DeviceInformation answered)", facts_answered, args.timeout)
@@ -363,12 +396,14 @@ def main() -> None:
         # Reaching verified: upload, deliver, InstallProfile, SCEP via the proxy, ProfileList
         # and CertificateList.
         trace: list[tuple[float, int]] = []
+        # (hosts verified, PostgreSQL CPU seconds so far by service) at each poll.
+        pg_trace: list[tuple[int, dict[str, float]]] = []
         issued_before = len(ca.issued)
         with Profile(args.profile_dir, "fleet-processor", [stack.pid("profile-processor")],
                      gil=True), \
              Profile(args.profile_dir, "fleet-mdm-endpoint", [stack.pid("mdm-endpoint-http")],
                      subprocesses=True, gil=True), \
-             Meter(groups, database_url, poll_backend) as meter:
+             Meter(groups, database_url, poll_backend, poll) as meter:
             upload = admin.post("/configuration_profiles", files={
                 "profile": ("fleet.mobileconfig", SEED)})
             if upload.status_code != 200:
@@ -377,6 +412,7 @@ def main() -> None:
             def all_verified() -> bool:
                 counts = _counts(poll)
                 trace.append((time.monotonic() - meter.started, counts.get("verified", 0)))
+                pg_trace.append((counts.get("verified", 0), meter.postgresql_so_far()))
                 failed = counts.get("failed", 0)
                 if failed:
                     raise SystemExit(f"{failed} deliveries failed: {counts}")
@@ -390,7 +426,8 @@ def main() -> None:
             steady_hosts_per_second=steady,
             certificates_issued=len(issued),
             ca_issued_per_second=round((len(issued) - 1) / ca_seconds, 2) if ca_seconds else None,
-            trace=[(round(t, 1), v) for t, v in trace[::max(1, len(trace) // 60)]])
+            trace=[(round(t, 1), v) for t, v in trace[::max(1, len(trace) // 60)]],
+            postgresql_ms_per_host_by_backlog=_by_backlog(pg_trace, args.hosts))
         print(f"to verified: {meter.seconds:.1f} s, {args.hosts / meter.seconds:.1f} hosts/s "
               f"overall, {steady} hosts/s between 10 % and 90 % verified; the CA issued "
               f"{len(issued)} certificates at {phases['verified']['ca_issued_per_second']}/s "
@@ -401,7 +438,7 @@ def main() -> None:
         # One hourly verification round: an hour passes for every verified delivery.
         commands_before = poll.execute("SELECT request_type, count(*) FROM commands "
                                        "GROUP BY request_type").fetchall()
-        with Meter(groups, database_url, poll_backend) as meter:
+        with Meter(groups, database_url, poll_backend, poll) as meter:
             marker = poll.execute("SELECT now()").fetchone()[0]
             poll.execute("UPDATE host_profiles SET verified_at = verified_at - interval '1 hour', "
                          "verify_requested_at = verify_requested_at - interval '1 hour' "
@@ -446,6 +483,24 @@ def main() -> None:
     write_json(args.json, figures)
 
 
+def _by_backlog(pg_trace: list[tuple[int, dict[str, float]]], hosts: int) -> list[dict]:
+    """PostgreSQL CPU ms per host verified, by service, while the first and the second half of
+    the fleet (from 10 % to 50 %, from 50 % to 90 %) got there: a cost that does not depend on
+    the fleet's size is the same in both; one that grows with the deliveries still waiting is
+    higher in the first."""
+    out = []
+    for low, high in ((0.1, 0.5), (0.5, 0.9)):
+        a = next(((v, c) for v, c in pg_trace if v >= low * hosts), None)
+        b = next(((v, c) for v, c in pg_trace if v >= high * hosts), None)
+        if a is None or b is None or b[0] <= a[0]:
+            continue
+        waiting = round(1 - (low + high) / 2, 2)
+        out.append({"verified_from": low, "verified_to": high, "waiting_share": waiting,
+                    "ms_per_host": {k: round(1000 * (b[1].get(k, 0) - a[1].get(k, 0))
+                                             / (b[0] - a[0]), 2) for k in b[1]}})
+    return out
+
+
 def _steady_rate(trace: list[tuple[float, int]], hosts: int) -> float | None:
     """Hosts verified per second between 10 % and 90 % of the fleet verified (the start's
     delivery and the last stragglers left out)."""
@@ -470,6 +525,13 @@ def _print(figures: dict) -> None:
     print("CPU ms per host per program, check-in and to verified: " + ", ".join(
         f"{k} {v:.1f}" for k, v in sorted(figures["program_cpu_ms_per_host"].items(),
                                          key=lambda kv: -kv[1])))
+    print("PostgreSQL CPU ms per host by the service whose queries ran (check-in and to "
+          "verified): " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                    figures["postgresql_cpu_ms_per_host_by_service"].items()))
+    for row in figures["phases"]["verified"]["postgresql_ms_per_host_by_backlog"]:
+        print(f"  while {100 * row['verified_from']:.0f}-{100 * row['verified_to']:.0f} % were "
+              "verified: PostgreSQL CPU ms per host " + ", ".join(
+                  f"{k} {v:.1f}" for k, v in row["ms_per_host"].items()))
     print(f"100k hosts (linear): {figures['hours_to_verify_100k_at_ca_rate']} h to verified at "
           f"the CA's rate, {figures['hours_to_verify_100k_at_measured_rate']} h at the rate "
           f"measured here; {figures['product_core_hours_100k']} product core-hours for their "

@@ -42,7 +42,13 @@ def analyse(phases: dict[str, dict], ca_rate: float, cores: int) -> dict:
     others = max(0.0, reach["machine_busy_cpu_seconds"] - sum(reach["cpu_seconds"].values()))
     hourly_cores = {k: per_round.get(k, 0) * TARGET_HOSTS / HOUR for k in PRODUCT}
     steady = reach.get("steady_hosts_per_second")
+    pg_by = {k: (reach.get("postgresql_cpu_seconds_by_service", {}).get(k, 0)
+                 + checkin.get("postgresql_cpu_seconds_by_service", {}).get(k, 0))
+             / reach["hosts"] for k in set(reach.get("postgresql_cpu_seconds_by_service", {}))
+             | set(checkin.get("postgresql_cpu_seconds_by_service", {}))}
     return {
+        "postgresql_cpu_ms_per_host_by_service": {k: round(1000 * v, 2) for k, v in sorted(
+            pg_by.items(), key=lambda kv: -kv[1])},
         "cpu_ms_per_host_to_verified": {k: round(1000 * v, 2) for k, v in to_verified.items()},
         "cpu_ms_per_host_checkin": {k: round(1000 * v, 2) for k, v in at_checkin.items()},
         "cpu_ms_per_host_per_hour": {k: round(1000 * v, 2) for k, v in per_round.items()},
@@ -107,6 +113,24 @@ def what_bounds(figures: dict) -> str:
         f"cores ({_ms(figures['product_cpu_ms_per_host'])} of CPU per host, check-in included: "
         + ", ".join(f"{LABELS[k]} {v:.2f}" for k, v in ranked)
         + f"): the first bottleneck is {LABELS[first]} ({at_ca[first]:.2f} cores).")
+    pg_by = figures.get("postgresql_cpu_ms_per_host_by_service")
+    if pg_by:
+        parts.append("PostgreSQL's CPU per host by the service whose queries it ran: " + ", ".join(
+            f"{LABELS.get(k, k)} {_ms(v)}" for k, v in pg_by.items()) + ".")
+    halves = reach.get("postgresql_ms_per_host_by_backlog") or []
+    if len(halves) == 2:
+        early, late = (sum(h["ms_per_host"].values()) for h in halves)
+        who = max(halves[0]["ms_per_host"], key=halves[0]["ms_per_host"].get)
+        if late > 0 and early > 1.3 * late:
+            parts.append(
+                f"PostgreSQL's cost per host is not constant: {_ms(early)} per host verified while "
+                f"10–50 % of the fleet was verified, {_ms(late)} while 50–90 % was (most of it "
+                f"{LABELS.get(who, who)}'s queries): it grows with the deliveries still waiting, "
+                f"so for {TARGET_HOSTS:,} hosts the linear figures above are a lower bound.")
+        else:
+            parts.append(
+                f"PostgreSQL's cost per host held steady as the fleet got there ({_ms(early)} "
+                f"per host verified while 10–50 % was verified, {_ms(late)} while 50–90 % was).")
     busiest = figures["busiest_program"]
     program_ms = figures["program_cpu_ms_per_host"][busiest]
     per_process = figures.get("busiest_program_hosts_per_second_per_process")
