@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from fleet_figures import TARGET_HOSTS, analyse, what_bounds
+from fleet_figures import PRODUCTION_INTERVAL, TARGET_HOSTS, analyse, what_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -76,6 +77,7 @@ CHALLENGE = "fleet-bench-challenge"
 ENROLL_SECRET = "fleet-bench-enroll-secret"  # noqa: S105 - a throw-away stack
 ADMIN_TOKEN = "fleet-bench-admin-token-0123456789abcdef"  # noqa: S105 - a throw-away stack
 API = "/api/v1/fleet"
+IDLE_SECONDS = 15.0
 # The stack's processes by service (deploy/local/launcher.py's programs); gunicorn masters'
 # workers are added from /proc.
 SERVICES = {
@@ -125,27 +127,79 @@ class Identities:
                 .sign(self.ca_key, hashes.SHA256()))
 
 
+class Backends:
+    """The CPU of the bench database's backends by the service whose role connected (each
+    service connects as its own role), sampled every SAMPLE_SECONDS by a thread on its own
+    connection: a backend that closes meanwhile keeps what it spent up to its last sample
+    (reading /proc only at the start and the end loses backends that came and went). This
+    script's own connections are left out."""
+
+    SAMPLE_SECONDS = 0.2
+
+    def __init__(self, database_url: str, leave_out: set[int]):
+        self._conn = psycopg.connect(database_url, autocommit=True)
+        self._leave_out = leave_out | {self._conn.info.backend_pid}
+        self._seen: dict[int, list] = {}  # pid → [service, CPU at first sight, CPU last seen]
+        # (service, query) → samples in which a backend was running it: where PostgreSQL's
+        # time goes, without pg_stat_statements.
+        self.active: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sample(first=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self, first: bool = False) -> None:
+        rows = self._conn.execute("SELECT pid, usename, state, query, wait_event_type || ':' "
+                                  "|| wait_event FROM pg_stat_activity "
+                                  "WHERE datname = current_database()").fetchall()
+        with self._lock:
+            for pid, role, state, query, waiting in rows:
+                if pid in self._leave_out:
+                    continue
+                if state == "active" and not first:
+                    key = (_service_of_role(role or ""),
+                           " ".join((query or "").split())[:80] + (f" [{waiting}]" if waiting
+                                                                   else ""))
+                    self.active[key] = self.active.get(key, 0) + 1
+                cpu = cpu_seconds(pid)
+                if pid not in self._seen:
+                    # Opened during the phase: all its CPU counts.
+                    self._seen[pid] = [_service_of_role(role or ""), cpu if first else 0.0, cpu]
+                elif cpu > 0:
+                    self._seen[pid][2] = cpu
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.SAMPLE_SECONDS):
+            self._sample()
+
+    def so_far(self) -> dict[str, float]:
+        with self._lock:
+            out: dict[str, float] = {}
+            for service, first, last in self._seen.values():
+                out[service] = out.get(service, 0.0) + last - first
+        return out
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self._conn.close()
+        return {k: round(v, 2) for k, v in self.so_far().items()}
+
+
 class Meter:
-    """CPU seconds per service of the stack, the CA, PostgreSQL (the bench database's backends
-    but this script's own polling connection) and the host side (this process and the
-    scepclient runs it waited for), plus wall time, over one phase."""
+    """CPU seconds per service of the stack, the CA, PostgreSQL (the bench database's backends,
+    by service: Backends) and the host side (this process and the scepclient runs it waited
+    for), plus wall time, over one phase."""
 
-    def __init__(self, groups: dict[str, list[int]], database_url: str, poll_backend: int,
-                 poll):
-        self._meter = CpuMeter(groups, database_url)
+    def __init__(self, groups: dict[str, list[int]], database_url: str, poll_backend: int):
+        self._meter = CpuMeter(groups)
+        self._database_url = database_url
         self._poll_backend = poll_backend
-        self._poll_conn = poll
-
-    def _backends(self) -> dict[int, tuple[str, float]]:
-        """The database's backends: pid → (the service whose role connected, CPU so far)."""
-        rows = self._poll_conn.execute(
-            "SELECT pid, usename FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()").fetchall()
-        return {pid: (_service_of_role(role), cpu_seconds(pid)) for pid, role in rows}
 
     def __enter__(self) -> Meter:
-        self._poll = cpu_seconds(self._poll_backend)
-        self._roles = self._backends()
+        self._backends = Backends(self._database_url, {self._poll_backend})
         self._hosts = _host_side_cpu()
         self._machine = _machine_busy()
         self.started = time.monotonic()
@@ -154,27 +208,21 @@ class Meter:
         return self
 
     def postgresql_so_far(self) -> dict[str, float]:
-        """PostgreSQL CPU seconds by service since the start (backends open now)."""
-        out: dict[str, float] = {}
-        for pid, (service, now) in self._backends().items():
-            out[service] = out.get(service, 0.0) + now - self._roles.get(pid, (service, 0.0))[1]
-        return out
+        """PostgreSQL CPU seconds by service since the start."""
+        return self._backends.so_far()
 
     def __exit__(self, *exc) -> None:
         cpu = dict(self._meter.stop())
-        cpu["postgresql"] = round(cpu.get("postgresql", 0.0)
-                                  - (cpu_seconds(self._poll_backend) - self._poll), 2)
+        self.postgresql_by_service = self._backends.stop()
+        samples = sorted(self._backends.active.items(), key=lambda kv: -kv[1])
+        total = sum(n for _, n in samples) or 1
+        self.postgresql_active = [{"service": k[0], "query": k[1], "share": round(n / total, 3)}
+                                  for k, n in samples[:8]]
+        cpu["postgresql"] = round(sum(self.postgresql_by_service.values()), 2)
         cpu["hosts"] = round(_host_side_cpu() - self._hosts, 2)
-        # PostgreSQL's CPU by the service whose queries it ran (each connects as its own role).
-        by_role: dict[str, float] = {}
-        for pid, (service, now) in self._backends().items():
-            before = self._roles.get(pid, (service, 0.0))[1]
-            by_role[service] = by_role.get(service, 0.0) + now - before
-        self.postgresql_by_service = {k: round(v, 2) for k, v in by_role.items()}
         self.machine_busy = round(_machine_busy() - self._machine, 2)
         self.seconds = time.monotonic() - self.started
         self.cpu = cpu
-        self.postgresql_written_mb = round(self._meter.written.get("postgresql", 0) / 2**20, 1)
 
 
 def _machine_busy() -> float:
@@ -238,10 +286,10 @@ def _phase_row(name: str, hosts: int, meter: Meter, **extra) -> dict:
     return {"phase": name, "hosts": hosts, "seconds": round(meter.seconds, 2),
             "cpu_seconds": _by_service(meter.cpu), "program_cpu_seconds": meter.cpu,
             "load_average": meter.load,
-            "postgresql_written_mb": meter.postgresql_written_mb,
             # Every process of the machine: the rest is other jobs sharing it.
             "machine_busy_cpu_seconds": meter.machine_busy,
-            "postgresql_cpu_seconds_by_service": meter.postgresql_by_service, **extra}
+            "postgresql_cpu_seconds_by_service": meter.postgresql_by_service,
+            "postgresql_active_queries": meter.postgresql_active, **extra}
 
 
 def _sizes(conn) -> dict[str, tuple[int, int]]:
@@ -302,6 +350,8 @@ def main() -> None:
                              "time is its inverse; the CA's max_issuance_per_second too)")
     parser.add_argument("--host-workers", type=int, default=16,
                         help="hosts answering at once (threads of the simulated fleet)")
+    parser.add_argument("--reconcile-interval", type=float, default=2.0,
+                        help="PROFILE_RECONCILE_INTERVAL of the processor (production: 30 s)")
     parser.add_argument("--timeout", type=float, default=600)
     add_common_arguments(parser)
     args = parser.parse_args()
@@ -327,7 +377,8 @@ def main() -> None:
                         IDENTITY_SCEP_URL=scepserver.url, IDENTITY_SCEP_CHALLENGE=CHALLENGE,
                         MDM_IDENTITY_CA_CERTS=str(identities.pem_path), APNS_URL=apns.url,
                         APNS_CERT=str(pki.push_cert), APNS_KEY=str(pki.push_key),
-                        APNS_CA_CERTS=str(pki.server_ca), PROFILE_RECONCILE_INTERVAL="2",
+                        APNS_CA_CERTS=str(pki.server_ca),
+                        PROFILE_RECONCILE_INTERVAL=str(args.reconcile_interval),
                         PROFILE_RETRY_BACKOFF="0.5", HTTP_WORKERS="2",
                         SCEP_PROXY_QUEUE_TIMEOUT="30")
     phases: dict[str, dict] = {}
@@ -379,7 +430,7 @@ def main() -> None:
             return fleet.idle() and all(any(h[0] == "DeviceInformation" for h in host.handled)
                                         for host in hosts)
 
-        with Meter(groups, database_url, poll_backend, poll) as meter:
+        with Meter(groups, database_url, poll_backend) as meter:
             with ThreadPoolExecutor(args.host_workers) as pool:
                 list(pool.map(check_in, hosts))
             _wait("check-in (DeviceInformation answered)", facts_answered, args.timeout)
@@ -396,14 +447,13 @@ def main() -> None:
         # Reaching verified: upload, deliver, InstallProfile, SCEP via the proxy, ProfileList
         # and CertificateList.
         trace: list[tuple[float, int]] = []
-        # (hosts verified, PostgreSQL CPU seconds so far by service) at each poll.
-        pg_trace: list[tuple[int, dict[str, float]]] = []
+        issued: list[int] = []  # certificates the CA had issued at each poll
         issued_before = len(ca.issued)
         with Profile(args.profile_dir, "fleet-processor", [stack.pid("profile-processor")],
                      gil=True), \
              Profile(args.profile_dir, "fleet-mdm-endpoint", [stack.pid("mdm-endpoint-http")],
                      subprocesses=True, gil=True), \
-             Meter(groups, database_url, poll_backend, poll) as meter:
+             Meter(groups, database_url, poll_backend) as meter:
             upload = admin.post("/configuration_profiles", files={
                 "profile": ("fleet.mobileconfig", SEED)})
             if upload.status_code != 200:
@@ -412,33 +462,42 @@ def main() -> None:
             def all_verified() -> bool:
                 counts = _counts(poll)
                 trace.append((time.monotonic() - meter.started, counts.get("verified", 0)))
-                pg_trace.append((counts.get("verified", 0), meter.postgresql_so_far()))
+                issued.append(len(ca.issued) - issued_before)
                 failed = counts.get("failed", 0)
                 if failed:
                     raise SystemExit(f"{failed} deliveries failed: {counts}")
                 return counts.get("verified", 0) >= args.hosts
             _wait("reaching verified", all_verified, args.timeout)
-        issued = ca.issued[issued_before:]
-        ca_seconds = issued[-1] - issued[0] if len(issued) > 1 else None
+        certificates = ca.issued[issued_before:]
+        ca_seconds = certificates[-1] - certificates[0] if len(certificates) > 1 else None
         steady = _steady_rate(trace, args.hosts)
         phases["verified"] = _phase_row(
             "verified", args.hosts, meter, hosts_per_second=round(args.hosts / meter.seconds, 2),
             steady_hosts_per_second=steady,
-            certificates_issued=len(issued),
-            ca_issued_per_second=round((len(issued) - 1) / ca_seconds, 2) if ca_seconds else None,
+            certificates_issued=len(certificates),
+            ca_issued_per_second=round((len(certificates) - 1) / ca_seconds, 2)
+            if ca_seconds else None,
             trace=[(round(t, 1), v) for t, v in trace[::max(1, len(trace) // 60)]],
-            postgresql_ms_per_host_by_backlog=_by_backlog(pg_trace, args.hosts))
+            **_lag(trace, issued, args.hosts))
         print(f"to verified: {meter.seconds:.1f} s, {args.hosts / meter.seconds:.1f} hosts/s "
               f"overall, {steady} hosts/s between 10 % and 90 % verified; the CA issued "
-              f"{len(issued)} certificates at {phases['verified']['ca_issued_per_second']}/s "
+              f"{len(certificates)} certificates at {phases['verified']['ca_issued_per_second']}/s "
               f"(its capacity {args.ca_rate:g}/s)", flush=True)
         after_verified = _sizes(poll)
         tables = _growth(empty, after_verified, args.hosts)
 
+        # Idle: every delivery verified, none due; what remains is the standing cost of the
+        # processor's reconcile passes (each scans the fleet's scope) and the services' upkeep.
+        with Meter(groups, database_url, poll_backend) as meter:
+            time.sleep(IDLE_SECONDS)
+        phases["idle"] = _phase_row("idle", args.hosts, meter)
+        print(f"idle ({IDLE_SECONDS:g} s, passes every {args.reconcile_interval:g} s): CPU s "
+              + ", ".join(f"{k} {v:.2f}" for k, v in meter.cpu.items()), flush=True)
+
         # One hourly verification round: an hour passes for every verified delivery.
         commands_before = poll.execute("SELECT request_type, count(*) FROM commands "
                                        "GROUP BY request_type").fetchall()
-        with Meter(groups, database_url, poll_backend, poll) as meter:
+        with Meter(groups, database_url, poll_backend) as meter:
             marker = poll.execute("SELECT now()").fetchone()[0]
             poll.execute("UPDATE host_profiles SET verified_at = verified_at - interval '1 hour', "
                          "verify_requested_at = verify_requested_at - interval '1 hour' "
@@ -462,12 +521,13 @@ def main() -> None:
             print(f"host errors: {len(fleet.errors)} (first: {fleet.errors[0]})")
         figures = {"benchmark": "fleet", "hosts": args.hosts, "ca_rate": args.ca_rate,
                    "ca_own_rate": own_rate, "cores": cores, "host_workers": args.host_workers,
+                   "reconcile_interval": args.reconcile_interval,
                    "load_average_start": started_load, "phases": phases, "tables": tables,
                    "hourly_tables": hourly_tables, "host_errors": len(fleet.errors),
                    "shared_buffers_mb": poll.execute(
                        "SELECT setting::bigint * 8192 / 1048576 FROM pg_settings "
                        "WHERE name = 'shared_buffers'").fetchone()[0]}
-        figures.update(analyse(phases, args.ca_rate, cores))
+        figures.update(analyse(phases, args.ca_rate, cores, args.reconcile_interval))
         _print(figures)
     finally:
         if poll is not None:
@@ -483,22 +543,14 @@ def main() -> None:
     write_json(args.json, figures)
 
 
-def _by_backlog(pg_trace: list[tuple[int, dict[str, float]]], hosts: int) -> list[dict]:
-    """PostgreSQL CPU ms per host verified, by service, while the first and the second half of
-    the fleet (from 10 % to 50 %, from 50 % to 90 %) got there: a cost that does not depend on
-    the fleet's size is the same in both; one that grows with the deliveries still waiting is
-    higher in the first."""
-    out = []
-    for low, high in ((0.1, 0.5), (0.5, 0.9)):
-        a = next(((v, c) for v, c in pg_trace if v >= low * hosts), None)
-        b = next(((v, c) for v, c in pg_trace if v >= high * hosts), None)
-        if a is None or b is None or b[0] <= a[0]:
-            continue
-        waiting = round(1 - (low + high) / 2, 2)
-        out.append({"verified_from": low, "verified_to": high, "waiting_share": waiting,
-                    "ms_per_host": {k: round(1000 * (b[1].get(k, 0) - a[1].get(k, 0))
-                                             / (b[0] - a[0]), 2) for k in b[1]}})
-    return out
+def _lag(trace: list[tuple[float, int]], issued: list[int], hosts: int) -> dict:
+    """When the CA had issued every certificate: the hosts verified then and the seconds the
+    rest took (the path after the CA)."""
+    at = next((i for i, n in enumerate(issued) if n >= hosts), None)
+    if at is None:
+        return {}
+    return {"ca_done_seconds": round(trace[at][0], 1), "verified_when_ca_done": trace[at][1],
+            "seconds_after_ca_done": round(trace[-1][0] - trace[at][0], 1)}
 
 
 def _steady_rate(trace: list[tuple[float, int]], hosts: int) -> float | None:
@@ -528,10 +580,22 @@ def _print(figures: dict) -> None:
     print("PostgreSQL CPU ms per host by the service whose queries ran (check-in and to "
           "verified): " + ", ".join(f"{k} {v:.1f}" for k, v in
                                     figures["postgresql_cpu_ms_per_host_by_service"].items()))
-    for row in figures["phases"]["verified"]["postgresql_ms_per_host_by_backlog"]:
-        print(f"  while {100 * row['verified_from']:.0f}-{100 * row['verified_to']:.0f} % were "
-              "verified: PostgreSQL CPU ms per host " + ", ".join(
-                  f"{k} {v:.1f}" for k, v in row["ms_per_host"].items()))
+    reach = figures["phases"]["verified"]
+    if reach.get("ca_done_seconds") is not None:
+        print(f"the CA had issued every certificate {reach['ca_done_seconds']} s in, with "
+              f"{reach['verified_when_ca_done']} hosts verified; the rest took "
+              f"{reach['seconds_after_ca_done']} s more")
+    print("PostgreSQL, to verified: where its backends were seen running (share of samples):")
+    for q in reach["postgresql_active_queries"][:6]:
+        print(f"  {100 * q['share']:4.0f} %  {q['service']:<13} {q['query']}")
+    print(f"standing cost of the reconcile passes (idle), 100k hosts: "
+          f"{figures['standing_cores_100k_product']:.2f} cores at passes every "
+          f"{figures['reconcile_interval']:g} s ("
+          + ", ".join(f"{k} {v:.2f}" for k, v in figures["standing_cores_100k"].items())
+          + f"), {figures['standing_cores_100k_production']:.2f} at every "
+          f"{PRODUCTION_INTERVAL:g} s (scaled by the passes' count); to verified net of it: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in figures["cpu_ms_per_host_net"].items())
+          + " ms per host")
     print(f"100k hosts (linear): {figures['hours_to_verify_100k_at_ca_rate']} h to verified at "
           f"the CA's rate, {figures['hours_to_verify_100k_at_measured_rate']} h at the rate "
           f"measured here; {figures['product_core_hours_100k']} product core-hours for their "

@@ -8,6 +8,7 @@ import math
 
 TARGET_HOSTS = 100_000
 HOUR = 3600.0
+PRODUCTION_INTERVAL = 30.0  # PROFILE_RECONCILE_INTERVAL's default (profile_processor/settings.py)
 PRODUCT = ("processor", "mdm_endpoint", "scep_proxy", "admin_config", "postgresql")
 LABELS = {"processor": "profile-processor", "mdm_endpoint": "mdm-endpoint",
           "scep_proxy": "scep-proxy", "admin_config": "admin-config",
@@ -15,15 +16,27 @@ LABELS = {"processor": "profile-processor", "mdm_endpoint": "mdm-endpoint",
           "hosts": "the hosts (this process, scepclient runs)"}
 
 
-def analyse(phases: dict[str, dict], ca_rate: float, cores: int) -> dict:
+def analyse(phases: dict[str, dict], ca_rate: float, cores: int,
+            reconcile_interval: float) -> dict:
     """Per host figures, the 100k extrapolation and the first bottleneck, from the phases.
-    Linear: each host costs the same CPU and rows whatever the fleet's size."""
-    reach, hourly, checkin = phases["verified"], phases["hourly"], phases["checkin"]
+    Linear: each host costs the same CPU and rows whatever the fleet's size. The reconcile
+    passes' standing cost (the idle phase: CPU per host per second while nothing is due) is
+    taken out of the phase to verified, whose length grows with the fleet, and given apart."""
+    reach, hourly, checkin, idle = (phases["verified"], phases["hourly"], phases["checkin"],
+                                    phases["idle"])
 
     def per_host(phase: dict, key: str = "cpu_seconds") -> dict[str, float]:
         return {k: v / phase["hosts"] for k, v in phase[key].items()}
 
-    to_verified, per_round, at_checkin = per_host(reach), per_host(hourly), per_host(checkin)
+    standing = {k: v / idle["seconds"] for k, v in per_host(idle).items()}  # per host per second
+    gross = per_host(reach)
+    to_verified = {k: max(0.0, v - standing.get(k, 0) * reach["seconds"])
+                   for k, v in gross.items()}
+    per_round = {k: max(0.0, v - standing.get(k, 0) * hourly["seconds"])
+                 for k, v in per_host(hourly).items()}
+    at_checkin = per_host(checkin)
+    standing_100k = {k: standing.get(k, 0) * TARGET_HOSTS for k in PRODUCT}
+    scale = reconcile_interval / PRODUCTION_INTERVAL
     # A host reaching verified for the first time: its check-in and its delivery.
     first_time = {k: to_verified.get(k, 0) + at_checkin.get(k, 0) for k in to_verified}
     product = sum(first_time.get(k, 0) for k in PRODUCT)
@@ -31,13 +44,15 @@ def analyse(phases: dict[str, dict], ca_rate: float, cores: int) -> dict:
     first = max(at_ca, key=at_ca.get)
     # Each program is Python, one core at most per process (the GIL): the processes (replicas
     # or gunicorn workers) each needs at the CA's rate.
-    programs = {k: (per_host(reach, "program_cpu_seconds").get(k, 0)
+    idle_programs = {k: v / idle["seconds"] for k, v in per_host(idle, "program_cpu_seconds").items()}
+    programs = {k: (max(0.0, per_host(reach, "program_cpu_seconds").get(k, 0)
+                        - idle_programs.get(k, 0) * reach["seconds"])
                     + per_host(checkin, "program_cpu_seconds").get(k, 0))
                 for k in reach["program_cpu_seconds"] if k not in ("ca", "postgresql", "hosts")}
     program_cores = {k: round(v * ca_rate, 2) for k, v in programs.items()}
     busiest = max(programs, key=programs.get)
     # On this machine everything (stack, PostgreSQL, CA, hosts) shares the cores.
-    everything = sum(to_verified.values())
+    everything = sum(gross.values())
     used = sum(reach["cpu_seconds"].values()) / reach["seconds"]
     others = max(0.0, reach["machine_busy_cpu_seconds"] - sum(reach["cpu_seconds"].values()))
     hourly_cores = {k: per_round.get(k, 0) * TARGET_HOSTS / HOUR for k in PRODUCT}
@@ -47,6 +62,14 @@ def analyse(phases: dict[str, dict], ca_rate: float, cores: int) -> dict:
              / reach["hosts"] for k in set(reach.get("postgresql_cpu_seconds_by_service", {}))
              | set(checkin.get("postgresql_cpu_seconds_by_service", {}))}
     return {
+        "reconcile_interval": reconcile_interval,
+        "cpu_ms_per_host_gross": {k: round(1000 * v, 2) for k, v in gross.items()},
+        "cpu_ms_per_host_net": {k: round(1000 * v, 2) for k, v in to_verified.items()},
+        "cpu_ms_per_host_per_hour_standing": {k: round(1000 * HOUR * v, 2)
+                                              for k, v in standing.items()},
+        "standing_cores_100k": {k: round(v, 2) for k, v in standing_100k.items()},
+        "standing_cores_100k_product": round(sum(standing_100k.values()), 2),
+        "standing_cores_100k_production": round(sum(standing_100k.values()) * scale, 2),
         "postgresql_cpu_ms_per_host_by_service": {k: round(1000 * v, 2) for k, v in sorted(
             pg_by.items(), key=lambda kv: -kv[1])},
         "cpu_ms_per_host_to_verified": {k: round(1000 * v, 2) for k, v in to_verified.items()},
@@ -95,7 +118,7 @@ def what_bounds(figures: dict) -> str:
     if steady >= 0.9 * ca_bound:
         parts.append("The CA bounded it, as it should.")
     else:
-        everything = sum(figures["cpu_ms_per_host_to_verified"].values())
+        everything = sum(figures["cpu_ms_per_host_gross"].values())
         parts.append(
             f"Not the CA: this machine. While the fleet got there, the bench's processes used "
             f"{figures['cores_used_to_verified']:.2f} of its {cores} cores (other jobs "
@@ -110,27 +133,28 @@ def what_bounds(figures: dict) -> str:
     first = figures["first_bottleneck"]
     parts.append(
         f"At {cap:g} certificates/s the product needs {figures['product_cores_at_ca_rate']:.2f} "
-        f"cores ({_ms(figures['product_cpu_ms_per_host'])} of CPU per host, check-in included: "
+        f"cores ({_ms(figures['product_cpu_ms_per_host'])} of CPU per host, check-in included, "
+        "the reconcile passes' standing cost not: "
         + ", ".join(f"{LABELS[k]} {v:.2f}" for k, v in ranked)
         + f"): the first bottleneck is {LABELS[first]} ({at_ca[first]:.2f} cores).")
     pg_by = figures.get("postgresql_cpu_ms_per_host_by_service")
     if pg_by:
         parts.append("PostgreSQL's CPU per host by the service whose queries it ran: " + ", ".join(
             f"{LABELS.get(k, k)} {_ms(v)}" for k, v in pg_by.items()) + ".")
-    halves = reach.get("postgresql_ms_per_host_by_backlog") or []
-    if len(halves) == 2:
-        early, late = (sum(h["ms_per_host"].values()) for h in halves)
-        who = max(halves[0]["ms_per_host"], key=halves[0]["ms_per_host"].get)
-        if late > 0 and early > 1.3 * late:
-            parts.append(
-                f"PostgreSQL's cost per host is not constant: {_ms(early)} per host verified while "
-                f"10–50 % of the fleet was verified, {_ms(late)} while 50–90 % was (most of it "
-                f"{LABELS.get(who, who)}'s queries): it grows with the deliveries still waiting, "
-                f"so for {TARGET_HOSTS:,} hosts the linear figures above are a lower bound.")
-        else:
-            parts.append(
-                f"PostgreSQL's cost per host held steady as the fleet got there ({_ms(early)} "
-                f"per host verified while 10–50 % was verified, {_ms(late)} while 50–90 % was).")
+    if reach.get("ca_done_seconds") is not None and reach["hosts"]:
+        parts.append(
+            f"The CA had issued every certificate {reach['ca_done_seconds']:.0f} s in, with "
+            f"{reach['verified_when_ca_done']:,} of {reach['hosts']:,} hosts verified; the rest "
+            f"took {reach['seconds_after_ca_done']:.0f} s more: the path after the CA "
+            "(the hosts' answers, the processor's handling of them) "
+            + ("lagged behind it." if reach["verified_when_ca_done"] < 0.9 * reach["hosts"]
+               else "kept up with it."))
+    active = reach.get("postgresql_active_queries") or []
+    if active:
+        top = active[0]
+        parts.append(f"PostgreSQL's backends were most often seen running "
+                     f"{LABELS.get(top['service'], top['service'])}'s `{top['query']}` "
+                     f"({100 * top['share']:.0f} % of the samples).")
     busiest = figures["busiest_program"]
     program_ms = figures["program_cpu_ms_per_host"][busiest]
     per_process = figures.get("busiest_program_hosts_per_second_per_process")
@@ -158,6 +182,16 @@ def what_bounds(figures: dict) -> str:
               "the disk, sized by RAM and IOPS rather than cores)"
               if figures["shared_buffers_mb"] < first_mb else "more than that)")
            if figures.get("shared_buffers_mb") else "") + ".")
+    parts.append(
+        f"Apart from the rate, the processor's reconcile passes scan the fleet every "
+        f"PROFILE_RECONCILE_INTERVAL: measured idle here (passes every "
+        f"{figures['reconcile_interval']:g} s), {TARGET_HOSTS:,} hosts would keep "
+        f"{figures['standing_cores_100k_product']:.2f} cores busy ("
+        + ", ".join(f"{LABELS[k]} {v:.2f}" for k, v in sorted(
+            figures["standing_cores_100k"].items(), key=lambda kv: -kv[1]) if v >= 0.005)
+        + f"); at the production default of {PRODUCTION_INTERVAL:g} s, "
+        f"{figures['standing_cores_100k_production']:.2f} cores (scaled by the number of "
+        "passes; linear in hosts: each pass's scope queries read every host).")
     commands = hourly.get("commands", {})
     per_host_commands = sum(commands.values()) / hourly["hosts"] if commands else 0
     parts.append(

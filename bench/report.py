@@ -719,15 +719,18 @@ def fleet_section(f: dict) -> list[str]:
     if phases:
         lines += ["| phase | hosts | seconds | hosts/s | CPU ms per host: " + ", ".join(
             FLEET_SERVICES) + " | load |", "|---|---|---|---|---|---|"]
-        names = {"checkin": "check-in", "verified": "to verified (after check-in)",
-                 "hourly": "one hourly verification round"}
+        names = {"checkin": "check-in", "verified": "to verified (after check-in; net of the "
+                 "passes' standing cost)", "idle": "idle: the reconcile passes' standing cost "
+                 f"per host per hour (passes every {f.get('reconcile_interval', '?')} s)",
+                 "hourly": "one hourly verification round (net of the passes)"}
         keys = {"checkin": "cpu_ms_per_host_checkin", "verified": "cpu_ms_per_host_to_verified",
-                "hourly": "cpu_ms_per_host_per_hour"}
+                "idle": "cpu_ms_per_host_per_hour_standing", "hourly": "cpu_ms_per_host_per_hour"}
         for key, row in phases.items():
             cpu = f.get(keys[key], {})
             rate = row.get("steady_hosts_per_second") or row["hosts"] / row["seconds"]
+            rate = "–" if key == "idle" else f"{rate:,.1f}"
             lines.append(f"| {names[key]} | {row['hosts']:,} | {row['seconds']:.1f} | "
-                         f"{rate:,.1f} | " + ", ".join(f"{cpu.get(n, 0):.1f}"
+                         f"{rate} | " + ", ".join(f"{cpu.get(n, 0):.1f}"
                                                        for n in FLEET_SERVICES)
                          + f" | {_load(row)} |")
         lines += ["", "hosts/s to verified: while 10–90 % of the fleet got there. The CA issued "
@@ -742,6 +745,10 @@ def fleet_section(f: dict) -> list[str]:
                          f"{f['hourly_cores_100k'].get(name, 0):.3f} |")
         lines.append(f"| product | {f['product_cores_at_ca_rate']:.2f} | "
                      f"{f['product_hourly_cores_100k']:.3f} |")
+        lines += ["", f"Besides: the reconcile passes' standing cost for 100k hosts, "
+                  f"{f['standing_cores_100k_product']:.2f} cores at passes every "
+                  f"{f['reconcile_interval']:g} s (the benchmark's), "
+                  f"{f['standing_cores_100k_production']:.2f} at the default 30 s."]
         lines += ["", "Linear extrapolation: each host costs the CPU measured here whatever the "
                   "fleet's size (the delivery benchmark above measures how one pass grows from 10k "
                   "to 100k hosts).", ""]
