@@ -35,7 +35,16 @@ def analyse(phases: dict[str, dict], ca_rate: float, cores: int,
     per_round = {k: max(0.0, v - standing.get(k, 0) * hourly["seconds"])
                  for k, v in per_host(hourly).items()}
     at_checkin = per_host(checkin)
-    standing_100k = {k: standing.get(k, 0) * TARGET_HOSTS for k in PRODUCT}
+    # What grows with the fleet: the processor and its queries (each pass's scope queries read
+    # every host); the other services' idle CPU (outbox relays, health and metrics) is fixed.
+    idle_pg = idle.get("postgresql_cpu_seconds_by_service", {})
+    standing_100k = {
+        "processor": standing.get("processor", 0) * TARGET_HOSTS,
+        "postgresql": idle_pg.get("processor", 0) / idle["seconds"] / idle["hosts"] * TARGET_HOSTS}
+    fixed_idle = {k: idle["cpu_seconds"].get(k, 0) / idle["seconds"] for k in PRODUCT}
+    fixed_idle["processor"] = 0.0
+    fixed_idle["postgresql"] = (sum(idle_pg.values()) - idle_pg.get("processor", 0)) \
+        / idle["seconds"]
     scale = reconcile_interval / PRODUCTION_INTERVAL
     # A host reaching verified for the first time: its check-in and its delivery.
     first_time = {k: to_verified.get(k, 0) + at_checkin.get(k, 0) for k in to_verified}
@@ -69,6 +78,7 @@ def analyse(phases: dict[str, dict], ca_rate: float, cores: int,
                                               for k, v in standing.items()},
         "standing_cores_100k": {k: round(v, 2) for k, v in standing_100k.items()},
         "standing_cores_100k_product": round(sum(standing_100k.values()), 2),
+        "fixed_idle_cores": {k: round(v, 3) for k, v in fixed_idle.items()},
         "standing_cores_100k_production": round(sum(standing_100k.values()) * scale, 2),
         "postgresql_cpu_ms_per_host_by_service": {k: round(1000 * v, 2) for k, v in sorted(
             pg_by.items(), key=lambda kv: -kv[1])},
@@ -185,13 +195,16 @@ def what_bounds(figures: dict) -> str:
     parts.append(
         f"Apart from the rate, the processor's reconcile passes scan the fleet every "
         f"PROFILE_RECONCILE_INTERVAL: measured idle here (passes every "
-        f"{figures['reconcile_interval']:g} s), {TARGET_HOSTS:,} hosts would keep "
+        f"{figures['reconcile_interval']:g} s) and scaled linearly in hosts (an upper bound: part "
+        f"of it is fixed), {TARGET_HOSTS:,} hosts would keep "
         f"{figures['standing_cores_100k_product']:.2f} cores busy ("
         + ", ".join(f"{LABELS[k]} {v:.2f}" for k, v in sorted(
             figures["standing_cores_100k"].items(), key=lambda kv: -kv[1]) if v >= 0.005)
         + f"); at the production default of {PRODUCTION_INTERVAL:g} s, "
         f"{figures['standing_cores_100k_production']:.2f} cores (scaled by the number of "
-        "passes; linear in hosts: each pass's scope queries read every host).")
+        "passes). The other services' idle CPU does not grow with the fleet: "
+        + ", ".join(f"{LABELS[k]} {v:.2f}" for k, v in figures["fixed_idle_cores"].items()
+                    if v >= 0.005) + " cores.")
     commands = hourly.get("commands", {})
     per_host_commands = sum(commands.values()) / hourly["hosts"] if commands else 0
     parts.append(
