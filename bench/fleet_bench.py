@@ -218,6 +218,12 @@ class Meter:
         total = sum(n for _, n in samples) or 1
         self.postgresql_active = [{"service": k[0], "query": k[1], "share": round(n / total, 3)}
                                   for k, n in samples[:8]]
+        # Of all samples: each service's queries seen waiting for a lock (wait_event_type Lock).
+        self.postgresql_lock_waits = {}
+        for (service, query), n in samples:
+            if query.endswith("]") and "[Lock:" in query:
+                self.postgresql_lock_waits[service] = round(
+                    self.postgresql_lock_waits.get(service, 0) + n / total, 3)
         cpu["postgresql"] = round(sum(self.postgresql_by_service.values()), 2)
         cpu["hosts"] = round(_host_side_cpu() - self._hosts, 2)
         self.machine_busy = round(_machine_busy() - self._machine, 2)
@@ -289,7 +295,8 @@ def _phase_row(name: str, hosts: int, meter: Meter, **extra) -> dict:
             # Every process of the machine: the rest is other jobs sharing it.
             "machine_busy_cpu_seconds": meter.machine_busy,
             "postgresql_cpu_seconds_by_service": meter.postgresql_by_service,
-            "postgresql_active_queries": meter.postgresql_active, **extra}
+            "postgresql_active_queries": meter.postgresql_active,
+            "postgresql_lock_waits": meter.postgresql_lock_waits, **extra}
 
 
 def _sizes(conn) -> dict[str, tuple[int, int]]:

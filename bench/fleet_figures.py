@@ -165,6 +165,11 @@ def what_bounds(figures: dict) -> str:
         parts.append(f"PostgreSQL's backends were most often seen running "
                      f"{LABELS.get(top['service'], top['service'])}'s `{top['query']}` "
                      f"({100 * top['share']:.0f} % of the samples).")
+    waits = reach.get("postgresql_lock_waits") or {}
+    if waits:
+        parts.append("Backends seen waiting for a lock (another transaction's rows): " + ", ".join(
+            f"{LABELS.get(k, k)}'s queries {100 * v:.0f} % of the samples"
+            for k, v in sorted(waits.items(), key=lambda kv: -kv[1])) + ".")
     busiest = figures["busiest_program"]
     program_ms = figures["program_cpu_ms_per_host"][busiest]
     per_process = figures.get("busiest_program_hosts_per_second_per_process")

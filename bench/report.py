@@ -720,8 +720,9 @@ def fleet_section(f: dict) -> list[str]:
         lines += ["| phase | hosts | seconds | hosts/s | CPU ms per host: " + ", ".join(
             FLEET_SERVICES) + " | load |", "|---|---|---|---|---|---|"]
         names = {"checkin": "check-in", "verified": "to verified (after check-in; net of the "
-                 "passes' standing cost)", "idle": "idle: the reconcile passes' standing cost "
-                 f"per host per hour (passes every {f.get('reconcile_interval', '?')} s)",
+                 "passes' standing cost)", "idle": "idle (nothing due; passes every "
+                 f"{f.get('reconcile_interval', '?')} s): per host per hour at this fleet's size, "
+                 "fixed costs included",
                  "hourly": "one hourly verification round (net of the passes)"}
         keys = {"checkin": "cpu_ms_per_host_checkin", "verified": "cpu_ms_per_host_to_verified",
                 "idle": "cpu_ms_per_host_per_hour_standing", "hourly": "cpu_ms_per_host_per_hour"}
