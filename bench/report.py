@@ -750,9 +750,10 @@ def fleet_section(f: dict) -> list[str]:
                   f"{f['standing_cores_100k_product']:.2f} cores at passes every "
                   f"{f['reconcile_interval']:g} s (the benchmark's), "
                   f"{f['standing_cores_100k_production']:.2f} at the default 30 s."]
-        lines += ["", "Linear extrapolation: each host costs the CPU measured here whatever the "
-                  "fleet's size (the delivery benchmark above measures how one pass grows from 10k "
-                  "to 100k hosts).", ""]
+        lines += ["", "Linear extrapolation, an assumption this one run does not test: each host "
+                  "costs the CPU measured here whatever the fleet's size (`bench/fleet_bench.py "
+                  "--hosts N` at other sizes checks it; the delivery benchmark above measures how "
+                  "one pass grows from 10k to 100k hosts).", ""]
     tables = [("to verified", t) for t in f.get("tables", [])[:6]] + \
              [("one hourly round", t) for t in f.get("hourly_tables", [])[:4]]
     if tables:
