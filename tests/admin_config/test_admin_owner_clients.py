@@ -18,7 +18,7 @@ from admin_config.app import build_services, create_app
 from admin_config.delivery_directory_client import DeliveryDirectoryClient, IssuanceRate
 from admin_config.errors import ServiceUnavailable
 from admin_config.host_registry_client import HostRegistryClient
-from admin_config.scep_gateway import ScepGatewayClient
+from admin_config.scep_gateway import RECONNECT_WAIT_SECONDS, GatewayUnavailable, ScepGatewayClient
 from mdmscep.v1 import (
     delivery_directory_pb2,
     delivery_directory_pb2_grpc,
@@ -235,6 +235,32 @@ def test_an_owner_that_is_down_or_slow_is_a_503(owners):
         assert late.value.errors[0]["reason"] == "DEADLINE_EXCEEDED"
     finally:
         owners["registry"].delay = 0.0
+
+
+class Prober(scep_gateway_pb2_grpc.ScepGatewayServicer):
+    def ProbeServer(self, request, context):  # noqa: N802 - gRPC method name
+        return scep_gateway_pb2.ProbeServerResponse(ok=True, reason="")
+
+
+def test_a_probe_waits_a_moment_for_a_proxy_that_failed_to_connect_once():
+    port = free_port()
+    client = ScepGatewayClient(f"127.0.0.1:{port}", _admin_tls(), probe_timeout=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(GatewayUnavailable):  # down: a 503 within the reconnect wait
+            client.probe("http://127.0.0.1:1/scep")
+        assert time.monotonic() - started < RECONNECT_WAIT_SECONDS + 1.5
+        # The channel now backs off in TRANSIENT_FAILURE; the proxy comes up meanwhile.
+        server = GrpcServer(port, ["mdmscep.v1.ScepGateway"], HealthChecks({}),
+                            tls=service_tls("scep-proxy"))
+        server.add(scep_gateway_pb2_grpc.add_ScepGatewayServicer_to_server, Prober())
+        server.start()
+        try:
+            assert client.probe("http://127.0.0.1:1/scep").ok
+        finally:
+            server.stop(grace=0)
+    finally:
+        client.close()
 
 
 def test_a_server_with_another_services_certificate_is_not_asked(owners):
