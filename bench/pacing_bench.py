@@ -36,8 +36,8 @@ def main() -> None:
         if (line and not line.strip(".F")) or line.startswith("WARNING "):
             continue  # pytest's progress, the hosts' logging
         print(line)
-    if done.returncode != 0:
-        print("\n".join(lines[-30:]))
+    if done.returncode != 0:  # pytest's account of the failure, without the hosts' logging
+        print("\n".join(line for line in lines if line.startswith(("E ", "FAILED", "tests/"))))
     print("passed" if done.returncode == 0 else f"pytest exited with {done.returncode}")
     sys.exit(done.returncode)
 
