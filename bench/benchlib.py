@@ -41,6 +41,11 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def rabbitmqctl(*args: str) -> None:
+    """A rabbitmqctl command (a benchmark's own vhost: add_vhost, set_permissions, delete_vhost)."""
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -24,7 +24,15 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from benchlib import CpuMeter, Profile, add_common_arguments, free_port, load_average, write_json
+from benchlib import (
+    CpuMeter,
+    Profile,
+    add_common_arguments,
+    free_port,
+    load_average,
+    rabbitmqctl,
+    write_json,
+)
 
 from mdmscep_common.bus import Publisher
 from mdmscep_common.crypto import SecretBox
@@ -42,10 +50,6 @@ SEED = (ROOT / "tests/testdata/seed_scep_profile.mobileconfig").read_bytes()
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 KEY = "bench-server-private-key-0123456789abcdef"
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
 def seed(db: Database, hosts: int, database_url: str) -> None:
@@ -115,8 +119,8 @@ def main() -> None:
     vhost = f"mdmscep_bench_{run_id}"
     ensure_database(database_url)
     apply_migrations(database_url)
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     amqp_url = f"{AMQP_BASE}/{vhost}"
     db = Database(database_url, max_size=8).open()
     port = free_port()
@@ -190,7 +194,7 @@ def main() -> None:
             commander.kill()
         db.close()
         drop_database(database_url)
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
         shutil.rmtree(pki, ignore_errors=True)
     write_json(args.json, {"benchmark": "delivery", "send_batch": SEND_BATCH,
                            "load_average_start": started_load, "results": results})

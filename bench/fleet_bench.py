@@ -24,7 +24,6 @@ deliveries' verified_at and verify_requested_at are moved one hour back
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import plistlib
@@ -48,26 +47,27 @@ from benchlib import (
     child_pids,
     cpu_seconds,
     load_average,
+    rabbitmqctl,
     write_json,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from fleet_figures import PRODUCTION_INTERVAL, TARGET_HOSTS, analyse, what_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hostsim import scep  # noqa: E402
 from hostsim.device import SimulatedHost  # noqa: E402
 from hostsim.fleet import Fleet, start_fake_apns  # noqa: E402
 from hostsim.pki import make_apns_pki  # noqa: E402
 from mdmscep_common.db import drop_database  # noqa: E402
-from tests.support.scepserver import start_scepserver  # noqa: E402
+from mdmscep_common.service_database import SCHEMAS  # noqa: E402
+from tests.support.identity_pki import IdentityCa  # noqa: E402
+from tests.support.scepserver import direct_rate, start_scepserver  # noqa: E402
 from tests.support.stack import start_stack  # noqa: E402
 from tests.support.throttled_ca import ThrottledCa  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
@@ -87,44 +87,6 @@ SERVICES = {
     "admin_config": ("admin-config", "admin-config-worker"),
 }
 GUNICORN = ("mdm-endpoint-http", "scep-proxy-http", "admin-config")
-
-
-def _rabbitmqctl(*args: str) -> None:
-    import subprocess
-
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-class Identities:
-    """An identity CA in this process; each host gets its own certificate over one shared key
-    (generating an RSA-2048 key per host would be most of this machine's time)."""
-
-    def __init__(self, directory: Path):
-        self.ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.host_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet bench identity CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self.ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(self.ca_key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=30))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(self.ca_key, hashes.SHA256()))
-        self.pem_path = directory / "identity-ca.pem"
-        self.pem_path.write_bytes(self.ca.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, udid: str) -> x509.Certificate:
-        now = datetime.datetime.now(datetime.UTC)
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, udid),
-                                         x509.NameAttribute(NameOID.ORGANIZATION_NAME,
-                                                            "mdmscep simulated host")]))
-                .issuer_name(self.ca.subject).public_key(self.host_key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .sign(self.ca_key, hashes.SHA256()))
 
 
 class Backends:
@@ -238,11 +200,11 @@ def _machine_busy() -> float:
 
 
 def _service_of_role(role: str) -> str:
-    """The service a role of service_database belongs to (`<database>_<schema>`)."""
-    for service, schema in (("processor", "profile_processor"), ("mdm_endpoint", "mdm_endpoint"),
-                            ("scep_proxy", "scep_proxy"), ("admin_config", "admin_config")):
+    """The service a role of service_database belongs to (`<database>_<schema>`), by this
+    bench's names for them."""
+    for schema in SCHEMAS.values():
         if role.endswith(schema):
-            return service
+            return schema.replace("profile_processor", "processor")
     return "other"
 
 
@@ -275,17 +237,6 @@ def _by_service(cpu: dict[str, float]) -> dict[str, float]:
 def _counts(conn) -> dict[str, int]:
     rows = conn.execute("SELECT status, count(*) FROM host_profiles GROUP BY status").fetchall()
     return {status: n for status, n in rows}
-
-
-def _wait(what: str, done, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = done()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what}: not done within {timeout:.0f} s")
-        time.sleep(every)
 
 
 def _phase_row(name: str, hosts: int, meter: Meter, **extra) -> dict:
@@ -326,29 +277,6 @@ def _growth(before: dict, after: dict, hosts: int, top: int = 10) -> list[dict]:
     return sorted(out, key=lambda t: -t["mb"])[:top]
 
 
-def ca_own_rate(url: str, key_pem: bytes, clients: int, seconds: float) -> float:
-    """Certificates per second the CA (relay and scepserver) issues straight to `clients`
-    scepclients at once, no product in between (a fresh subject each time)."""
-    stop = time.monotonic() + seconds
-    done = [0]
-
-    def client(n: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            try:
-                scep.enroll(url, CHALLENGE, [[["CN", f"direct-{n}-{i}"]]], key_pem=key_pem)
-            except scep.ScepEnrollmentFailed:
-                pass
-            else:
-                if time.monotonic() < stop:
-                    done[0] += 1
-            i += 1
-
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
-    return round(done[0] / seconds, 1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=1000)
@@ -367,13 +295,18 @@ def main() -> None:
     database_url = f"{PG_BASE}/mdmscep_bench_fleet_{run_id}"
     vhost = f"mdmscep_bench_fleet_{run_id}"
     root = Path(tempfile.mkdtemp(prefix="mdmscep-fleet-bench-"))
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     started_load = load_average()
     scepserver = start_scepserver(challenge=CHALLENGE, organization="fleet bench CA",
                                   workdir=root / "ca")
     ca = ThrottledCa(scepserver.url.removesuffix("/scep"), 1.0 / args.ca_rate)
-    identities = Identities(root)
+    identity_ca = IdentityCa("fleet bench identity CA")
+    identity_ca_pem = root / "identity-ca.pem"
+    identity_ca_pem.write_bytes(identity_ca.pem)
+    # One key for every host's identity (and its SCEP payload): a key per host would be most of
+    # this machine's time.
+    host_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pki = make_apns_pki(root / "apns")
     fleet = Fleet("http://unused", 0, root / "hosts", workers=args.host_workers)
     apns = start_fake_apns(pki, fleet)
@@ -382,7 +315,7 @@ def main() -> None:
             "ADMIN_API_TOKEN": ADMIN_TOKEN}
     stack = start_stack(base, root / "stack", ENROLL_SECRET=ENROLL_SECRET,
                         IDENTITY_SCEP_URL=scepserver.url, IDENTITY_SCEP_CHALLENGE=CHALLENGE,
-                        MDM_IDENTITY_CA_CERTS=str(identities.pem_path), APNS_URL=apns.url,
+                        MDM_IDENTITY_CA_CERTS=str(identity_ca_pem), APNS_URL=apns.url,
                         APNS_CERT=str(pki.push_cert), APNS_KEY=str(pki.push_key),
                         APNS_CA_CERTS=str(pki.server_ca),
                         PROFILE_RECONCILE_INTERVAL=str(args.reconcile_interval),
@@ -405,20 +338,20 @@ def main() -> None:
                                           params={"secret": ENROLL_SECRET}, timeout=30).content)
         topic = next(p["Topic"] for p in enroll["PayloadContent"]
                      if p["PayloadType"] == "com.apple.mdm")
-        key_pem = identities.host_key.private_bytes(
+        key_pem = host_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption())
         hosts = []
         for i in range(args.hosts):
             host = SimulatedHost(mdm_url, serial_number=f"C02FLT{i:06d}", workdir=root / "hosts",
                                  client=fleet.client)
-            host.identity_cert = identities.issue(host.udid)
-            host.identity_key = identities.host_key
+            identity = identity_ca.issue(host.udid, key=host_key)
+            host.identity_cert, host.identity_key = identity.certificate, identity.key
             host.scep_key_pem = key_pem  # the SCEP payload's key, made beforehand
             host.topic = topic
             fleet.add_host(host)
             hosts.append(host)
-        own_rate = ca_own_rate(ca.url, key_pem, clients=8, seconds=4)
+        own_rate = round(direct_rate(ca.url, CHALLENGE, key_pem, clients=8, seconds=4), 1)
         print(f"# whole fleet: {args.hosts} simulated hosts, one SCEP profile, CA at "
               f"{args.ca_rate:g} certificates/s ({platform.machine()}, {cores} cores, load "
               f"{started_load[0]})", flush=True)
@@ -440,7 +373,8 @@ def main() -> None:
         with Meter(groups, database_url, poll_backend) as meter:
             with ThreadPoolExecutor(args.host_workers) as pool:
                 list(pool.map(check_in, hosts))
-            _wait("check-in (DeviceInformation answered)", facts_answered, args.timeout)
+            wait_for(facts_answered, args.timeout, "check-in (DeviceInformation answered)",
+                     interval=0.5)
         phases["checkin"] = _phase_row("checkin", args.hosts, meter)
         print(f"check-in (Authenticate, TokenUpdate, DeviceInformation): {meter.seconds:.1f} s, "
               f"{args.hosts / meter.seconds:.0f} hosts/s", flush=True)
@@ -474,7 +408,7 @@ def main() -> None:
                 if failed:
                     raise SystemExit(f"{failed} deliveries failed: {counts}")
                 return counts.get("verified", 0) >= args.hosts
-            _wait("reaching verified", all_verified, args.timeout)
+            wait_for(all_verified, args.timeout, "reaching verified", interval=0.5)
         certificates = ca.issued[issued_before:]
         ca_seconds = certificates[-1] - certificates[0] if len(certificates) > 1 else None
         steady = _steady_rate(trace, args.hosts)
@@ -514,7 +448,7 @@ def main() -> None:
                 n = poll.execute("SELECT count(*) FROM host_profiles WHERE status = 'verified' "
                                  "AND verified_at >= %s", (marker,)).fetchone()[0]
                 return n >= args.hosts
-            _wait("the hourly verification round", round_done, args.timeout)
+            wait_for(round_done, args.timeout, "the hourly verification round", interval=0.5)
         commands_after = poll.execute("SELECT request_type, count(*) FROM commands "
                                       "GROUP BY request_type").fetchall()
         before = dict(commands_before)
@@ -545,7 +479,7 @@ def main() -> None:
         ca.close()
         scepserver.stop()
         drop_database(database_url)
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
         shutil.rmtree(root, ignore_errors=True)
     write_json(args.json, figures)
 

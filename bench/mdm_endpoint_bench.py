@@ -35,6 +35,7 @@ from benchlib import (
     child_pids,
     free_port,
     load_average,
+    rabbitmqctl,
     write_json,
 )
 from cryptography import x509
@@ -54,10 +55,6 @@ PG_BASE = os.environ.get("BENCH_PG_BASE", "postgresql://postgres@127.0.0.1:5432"
 AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 KINDS = ("Idle", "Acknowledged")
 PROFILE_SECONDS = 4
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
 def _identity_ca():
@@ -192,8 +189,8 @@ def main() -> None:
     vhost = f"mdmscep_bench_{run_id}"
     ensure_database(database_url)
     apply_migrations(database_url)
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     workdir = Path(tempfile.mkdtemp(prefix="mdm-bench-"))
     process = None
     results: list[dict] = []
@@ -305,7 +302,7 @@ def main() -> None:
             process.terminate()
             process.wait(30)
         drop_database(database_url)
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
         shutil.rmtree(workdir, ignore_errors=True)
     write_json(args.json, {"benchmark": "mdm_endpoint", "load_generator": args.load,
                            "workers": args.workers, "threads": args.threads, "hosts": args.hosts,

@@ -17,10 +17,6 @@ a minute of learning, and the whole trace printed."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.scepserver import direct_rate
 from tests.support.throttled_ca import ThrottledCa
 from tests.support.waiting import eventually
 from tests.support.world import running_world
@@ -64,38 +61,6 @@ def _profile(n: int) -> bytes:
                      f"4CD1BD65-1D2C-4E9E-9E18-{n:012d}".encode()))
 
 
-def direct_rate(url: str, key_pem: bytes, clients: int, seconds: float) -> float:
-    """Certificates per second straight from `clients` scepclients at once (a fresh directory
-    and a distinct subject each time; the key made beforehand, as the hosts' below)."""
-    done, stop, lock = [0], time.monotonic() + seconds, threading.Lock()
-
-    def client(n: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            workdir = Path(tempfile.mkdtemp(prefix="direct-"))
-            try:
-                (workdir / "key.pem").write_bytes(key_pem)
-                result = subprocess.run(
-                    ["scepclient", "-server-url", url, "-challenge", CHALLENGE, "-private-key",
-                     str(workdir / "key.pem"), "-certificate", str(workdir / "cert.pem"),
-                     "-cn", f"direct-{n}-{i}"], capture_output=True, cwd=workdir, timeout=60)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-            if result.returncode == 0 and time.monotonic() < stop:
-                with lock:
-                    done[0] += 1
-            i += 1
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return done[0] / seconds if time.monotonic() >= stop else done[0] / (
-        time.monotonic() - started)
-
-
 @pytest.fixture(scope="module")
 def world(base_env, tmp_path_factory):
     with running_world(base_env, tmp_path_factory.mktemp("adaptive"), "adaptive",
@@ -117,8 +82,8 @@ def test_the_rate_is_learned_from_a_real_ca_and_backed_off_within_seconds(world)
     ca = ThrottledCa(scepserver.url.removesuffix("/scep"), SERVICE_SECONDS)
     key_pem = _key_pem()
     try:
-        own = direct_rate(ca.url, key_pem, clients=4, seconds=4 if LONG else 2)
-        bare = direct_rate(scepserver.url, key_pem, clients=4, seconds=4) if LONG else None
+        own = direct_rate(ca.url, CHALLENGE, key_pem, clients=4, seconds=4 if LONG else 2)
+        bare = direct_rate(scepserver.url, CHALLENGE, key_pem, clients=4, seconds=4) if LONG else None
         print(f"\nstraight from 4 scepclients: the CA {own:.1f} certificates/s"
               + (f" (the scepserver without the relay: {bare:.1f}/s)" if bare else ""))
         assert own > START_RATE  # a CA worth learning: faster than the start

@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,3 +68,35 @@ def start_scepserver(challenge: str | None = None, organization: str = "mdmscep 
                                env={**os.environ, **(env or {})})
     wait_for_port(port)
     return ScepServer(port, depot, challenge, process, log_path)
+
+
+def direct_rate(url: str, challenge: str, key_pem: bytes, clients: int, seconds: float) -> float:
+    """Certificates per second a CA issues straight to `clients` scepclients at once, no product
+    in between (a fresh directory and a distinct subject each time; the key made beforehand)."""
+    done, stop, lock = [0], time.monotonic() + seconds, threading.Lock()
+
+    def client(n: int) -> None:
+        i = 0
+        while time.monotonic() < stop:
+            workdir = Path(tempfile.mkdtemp(prefix="direct-"))
+            try:
+                (workdir / "key.pem").write_bytes(key_pem)
+                result = subprocess.run(
+                    ["scepclient", "-server-url", url, "-challenge", challenge, "-private-key",
+                     str(workdir / "key.pem"), "-certificate", str(workdir / "cert.pem"),
+                     "-cn", f"direct-{n}-{i}"], capture_output=True, cwd=workdir, timeout=60)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            if result.returncode == 0 and time.monotonic() < stop:
+                with lock:
+                    done[0] += 1
+            i += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done[0] / seconds if time.monotonic() >= stop else done[0] / (
+        time.monotonic() - started)
