@@ -18,7 +18,8 @@ from admin_config.app import build_services, create_app
 from admin_config.delivery_directory_client import DeliveryDirectoryClient, IssuanceRate
 from admin_config.errors import ServiceUnavailable
 from admin_config.host_registry_client import HostRegistryClient
-from admin_config.scep_gateway import RECONNECT_WAIT_SECONDS, GatewayUnavailable, ScepGatewayClient
+from admin_config.owner_client import RECONNECT_WAIT_SECONDS
+from admin_config.scep_gateway import GatewayUnavailable, ScepGatewayClient
 from mdmscep.v1 import (
     delivery_directory_pb2,
     delivery_directory_pb2_grpc,

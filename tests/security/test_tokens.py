@@ -133,8 +133,8 @@ REVIEWED = {
     "profile_processor/read_models.py": {"routing_key == bus.HOST_ENROLLED",
                                          "routing_key == bus.HOST_FACTS_CHANGED"},  # routing keys
     "admin_config/gitops.py": {"seen.setdefault(name, key) != key"},  # label rule field names
-    "admin_config/owner_client.py": {"code == grpc.StatusCode.NOT_FOUND"},  # a status code
-    "admin_config/scep_gateway.py": {"exc.code() != grpc.StatusCode.UNAVAILABLE"},  # a status code
+    "admin_config/owner_client.py": {"code == grpc.StatusCode.NOT_FOUND",
+                                     "exc.code() != grpc.StatusCode.UNAVAILABLE"},  # status codes
     "admin_config/certificate_authorities.py": {
         "challenge == MASKED_CHALLENGE",  # the public mask "********"
         # An admin's PATCH against the stored challenge: the caller is authenticated and a

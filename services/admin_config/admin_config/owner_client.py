@@ -12,13 +12,17 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mdmscep_common.service_tls import ServiceTls
+from mdmscep_common.service_tls import RECONNECT_OPTIONS, ServiceTls
 
 from .errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 OWNER_CALL_TIMEOUT_SECONDS = 10.0
+# How long a call waits for a channel that failed to connect once to connect again: during the
+# channel's reconnect backoff a call fails at once, even to an owner that is back. The longest
+# backoff (service_tls.RECONNECT_OPTIONS) and a handshake.
+RECONNECT_WAIT_SECONDS = dict(RECONNECT_OPTIONS)["grpc.max_reconnect_backoff_ms"] / 1000 + 0.5
 # The most host UUIDs one request may name (HostRegistry and DeliveryDirectory alike).
 MAX_HOST_UUIDS_PER_CALL = 1000
 MAX_PER_PAGE = 1000
@@ -40,7 +44,7 @@ class OwnerClient:
         """The owner's answer to `method`, or ServiceUnavailable naming `field` and the status
         (`none_if_not_found`: None for NOT_FOUND, an answer of its own)."""
         try:
-            return getattr(self._stub, method)(request, timeout=self._timeout)
+            return self._call(method, request, self._timeout)
         except grpc.RpcError as exc:
             code = exc.code()
             if none_if_not_found and code == grpc.StatusCode.NOT_FOUND:
@@ -53,6 +57,25 @@ class OwnerClient:
             log.log(level, "owner did not answer", extra={"method": method, "code": code.name})
             raise ServiceUnavailable(f"{self.owner_label} is unavailable; try again shortly.",
                                      [{"name": field, "reason": code.name}]) from None
+
+    def _call(self, method: str, request: Any, timeout: float) -> Any:
+        """The owner's answer; a call refused UNAVAILABLE is made once more if the channel
+        connects within RECONNECT_WAIT_SECONDS (an owner that is down is a 503 within that)."""
+        call = getattr(self._stub, method)
+        try:
+            return call(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or not self._ready_within(
+                    RECONNECT_WAIT_SECONDS):
+                raise
+        return call(request, timeout=timeout)
+
+    def _ready_within(self, seconds: float) -> bool:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=seconds)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
 
     def close(self) -> None:
         self._channel.close()

@@ -29,10 +29,6 @@ class CaRequestStats:
     average_latency_ms: float | None
 
 
-# How long a probe waits for a channel that failed to connect once to connect again.
-RECONNECT_WAIT_SECONDS = 3.0
-
-
 class GatewayUnavailable(Exception):
     """scep-proxy could not be asked (down, or no answer in time)."""
 
@@ -46,30 +42,12 @@ class ScepGatewayClient(OwnerClient):
         super().__init__(address, tls, SCEP_PROXY, scep_gateway_pb2_grpc.ScepGatewayStub)
 
     def probe(self, url: str) -> ProbeOutcome:
-        request = scep_gateway_pb2.ProbeServerRequest(url=url)
         try:
-            try:
-                answer = self._stub.ProbeServer(request, timeout=self._deadline,
-                                                wait_for_ready=False)
-            except grpc.RpcError as exc:
-                # A connection that failed once waits out gRPC's reconnect backoff (1 s and
-                # more) in TRANSIENT_FAILURE, where a call fails at once: give a reachable proxy
-                # that moment, a proxy that is down still gets a 503 within it.
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or not self._ready_within(
-                        RECONNECT_WAIT_SECONDS):
-                    raise
-                answer = self._stub.ProbeServer(request, timeout=self._deadline,
-                                                wait_for_ready=False)
+            answer = self._call("ProbeServer", scep_gateway_pb2.ProbeServerRequest(url=url),
+                                self._deadline)
         except grpc.RpcError as exc:
             raise GatewayUnavailable(f"scep-proxy did not answer: {exc.code().name}") from None
         return ProbeOutcome(answer.ok, answer.reason, list(answer.ca_certificates))
-
-    def _ready_within(self, seconds: float) -> bool:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=seconds)
-        except grpc.FutureTimeoutError:
-            return False
-        return True
 
     def ca_request_stats(self, ca_name: str, window_seconds: int) -> CaRequestStats:
         """What the proxy sent the CA over the last `window_seconds` (1 to 86,400), and the
