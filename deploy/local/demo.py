@@ -96,7 +96,9 @@ class Demo:
             env[var] = str(free_port())
         env["MDM_PUBLIC_URL"] = f"http://127.0.0.1:{env['MDM_HTTP_PORT']}"
         env["SCEP_PROXY_PUBLIC_URL"] = f"http://127.0.0.1:{env['SCEP_PROXY_HTTP_PORT']}"
-        log = (self.workdir / "stack.log").open("wb")
+        # Append mode: supervisord's programs write here through descriptors of their own, which
+        # would otherwise overwrite each other's lines.
+        log = (self.workdir / "stack.log").open("ab")
         self.processes.append(subprocess.Popen(
             [sys.executable, str(ROOT / "deploy/local/launcher.py")], env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True))

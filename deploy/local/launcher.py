@@ -85,8 +85,9 @@ def _supervisor_value(value) -> str:
 def supervisord_conf(run_dir: Path, database_url: str) -> str:
     sections = [f"""[supervisord]
 nodaemon=true
-logfile=/dev/stdout
-logfile_maxbytes=0
+; In the foreground supervisord logs to its stdout already; its file stays beside the run.
+logfile={run_dir}/supervisord.log
+logfile_maxbytes=10MB
 loglevel=info
 pidfile={run_dir}/supervisord.pid
 childlogdir={run_dir}

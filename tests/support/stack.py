@@ -148,7 +148,9 @@ def start_stack(base_env: dict[str, str], workdir: Path, **overrides: str) -> St
     run_dir = workdir / "run"
     env["MDMSCEP_RUN_DIR"] = str(run_dir)
     log_path = workdir / "stack.log"
+    # Append mode: supervisord and its programs write to this file through descriptors of their
+    # own; without O_APPEND, writes at one descriptor's stale offset overwrite lines of another.
     process = subprocess.Popen([sys.executable, str(LAUNCHER)], env=env, cwd=str(workdir),
-                               stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                               stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     return Stack(env, run_dir, process, log_path)
