@@ -36,16 +36,32 @@ class DeliveryStore:
     def add_missing_deliveries(self, conn: psycopg.Connection) -> int:
         """Every enrolled host should have the profiles it is in scope of (scopes.IN_SCOPE): add
         the rows that are missing. A profile being removed from a host that is back in its scope
-        is installed again (a new command: a result of the RemoveProfile changes nothing)."""
+        is installed again (a new command: a result of the RemoveProfile changes nothing).
+
+        Only the rows added or reinstalled are locked. (An INSERT ... ON CONFLICT DO UPDATE
+        locks every conflicting row, even where its WHERE is false: every delivery in scope,
+        the whole table, for the pass's transaction, and the event handlers' transactions
+        waited for it or deadlocked with it.)"""
         return conn.execute(
-            f"""INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, profile_name)
-                SELECT s.host_uuid, s.profile_uuid, s.identifier, s.name FROM ({IN_SCOPE}) s
-                ON CONFLICT (host_uuid, profile_uuid) DO UPDATE SET
-                    operation_type = 'install', status = 'pending', attempts = 0,
-                    ca_unreachable_retries = 0, detail = '', revision = NULL, command_uuid = NULL,
-                    identifier = excluded.identifier, profile_name = excluded.profile_name,
-                    next_attempt_at = now(), updated_at = now()
-                WHERE host_profiles.operation_type = 'remove'""").rowcount
+            f"""WITH in_scope AS ({IN_SCOPE}),
+                added AS (
+                    INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, profile_name)
+                    SELECT s.host_uuid, s.profile_uuid, s.identifier, s.name FROM in_scope s
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM host_profiles hp
+                        WHERE hp.host_uuid = s.host_uuid AND hp.profile_uuid = s.profile_uuid)
+                    ON CONFLICT (host_uuid, profile_uuid) DO NOTHING RETURNING 1),
+                reinstalled AS (
+                    UPDATE host_profiles hp SET
+                        operation_type = 'install', status = 'pending', attempts = 0,
+                        ca_unreachable_retries = 0, detail = '', revision = NULL,
+                        command_uuid = NULL, identifier = s.identifier, profile_name = s.name,
+                        next_attempt_at = now(), updated_at = now()
+                    FROM in_scope s
+                    WHERE hp.operation_type = 'remove' AND hp.host_uuid = s.host_uuid
+                      AND hp.profile_uuid = s.profile_uuid RETURNING 1)
+                SELECT (SELECT count(*) FROM added) + (SELECT count(*) FROM reinstalled) AS n"""
+        ).fetchone()["n"]
 
     def resend_changed(self, conn: psycopg.Connection) -> int:
         """A profile or one of its CAs changed since it was sent: deliver again, fresh budget."""
