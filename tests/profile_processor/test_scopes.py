@@ -82,6 +82,25 @@ def test_moving_a_host_to_another_team_removes_what_it_was_sent_and_installs_the
     assert (row["status"], row["command_uuid"]) == ("pending", None)
 
 
+def test_a_pass_locks_only_the_deliveries_it_adds_or_reinstalls(db_conn):
+    """The event handlers update deliveries while passes run: a pass that held a lock on every
+    delivery in scope made them wait for it, or deadlock with it."""
+    profile = _profile(db_conn)
+    hosts = [_host(db_conn) for _ in range(3)]
+    _deliveries(db_conn)
+    # A row locked (or updated) by a later statement of this transaction gets its xmax set.
+    assert store.add_missing_deliveries(db_conn) == 0
+    assert db_conn.execute("SELECT count(*) AS n FROM host_profiles "
+                           "WHERE xmax::text <> '0'").fetchone()["n"] == 0
+    newcomer = _host(db_conn)
+    assert store.add_missing_deliveries(db_conn) == 1
+    assert db_conn.execute("SELECT count(*) AS n FROM host_profiles "
+                           "WHERE xmax::text <> '0'").fetchone()["n"] == 0
+    assert {r["host_uuid"] for r in db_conn.execute(
+        "SELECT host_uuid FROM host_profiles WHERE profile_uuid = %s", (profile,))} == \
+        {*hosts, newcomer}
+
+
 def test_label_rules(db_conn):
     a, b = _label(db_conn, 1), _label(db_conn, 2)
     in_a, in_b, in_both, in_none = (_host(db_conn) for _ in range(4))
