@@ -3,7 +3,7 @@
     .venv/bin/python bench/pacing_bench.py
 
 The long version of tests/e2e/test_adaptive_pacing.py (MDMSCEP_PACING_LONG=1): the stack as
-processes, 100 simulated Macs with 8 SCEP profiles each, and a real scepserver behind a relay that
+processes, 100 simulated Macs with 10 SCEP profiles each, and a real scepserver behind a relay that
 issues one certificate at a time in at least 70 ms. It measures the CA's own rate straight from
 scepclients (and the scepserver's without the relay), then prints, every 2 s for a minute, the
 rate the processor learned from the CA's answers (the stats API), the certificates the CA issued

@@ -39,7 +39,7 @@ CA_NAME = "Adaptive_CA"
 # for (about 15-20/s with other jobs on the machine), above the start: it is the CA that limits.
 SERVICE_SECONDS = 0.07
 START_RATE = 5.0  # max_concurrent_requests 1 × 5/s
-HOSTS, PROFILES = (100, 8) if LONG else (60, 6)
+HOSTS, PROFILES = (100, 10) if LONG else (60, 6)
 RAMP_SECONDS = 60.0 if LONG else 20.0
 SEED = (Path(__file__).parents[1] / "testdata" /
         "seed_scep_profile.mobileconfig").read_bytes()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from werkzeug.serving import make_server
 
+from mdmscep_common.ca_keys import slot_lock_class
 from mdmscep_common.health import HealthChecks
 from mdmscep_common.service_database import service_dsn
 from scep_proxy.app import build_proxy, create_app
@@ -25,6 +27,7 @@ from tests.support.fake_profile_authority import FakeAuthorityServer
 from tests.support.service_certs import tls_env
 from tests.support.serving import serve_in_thread
 from tests.support.settings import load_settings
+from tests.support.waiting import eventually
 
 CA = "Limited_CA"
 LIMIT = 2
@@ -135,6 +138,47 @@ def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path)
         for parts, _ in replicas:
             parts.close()
         authority.stop()
+
+
+def test_a_request_for_a_busy_ca_waits_in_postgresql_for_the_slot(database_url, db_conn):
+    """A request that finds the CA's slots taken queues for one in PostgreSQL (woken when it is
+    released), rather than polling and leaving the CA idle between a release and its next look."""
+    limiter = FleetCaLimiter(service_dsn(database_url, "scep-proxy"), DEFAULT_LIMIT, 10.0,
+                             max_connections=4)
+    ca = f"Busy_CA_{uuid.uuid4().hex[:8]}"
+    holding, release, served = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with limiter.slot(ca, 1):
+            holding.set()
+            release.wait(10)
+
+    def second():
+        holding.wait(10)
+        with limiter.slot(ca, 1):
+            served.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    try:
+        def queued() -> bool:
+            return db_conn.execute(
+                """SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                     AND objsubid = 2 AND classid::bigint = (%s::bigint & 4294967295)
+                     AND database = (SELECT oid FROM pg_database
+                                     WHERE datname = current_database())""",
+                (slot_lock_class(ca),)).fetchone()["n"] == 1
+
+        assert eventually(queued, 5, 0.02), "the second request waits in PostgreSQL's lock queue"
+        assert not served.is_set()
+        release.set()
+        assert served.wait(5)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        limiter.close()
 
 
 class _NoOutcomes:

@@ -13,6 +13,7 @@ authorized) URLs cannot grow memory.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 IDLE_BEFORE_CHECK_SECONDS = 2.0  # a pooled connection idle longer is pinged when taken
 MAX_PENDING_OUTCOMES = 10_000
+SLOT_WAIT_SLICE = 0.1  # seconds waited for one of several slots before looking at all again
 OUTCOMES_PER_WRITE = 500
 
 
@@ -99,6 +101,7 @@ class FleetCaLimiter:
         self._queue_timeout = queue_timeout
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
+        self._turns = itertools.count()  # which slot a waiter queues for (itertools: thread-safe)
         # Busy refusals are written by a background thread in batches, off the host's request
         # path (under overload they come in bursts).
         self._outcomes: queue.Queue[tuple[str, str, float] | None] = queue.Queue(MAX_PENDING_OUTCOMES)
@@ -133,24 +136,18 @@ class FleetCaLimiter:
             raise Busy("no connection to take a slot for this CA; retry later", ca_name) from None
         held = None
         try:
-            pause = 0.02
             while held is None:
                 try:
-                    row = conn.execute(self._TAKE, (limit, key)).fetchone()
+                    held = self._take_or_wait(conn, key, limit, deadline, ca_name)
                 except psycopg.OperationalError:
                     if not conn.closed and conn.info.status == psycopg.pq.ConnStatus.OK:
                         raise
                     # Cut since last used (the pool did not ping it): what the check on taking
                     # it would have found. Check the pool, take a working connection.
+                    if time.monotonic() >= deadline:
+                        raise Busy("no connection to take a slot for this CA; retry later",
+                                   ca_name) from None
                     conn = self._replace_broken(conn, ca_name)
-                    row = conn.execute(self._TAKE, (limit, key)).fetchone()
-                if row is not None:
-                    held = row[0]
-                    break
-                if time.monotonic() >= deadline:
-                    raise Busy(f"{limit} requests to this CA are in flight; retry later", ca_name)
-                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                pause = min(pause * 1.5, 0.25)
             with self._lock:
                 self._in_flight[ca_name] = self._in_flight.get(ca_name, 0) + 1
             try:
@@ -172,6 +169,30 @@ class FleetCaLimiter:
 
     _TAKE = ("SELECT s FROM generate_series(0, %s - 1) AS s "
              "WHERE pg_try_advisory_lock(%s, s) LIMIT 1")
+
+    def _take_or_wait(self, conn, key: int, limit: int, deadline: float,
+                      ca_name: str) -> int | None:
+        """A free slot's number; else wait in PostgreSQL's queue for one slot, which wakes the
+        waiter the moment the slot is released: a poll would leave the CA idle between a
+        release and the next look (a third of a one-slot CA's capacity was lost that way). A
+        CA with several slots is waited for a slice at a time, in turn, so a slot freed
+        meanwhile is taken on the next look. None: look again; Busy at the deadline."""
+        row = conn.execute(self._TAKE, (limit, key)).fetchone()
+        if row is not None:
+            return row[0]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Busy(f"{limit} requests to this CA are in flight; retry later", ca_name)
+        wait = remaining if limit == 1 else min(remaining, SLOT_WAIT_SLICE)
+        slot = next(self._turns) % limit
+        # lock_timeout 0 would mean no limit: at least 1 ms.
+        conn.execute("SELECT set_config('lock_timeout', %s, false)",
+                     (f"{max(1, int(wait * 1000))}ms",))
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (key, slot))
+        except psycopg.errors.LockNotAvailable:
+            return None
+        return slot
 
     def _replace_broken(self, conn, ca_name: str):
         self._pool.putconn(conn)  # broken: the pool drops it
