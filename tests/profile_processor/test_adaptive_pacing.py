@@ -115,8 +115,9 @@ def test_a_delivery_in_the_cas_queue_is_waiting_too(db_conn):
     ca = _ca(db_conn)
     assert _answer(db_conn, ca) is None
     db_conn.execute("INSERT INTO host_profiles (host_uuid, profile_uuid, identifier, "
-                    "profile_name, queued_for_ca) VALUES ('H-Q', 'P-Q', 'com.q', 'Q', %s)",
-                    (ca["id"],))
+                    "profile_name) VALUES ('H-Q', 'P-Q', 'com.q', 'Q')")
+    turn = db_conn.execute("SELECT now() + interval '5 seconds' AS t").fetchone()["t"]
+    DeliveryStore().queue(db_conn, ca["id"], [("H-Q", "P-Q", turn, "waiting")], turn)
     assert _answer(db_conn, ca) == "fast_answers"
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

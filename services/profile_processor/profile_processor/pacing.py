@@ -166,9 +166,7 @@ class IssuancePacing:
         conn.execute("INSERT INTO ca_pacing (ca_id) VALUES (%s) ON CONFLICT DO NOTHING", (ca["id"],))
         row = conn.execute(
             """SELECT per_second, baseline_ms, recent_ms,
-                      next_slot_at > now() OR EXISTS (
-                          SELECT 1 FROM host_profiles WHERE queued_for_ca = ca_pacing.ca_id
-                            AND status = 'pending' AND operation_type = 'install') AS limiting,
+                      next_slot_at > now() OR queue_until IS NOT NULL AS limiting,
                       decreased_at > now() - make_interval(secs => %s) AS decreased_lately,
                       answers_since, answers, answers_per_second, now() AS now
                FROM ca_pacing WHERE ca_id = %s FOR UPDATE""",
