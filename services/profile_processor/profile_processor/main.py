@@ -5,8 +5,11 @@ command and SCEP results), the reconcile loop, and the relay of the processor's 
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import threading
+import time
 
 from mdmscep.v1 import delivery_directory_pb2_grpc, profile_authority_pb2_grpc
 from mdmscep_common import bus, work_queues
@@ -38,35 +41,56 @@ SERVICE = "profile-processor"
 
 log = logging.getLogger(__name__)
 
-# What profile_processor.events brings; the ones after which a reconcile pass runs at once.
+# What profile_processor.events brings; the ones after which a reconcile pass runs at once; the
+# ones that change the read models who should have which profile is worked out from.
 EVENTS = {bus.COMMAND_RESULT, bus.SCEP_RESULT, bus.HOST_CHECKED_OUT, bus.HOST_DELETED,
           bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED, bus.HOST_FACTS_CHANGED}
 STARTS_A_PASS = {bus.COMMAND_RESULT, bus.DELIVERY_RESEND, bus.CONFIG_CHANGED, bus.HOST_ENROLLED,
                  bus.HOST_FACTS_CHANGED}
+CHANGES_SCOPES = {bus.CONFIG_CHANGED, bus.HOST_ENROLLED, bus.HOST_FACTS_CHANGED,
+                  bus.HOST_CHECKED_OUT, bus.HOST_DELETED}
 
 
 class ReconcileLoop:
     """Runs reconcile passes: when triggered by an event, when a delivery falls due, and every
-    PROFILE_RECONCILE_INTERVAL seconds. A failed pass is logged and retried on the next tick."""
+    PROFILE_RECONCILE_INTERVAL seconds. A failed pass is logged and retried on the next tick.
+
+    The fleet-wide scope statements (Reconciler.run_pass(scopes=True)) run only when an event
+    changed the read models since the last time, and at least every interval (what changed
+    otherwise: certificate waits running out; another replica's events are its own passes'):
+    a command.result changes no one's scope, and a pass follows each one."""
 
     def __init__(self, reconciler: Reconciler, interval: float):
         self.reconciler = reconciler
         self._interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._scopes_changed = threading.Event()
+        self._scopes_at = -math.inf
 
     def trigger(self) -> None:
         self._wake.set()
+
+    def scopes_changed(self) -> None:
+        """Call once the change is committed: the next pass works out the scopes again."""
+        self._scopes_changed.set()
 
     def run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             wait = self._interval
+            scopes = self._scopes_changed.is_set() \
+                or time.monotonic() - self._scopes_at >= self._interval
+            if scopes:  # cleared first: a change committed during the pass flags the next one
+                self._scopes_changed.clear()
+                self._scopes_at = time.monotonic()
             try:
-                observed_pass(self.reconciler.run_pass)
+                observed_pass(functools.partial(self.reconciler.run_pass, scopes=scopes))
                 wait = self.reconciler.seconds_until_due(self._interval)
             except Exception:
                 log.exception("reconcile pass failed")
+                if scopes:
+                    self._scopes_changed.set()
                 wait = min(self._interval, 5.0)
             self._wake.wait(wait)
 
@@ -111,6 +135,8 @@ def build(settings: ProfileProcessorSettings,
         if key not in EVENTS:
             raise bus.PoisonMessage(f"unexpected routing key {key}")
         handled = inbox.handle(body, lambda tx: handle(key, body, tx))
+        if handled and key in CHANGES_SCOPES:
+            loop.scopes_changed()
         if handled and key in STARTS_A_PASS:
             loop.trigger()  # once committed (after a command.result, a retry may be due)
 
