@@ -89,6 +89,10 @@ SERVICES = {
 GUNICORN = ("mdm-endpoint-http", "scep-proxy-http", "admin-config")
 
 
+# pg_stat_activity's wait of a backend in pg_advisory_lock: a proxy request waiting for a CA slot.
+SLOT_WAIT = "Lock:advisory"
+
+
 class Backends:
     """The CPU of the bench database's backends by the service whose role connected (each
     service connects as its own role), sampled every SAMPLE_SECONDS by a thread on its own
@@ -105,6 +109,7 @@ class Backends:
         # (service, query) → samples in which a backend was running it: where PostgreSQL's
         # time goes, without pg_stat_statements.
         self.active: dict[tuple[str, str], int] = {}
+        self.slot_waits: dict[str, int] = {}  # service → samples of a backend waiting for a CA slot
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sample(first=True)
@@ -119,7 +124,12 @@ class Backends:
             for pid, role, state, query, waiting in rows:
                 if pid in self._leave_out:
                     continue
-                if state == "active" and not first:
+                if state == "active" and not first and waiting == SLOT_WAIT:
+                    # A host's request queued for one of the CA's slots (scep_proxy/limits.py):
+                    # the CA's queue, kept in PostgreSQL's lock manager, not work or contention.
+                    service = _service_of_role(role or "")
+                    self.slot_waits[service] = self.slot_waits.get(service, 0) + 1
+                elif state == "active" and not first:
                     key = (_service_of_role(role or ""),
                            " ".join((query or "").split())[:80] + (f" [{waiting}]" if waiting
                                                                    else ""))
@@ -178,6 +188,9 @@ class Meter:
         self.postgresql_by_service = self._backends.stop()
         samples = sorted(self._backends.active.items(), key=lambda kv: -kv[1])
         total = sum(n for _, n in samples) or 1
+        # Of the samples of busy backends and of requests queued for a CA's slot together.
+        queued = sum(self._backends.slot_waits.values())
+        self.postgresql_slot_waits = round(queued / (total + queued), 3) if queued else 0.0
         self.postgresql_active = [{"service": k[0], "query": k[1], "share": round(n / total, 3)}
                                   for k, n in samples[:8]]
         # Of all samples: each service's queries seen waiting for a lock (wait_event_type Lock).
@@ -247,7 +260,8 @@ def _phase_row(name: str, hosts: int, meter: Meter, **extra) -> dict:
             "machine_busy_cpu_seconds": meter.machine_busy,
             "postgresql_cpu_seconds_by_service": meter.postgresql_by_service,
             "postgresql_active_queries": meter.postgresql_active,
-            "postgresql_lock_waits": meter.postgresql_lock_waits, **extra}
+            "postgresql_lock_waits": meter.postgresql_lock_waits,
+            "postgresql_slot_waits": meter.postgresql_slot_waits, **extra}
 
 
 def _sizes(conn) -> dict[str, tuple[int, int]]:

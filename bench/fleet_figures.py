@@ -165,6 +165,10 @@ def what_bounds(figures: dict) -> str:
         parts.append(f"PostgreSQL's backends were most often seen running "
                      f"{LABELS.get(top['service'], top['service'])}'s `{top['query']}` "
                      f"({100 * top['share']:.0f} % of the samples).")
+    if reach.get("postgresql_slot_waits"):
+        parts.append(f"Apart from those, {100 * reach['postgresql_slot_waits']:.0f} % of the "
+                     "samples were scep-proxy's requests queued for the CA's slots (a session "
+                     "waiting in pg_advisory_lock: the CA's queue, not PostgreSQL's work).")
     waits = reach.get("postgresql_lock_waits") or {}
     if waits:
         parts.append("Backends seen waiting for a lock (another transaction's rows): " + ", ".join(

@@ -782,7 +782,7 @@ def main() -> None:
                         help="run these; the others keep their figures from the last report")
     parser.add_argument("--quiet-load", type=float, default=2.0,
                         help="wait for the 1-minute load average to drop under this")
-    parser.add_argument("--max-wait", type=float, default=20.0,
+    parser.add_argument("--max-wait", type=float, default=60.0,
                         help="seconds to wait for it before each benchmark")
     parser.add_argument("--no-profile", action="store_true", help="no py-spy profiles")
     parser.add_argument("--results", metavar="JSON",
