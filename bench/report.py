@@ -344,10 +344,10 @@ def bounds(key: str, results: dict, profiles: Path, cores: int) -> str:
                        "shared_buffers (128 MB here) and dirty pages are written out) and for CPU "
                        f"held by the machine's other jobs (load {_load(largest)}).")
         return ("CPU per host-profile, by process: " + "; ".join(parts) + ". PostgreSQL's "
-                "share is the largest: each delivery inserts a command (a few KB, TOAST-"
-                "compressed, foreign key to hosts, three indexes), a one-time code (three "
-                "indexes) and updates its host_profiles row (five indexes), all in batched "
-                "statements." + waiting + "\n\n"
+                "share is the largest: each delivery inserts a command (a few KB sealed at "
+                "rest, which do not compress and go to TOAST; foreign key to hosts, three "
+                "indexes), a one-time code (three indexes) and updates its host_profiles row "
+                "(five indexes), all in batched statements." + waiting + "\n\n"
                 + _profile(profiles, f"delivery-{largest['hosts']}", top=10)
                 + "\n\n" + _profile(profiles, f"delivery-{largest['hosts']}-1", top=6))
     if key.startswith("mdm"):
