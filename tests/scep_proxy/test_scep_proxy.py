@@ -673,7 +673,8 @@ def test_scep_result_reaches_the_bus_through_the_outbox(fake, make_proxy, amqp_u
     ca_name = f"Outbox_{uuid.uuid4().hex[:8]}"
     fake.add_ca(ca_name, fake.cas[CA][1])
     try:
-        proxy = make_proxy(publisher=OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX)))
+        store = OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX))
+        proxy = make_proxy(publisher=store)
         host, profile, code = grant(fake, ca=ca_name)
         response = proxy.client.post(proxy_path(host, profile, code, ca=ca_name)
                                      + "?operation=PKIOperation", data=pkcs_requests["wrong"])
@@ -703,6 +704,7 @@ def test_scep_result_reaches_the_bus_through_the_outbox(fake, make_proxy, amqp_u
         assert published["published_at"] is not None
         assert [r["outcome"] for r in requests] == ["scep_failure"]
     finally:
+        store.close()
         relay.stop()
         with db.transaction() as conn:
             conn.execute("DELETE FROM ca_requests WHERE ca_name = %s", (ca_name,))

@@ -324,10 +324,15 @@ def test_an_outcome_that_cannot_be_recorded_does_not_change_the_answer():
             raise psycopg.OperationalError("connection refused")
 
     events = RecordingPublisher()
-    world = World(publisher=OutcomeStore(DatabaseAway(), events))
+    store = OutcomeStore(DatabaseAway(), events)
+    world = World(publisher=store)
     failures = RECORD_FAILURES._value.get()
-    assert world.post(PKCS_REQ).status_code == 200
-    assert RECORD_FAILURES._value.get() == failures + 1 and events.messages == []
+    try:
+        assert world.post(PKCS_REQ).status_code == 200
+        store.flush()
+        assert RECORD_FAILURES._value.get() == failures + 1 and events.messages == []
+    finally:
+        store.close()
 
 
 # --- request shape --------------------------------------------------------------------------

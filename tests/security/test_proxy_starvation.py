@@ -184,6 +184,7 @@ class RealWorld:
         return create_app(parts.proxy, HealthChecks({})).test_client()
 
     def stats(self) -> dict:
+        self.outcomes.flush()  # written off the request path
         return self.stats_service.stats(self.ca_id)
 
     def metric(self, name: str, **labels: str) -> float:
@@ -202,6 +203,7 @@ class RealWorld:
         self.parts.close()
         for parts in self.other_parts:
             parts.close()
+        self.outcomes.close()
         self.authority.stop(grace=0)
         with self.db.transaction() as conn:
             for d in self.deliveries:

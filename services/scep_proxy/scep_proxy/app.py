@@ -108,16 +108,17 @@ def create_production_app(settings: ScepProxySettings) -> Flask:
     from .outcome_metrics import CountingRecorder
     from .outcome_records import OutcomeStore
 
-    # Outcome records (one short transaction per PKIOperation) and refusal counts.
+    # Outcome records (written off the request path, outcome_records.py) and refusal counts.
     db = Database(settings.database_url, max_size=4, name="scep-proxy").open()
-    outcomes = CountingRecorder(OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX)))
+    outcome_store = OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX))
+    outcomes = CountingRecorder(outcome_store)
     # Fleet-wide per-CA limit (every replica shares the slots) and per-CA statistics.
     limiter = FleetCaLimiter(settings.database_url, settings.scep_proxy_ca_concurrency,
                              settings.scep_proxy_queue_timeout, settings.http_threads)
     # Refused requests per client address, counted for every worker and replica.
     parts = build_proxy(settings, outcomes, limiter=limiter,
                         client_limiter=SharedClientRefusalLimiter(db))
-    parts.closers.append(limiter.close)
+    parts.closers += [limiter.close, outcome_store.close]  # closed in reverse: outcomes first
     listener = ConfigListener(settings.amqp_url, parts.proxy.forget_ca).start()
     parts.closers = [db.close, listener.stop, *parts.closers]
     atexit.register(parts.close)
