@@ -40,3 +40,30 @@ def test_what_the_recogniser_accepts_a_parser_reads_as_that_install_profile(edit
                      "Command": {"RequestType": "InstallProfile",
                                  "Payload": plist["Command"]["Payload"]}}
     assert isinstance(plist["Command"]["Payload"], bytes)
+
+
+def _well_formed_base64_lines(data: bytes) -> bool:
+    """The rule the recogniser applies to what lies between <data> and </data>, written plainly:
+    base64 characters and the line layout only; without the layout, whole quads with padding
+    ("=" or "==") only at the end."""
+    encoded = data.replace(b"\n", b"").replace(b"\t", b"")
+    if any(byte not in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+           for byte in encoded):
+        return False
+    body = encoded.rstrip(b"=")
+    return len(encoded) % 4 == 0 and b"=" not in body and len(encoded) - len(body) <= 2
+
+
+# Pieces of base64 lines, near-valid ones among them (a quad padded once, twice, three times),
+# and single characters that shift the quads or break the layout.
+PIECES = [b"QUJD", b"QUI=", b"QQ==", b"Q===", b"====", b"=", b"Q", b"\n", b"\t", b"\n\t", b"/+",
+          b"x", b"<"]
+
+
+@settings(max_examples=3000)
+@given(st.lists(st.sampled_from(PIECES), max_size=12).map(b"".join))
+def test_the_recogniser_counts_quads_and_padding_as_the_plain_rule_does(data):
+    layout = mdm_commands._LAYOUT
+    payload = (layout.head + data + layout.tail_before + COMMAND_UUID.encode()
+               + layout.tail_after)
+    assert layout.matches(payload, COMMAND_UUID) is _well_formed_base64_lines(data)

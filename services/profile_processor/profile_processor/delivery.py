@@ -194,9 +194,11 @@ class Reconciler:
             start, now = pacing["start"], pacing["now"]
             room = slots_within(start, now, rate)
             queue_until = pacing["queue_until"]
-            if room > len(group):
+            if room > len(group) and queue_until is not None:
                 # Queued deliveries claimed as due are locked by this transaction already, so
                 # they may come again: `room` are asked for, at most len(group) of them known.
+                # (No queue_until, no queue: store.cas_with_queue. A delivery left queued by a
+                # replica whose pass failed comes back through claim_due at its estimate.)
                 known = {(r["host_uuid"], r["profile_uuid"]) for r in group}
                 taken = [r for r in self._store.take_queued(conn, ca_id, room)
                          if (r["host_uuid"], r["profile_uuid"]) not in known]
