@@ -285,6 +285,8 @@ def _admin_app(db, env: dict[str, str]):
     return create_app(services, HealthChecks({})).test_client()
 
 
+# Each call to the down owner first waits out its channel's reconnection (RECONNECT_WAIT_SECONDS).
+@pytest.mark.slow
 def test_the_admin_api_answers_503_while_an_owner_is_down(owners, db):
     down = f"127.0.0.1:{free_port()}"
     client = _admin_app(db, {"MDM_GRPC_ADDR": down, "PROCESSOR_GRPC_ADDR": owners["directory_addr"],

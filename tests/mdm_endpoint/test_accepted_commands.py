@@ -22,7 +22,7 @@ def test_every_install_profile_the_builder_makes_is_recognised(profile):
     assert not mdm_commands.is_install_profile(payload, COMMAND_UUID.replace("6", "7"))
 
 
-@settings(max_examples=2000)
+@settings(max_examples=1000)
 @given(st.lists(st.tuples(st.integers(0, len(BASE) - 1),
                           st.sampled_from(list(b"=<>&/+A\n\t x\x00\xff"))), min_size=1, max_size=4),
        st.integers(0, 40), st.binary(max_size=40))
@@ -60,7 +60,7 @@ PIECES = [b"QUJD", b"QUI=", b"QQ==", b"Q===", b"====", b"=", b"Q", b"\n", b"\t",
           b"x", b"<"]
 
 
-@settings(max_examples=3000)
+@settings(max_examples=600)
 @given(st.lists(st.sampled_from(PIECES), max_size=12).map(b"".join))
 def test_the_recogniser_counts_quads_and_padding_as_the_plain_rule_does(data):
     layout = mdm_commands._LAYOUT
