@@ -14,7 +14,8 @@ from tests.support.recording_publisher import RecordingPublisher
 
 
 class HeldDatabase:
-    """A database whose transactions wait until released; records their statements."""
+    """A database whose transactions wait until released; records their statements'
+    parameters."""
 
     def __init__(self):
         self.waiting, self.release = threading.Event(), threading.Event()
@@ -48,9 +49,10 @@ def test_recording_does_not_wait_for_the_database_and_batches_what_came_meanwhil
         store.flush()
         assert [body["host_uuid"] for _, body in events.messages] == ["HOST-0", "HOST-1", "HOST-2"]
         # The first transaction took the first outcome; the two that came while it waited
-        # share the next one. Each request that reached the CA has its ca_requests row.
-        assert [len(t) for t in db.transactions] == [1, 2]
-        assert [row for t in db.transactions for row in t] == [("CA", "issued", 12.5)] * 3
+        # share the next one (one ca_requests statement each, with a row per request that
+        # reached the CA).
+        rows = [[list(zip(*params, strict=True)) for params in t] for t in db.transactions]
+        assert rows == [[[("CA", "issued", 12.5)]], [[("CA", "issued", 12.5)] * 2]]
     finally:
         db.release.set()
         store.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,9 @@ import psycopg
 
 from mdmscep_common.ca_keys import slot_lock_class
 
+from .batch_writer import BatchWriter
 from .errors import Busy
+from .store import CaRequestStore
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,11 @@ class FleetCaLimiter:
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
         self._turns = itertools.count()  # which slot a waiter queues for (itertools: thread-safe)
-        # Busy refusals are written by a background thread in batches, off the host's request
-        # path (under overload they come in bursts).
-        self._outcomes: queue.Queue[tuple[str, str, float] | None] = queue.Queue(MAX_PENDING_OUTCOMES)
-        self._writer = threading.Thread(target=self._write_outcomes, name="ca-request-outcomes",
-                                        daemon=True)
-        self._writer.start()
+        # Busy refusals are written off the host's request path, in batches (under overload
+        # they come in bursts).
+        self._refusals: BatchWriter[tuple[str, str, float]] = BatchWriter(
+            "ca-request-outcomes", self._write_refusals, self._refusals_lost,
+            MAX_PENDING_OUTCOMES, OUTCOMES_PER_WRITE)
 
     def _check_if_idle(self, conn) -> None:
         from psycopg_pool import ConnectionPool
@@ -205,38 +205,18 @@ class FleetCaLimiter:
     def record(self, ca_name: str, outcome: str, latency_ms: float) -> None:
         """Queue a request refused busy for the statistics (written within moments, in
         batches)."""
-        try:
-            self._outcomes.put_nowait((ca_name, outcome, latency_ms))
-        except queue.Full:  # statistics never hold up or break a host's request
-            log.warning("could not record a CA request outcome", extra={"ca": ca_name})
+        self._refusals.add((ca_name, outcome, latency_ms))
 
-    def _write_outcomes(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [self._outcomes.get()]
-            try:
-                while len(batch) < OUTCOMES_PER_WRITE:
-                    batch.append(self._outcomes.get_nowait())
-            except queue.Empty:
-                pass
-            stopping = None in batch
-            rows = [row for row in batch if row is not None]
-            if not rows:
-                continue
-            try:
-                with self._pool.connection(timeout=2) as conn:
-                    conn.execute(
-                        "INSERT INTO ca_requests (ca_name, outcome, latency_ms) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::real[])",
-                        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
-            except Exception:  # noqa: BLE001 - statistics never break a host's request
-                log.warning("could not record CA request outcomes",
-                            extra={"ca": rows[0][0], "count": len(rows)})
+    def _write_refusals(self, rows: list[tuple[str, str, float]]) -> None:
+        with self._pool.connection(timeout=2) as conn:
+            CaRequestStore.add(conn, rows)
+
+    @staticmethod
+    def _refusals_lost(rows: list[tuple[str, str, float]], reason: str) -> None:
+        # Statistics never hold up or break a host's request.
+        log.warning("could not record CA request outcomes",
+                    extra={"ca": rows[0][0], "count": len(rows), "reason": reason})
 
     def close(self) -> None:
-        try:
-            self._outcomes.put(None, timeout=5)
-        except queue.Full:
-            pass
-        self._writer.join(5)
+        self._refusals.close(5)
         self._pool.close()

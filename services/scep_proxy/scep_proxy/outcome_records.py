@@ -17,15 +17,15 @@ re-send after SCEP_CODE_TTL).
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 
 from prometheus_client import Counter
 
 from mdmscep_common import bus
 from mdmscep_common.outbox import Events
 
+from .batch_writer import WRITE_FAILED, BatchWriter
 from .outcomes import ScepOutcome
+from .store import CaRequestStore
 
 log = logging.getLogger(__name__)
 
@@ -34,74 +34,39 @@ RECORD_FAILURES = Counter("scep_proxy_outcome_record_failures", "SCEP outcomes t
 
 MAX_PENDING = 10_000  # outcomes waiting to be written; past it they are lost, not waited for
 PER_TRANSACTION = 200
-_STOP = object()
 
 
 class OutcomeStore:
     def __init__(self, db, events: Events, max_pending: int = MAX_PENDING):
         self._db = db
         self._events = events
-        self._pending: queue.Queue = queue.Queue(max_pending)
-        self._closed = False
-        self._writer = threading.Thread(target=self._write, name="scep-outcomes", daemon=True)
-        self._writer.start()
+        self._writer: BatchWriter[tuple[ScepOutcome, float | None]] = BatchWriter(
+            "scep-outcomes", self._write, self._lost, max_pending, PER_TRANSACTION)
 
     def record(self, outcome: ScepOutcome, latency_ms: float | None) -> None:
-        """Queue the outcome for the writer; never waits (a full queue loses it, counted)."""
-        try:
-            self._pending.put_nowait((outcome, latency_ms))
-        except queue.Full:
-            self._lost([(outcome, latency_ms)], "too many outcomes waiting to be written",
-                       failed=False)
+        """Queue the outcome for the writer; never waits."""
+        self._writer.add((outcome, latency_ms))
 
     def flush(self) -> None:
         """Wait until every outcome recorded so far is written (or counted lost)."""
-        self._pending.join()
+        self._writer.flush()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self) -> None:
         """Write what waits, then stop the writer."""
-        if self._closed:
-            return
-        self._closed = True
-        self._pending.put(_STOP)
-        self._writer.join(timeout)
+        self._writer.close()
 
-    def _write(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            while len(batch) < PER_TRANSACTION:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
-            outcomes = [item for item in batch if item is not _STOP]
-            try:
-                if outcomes:
-                    self._write_batch(outcomes)
-            finally:
-                for _ in batch:
-                    self._pending.task_done()
-            if len(outcomes) < len(batch):
-                return
-
-    def _write_batch(self, outcomes: list[tuple[ScepOutcome, float | None]]) -> None:
-        try:
-            with self._db.transaction() as conn:
-                for outcome, latency_ms in outcomes:
-                    if latency_ms is not None:
-                        conn.execute("INSERT INTO ca_requests (ca_name, outcome, latency_ms) "
-                                     "VALUES (%s, %s, %s)",
-                                     (outcome.ca_name, outcome.outcome, latency_ms))
-                    self._events.add(conn, bus.SCEP_RESULT, outcome.body())
-        except Exception:  # noqa: BLE001 - the writer keeps going whatever happens here
-            self._lost(outcomes, "database unavailable", failed=True)
+    def _write(self, outcomes: list[tuple[ScepOutcome, float | None]]) -> None:
+        with self._db.transaction() as conn:
+            CaRequestStore.add(conn, [(o.ca_name, o.outcome, latency) for o, latency in outcomes
+                                      if latency is not None])
+            for outcome, _ in outcomes:
+                self._events.add(conn, bus.SCEP_RESULT, outcome.body())
 
     @staticmethod
-    def _lost(outcomes: list[tuple[ScepOutcome, float | None]], reason: str,
-              failed: bool) -> None:
-        """`failed`: called while handling the exception that lost them (logged with it)."""
+    def _lost(outcomes: list[tuple[ScepOutcome, float | None]], reason: str) -> None:
         RECORD_FAILURES.inc(len(outcomes))
         for outcome, _ in outcomes:
-            log.error("could not record a SCEP outcome; its scep.result is lost", exc_info=failed,
+            log.error("could not record a SCEP outcome; its scep.result is lost",
+                      exc_info=reason == WRITE_FAILED,
                       extra={"ca": outcome.ca_name, "host_uuid": outcome.host_uuid,
                              "outcome": outcome.outcome, "reason": reason})

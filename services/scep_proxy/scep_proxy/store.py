@@ -1,5 +1,6 @@
 """scep-proxy's SQL for what it reports about a CA: its ca_requests rows (written by the http
-workers' limiter, limits.py) and the CA's request slots, held as session advisory locks."""
+workers: outcomes, outcome_records.py; busy refusals, limits.py) and the CA's request slots,
+held as session advisory locks."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ class RequestCounts:
 
 
 class CaRequestStore:
+    @staticmethod
+    def add(conn: psycopg.Connection, rows: list[tuple[str, str, float]]) -> None:
+        """(CA name, outcome, latency in ms) rows, in one statement."""
+        if rows:
+            conn.execute("INSERT INTO ca_requests (ca_name, outcome, latency_ms) "
+                         "SELECT * FROM unnest(%s::text[], %s::text[], %s::real[])",
+                         tuple(map(list, zip(*rows, strict=True))))
+
     def counts(self, conn: psycopg.Connection, ca_name: str, window_seconds: int) -> RequestCounts:
         row = conn.execute(
             """SELECT count(*) FILTER (WHERE outcome = 'issued') AS issued,
