@@ -1,17 +1,22 @@
 """What operators see, on the stack started by `make run`'s launcher (every process real, two
 gunicorn workers per HTTP service): `/metrics` on every process, moving with activity and free of
 codes and hosts; expiring credentials (a push certificate valid 5 more days, a custom CA valid 10)
-as `/healthz` warnings, metrics, log lines and one `credential_expiring` activity each; and each
-owner's pruning timer running."""
+as `/healthz` warnings, metrics, log lines and one `credential_expiring` activity each; each
+owner's pruning timer running; and internal gRPC on loopback, each program with its own
+service's certificate."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
+import grpc
 import httpx
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin_config.certificate_authorities import challenge_context
@@ -20,10 +25,16 @@ from mdmscep_common.crypto import SecretBox
 from mdmscep_common.db import drop_database, ensure_database
 from mdmscep_common.mdm_commands import profile_list
 from mdmscep_common.migrate import apply_migrations
+from mdmscep_common.service_tls import SERVICES
 from tests.conftest import ADMIN_TOKEN, AMQP_BASE, PG_BASE, RUN_ID, SERVER_PRIVATE_KEY, _rabbitmqctl
 from tests.support.expiring_pki import ca_pem, push_certificate
 from tests.support.ports import free_port
-from tests.support.stack import start_stack
+from tests.support.stack import (
+    GRPC_SERVERS,
+    listening_addresses,
+    program_environment,
+    start_stack,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -241,3 +252,33 @@ def test_expiring_credentials_warn_in_health_metrics_logs_and_activities(ops):
                          ("credential expiring", "Expiring_CA", "APNS_CERT")),
              what="the expiry warnings in the log")
 
+
+
+def test_the_stack_serves_grpc_on_loopback_with_one_certificate_per_process(ops):
+    """GRPC_BIND_ADDRESS unset: every gRPC listener on 127.0.0.1, and each program holds its own
+    service's certificate and key (tests/security/test_internal_grpc.py: the other address)."""
+    stack = ops["stack"]
+    for var in GRPC_SERVERS:
+        assert listening_addresses(stack.port(var)) == {"127.0.0.1"}, var
+    pki = stack.run_dir / "service-pki"
+    for program, service in {"admin-config": "admin-config", "scep-proxy-http": "scep-proxy",
+                             "scep-proxy-grpc": "scep-proxy", "mdm-endpoint-http": "mdm-endpoint",
+                             "mdm-endpoint-grpc": "mdm-endpoint",
+                             "mdm-endpoint-push": "mdm-endpoint",
+                             "profile-processor": "profile-processor"}.items():
+        env = program_environment(stack.pid(program))
+        assert env["GRPC_TLS_CA_CERT"] == str(pki / "ca.crt"), program
+        assert env["GRPC_TLS_KEY"] == str(pki / service / "tls.key"), program
+        certificate = x509.load_pem_x509_certificate(Path(env["GRPC_TLS_CERT"]).read_bytes())
+        assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == service
+    # Keys on disk: the four services' own, 0600; the CA's was never written.
+    keys = sorted(p.relative_to(pki).as_posix() for p in pki.rglob("*")
+                  if p.is_file() and b"PRIVATE KEY" in p.read_bytes())
+    assert keys == sorted(f"{s}/tls.key" for s in SERVICES)
+    assert all((pki / key).stat().st_mode & 0o777 == 0o600 for key in keys)
+    # The real processes enforce the callers too.
+    with stack.channel("MDM_GRPC_PORT", caller="admin-config") as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            commander_pb2_grpc.CommanderStub(channel).Enqueue(
+                commander_pb2.EnqueueRequest(commands=[]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -1,4 +1,4 @@
-"""Protecting a fragile CA: 100 simulated Macs get a SCEP profile at once. With the per-CA limit
+"""Protecting a fragile CA: 50 simulated Macs get a SCEP profile at once. With the per-CA limit
 at 1, micromdm's scepserver (whose serial counter races under concurrency) issues every
 certificate with a distinct serial and every host ends verified. With the limit raised to 32 on
 another such CA, the duplicates and failures that appear are printed, and failures are retried
@@ -15,7 +15,7 @@ from tests.support.world import running_world
 
 pytestmark = pytest.mark.slow
 
-HOSTS = 100
+HOSTS = 50
 CHALLENGE = "fragile-challenge"
 SEED = (Path(__file__).parents[1] / "testdata" /
         "seed_scep_profile.mobileconfig").read_bytes()

@@ -28,6 +28,33 @@ def world(base_env, tmp_path_factory):
         yield w
 
 
+def test_a_ca_expecting_another_challenge_fails_after_three_attempts_with_its_answer(world):
+    """Runs first, on three hosts: every failed attempt halves the CA's pace (a CA refusing is
+    backed off), so each host more makes the test seconds longer."""
+    admin, wrong = world.admin, world.cas["wrong"]
+    hosts = world.enroll(3)
+    created = admin.http.post("/certificate_authorities", json={"custom_scep_proxy": {
+        "name": "Strict_CA", "url": wrong.url, "challenge": "not-the-challenge"}})
+    assert created.status_code == 200, created.text
+    profile = SEED.replace(b"Test_SCEP", b"Strict_CA").replace(b"Fleet.custom.SCEP",
+                                                                b"Fleet.strict.SCEP") \
+                  .replace(b"4CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDC",
+                           b"5CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDC")
+    upload = admin.http.post("/configuration_profiles", files={"profile": ("strict.mobileconfig",
+                                                                           profile)})
+    assert upload.status_code == 200, upload.text
+    profile_uuid = upload.json()["profile_uuid"]
+    rows = world.wait_all(hosts, profile_uuid, "failed", timeout=240)
+    for row in rows.values():
+        assert "badRequest" in row["detail"] or "failInfo" in row["detail"], row["detail"]
+    for host in hosts:
+        attempts = [c for c in host.received if c["Command"]["RequestType"] == "InstallProfile"
+                    and b"Strict_CA" in c["Command"]["Payload"]]
+        assert len(attempts) == 3
+    # The hosts enrolled next are the seed flow's only.
+    assert admin.http.delete(f"/configuration_profiles/{profile_uuid}").status_code in (200, 204)
+
+
 def test_seed_flow_every_host_ends_verified_with_a_real_certificate(world):
     admin, custom = world.admin, world.cas["custom"]
     early = world.enroll(HOSTS)
@@ -62,25 +89,3 @@ def test_seed_flow_every_host_ends_verified_with_a_real_certificate(world):
         assert operation in log
     listed = admin.http.get("/hosts").json()["hosts"]
     assert {h.udid for h in hosts} <= {h["uuid"] for h in listed if h["enrolled"]}
-
-
-def test_a_ca_expecting_another_challenge_fails_after_three_attempts_with_its_answer(world):
-    admin, wrong = world.admin, world.cas["wrong"]
-    hosts = world.fleet.hosts[:3] if world.fleet.hosts else world.enroll(3)
-    created = admin.http.post("/certificate_authorities", json={"custom_scep_proxy": {
-        "name": "Strict_CA", "url": wrong.url, "challenge": "not-the-challenge"}})
-    assert created.status_code == 200, created.text
-    profile = SEED.replace(b"Test_SCEP", b"Strict_CA").replace(b"Fleet.custom.SCEP",
-                                                                b"Fleet.strict.SCEP") \
-                  .replace(b"4CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDC",
-                           b"5CD1BD65-1D2C-4E9E-9E18-9BCD400CDEDC")
-    upload = admin.http.post("/configuration_profiles", files={"profile": ("strict.mobileconfig",
-                                                                           profile)})
-    assert upload.status_code == 200, upload.text
-    rows = world.wait_all(world.fleet.hosts, upload.json()["profile_uuid"], "failed", timeout=240)
-    for row in rows.values():
-        assert "badRequest" in row["detail"] or "failInfo" in row["detail"], row["detail"]
-    for host in hosts:
-        attempts = [c for c in host.received if c["Command"]["RequestType"] == "InstallProfile"
-                    and b"Strict_CA" in c["Command"]["Payload"]]
-        assert len(attempts) == 3

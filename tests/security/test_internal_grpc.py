@@ -21,8 +21,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
@@ -52,7 +50,7 @@ from tests.support.processor_read_models import copy_owned_rows_to_processor
 from tests.support.proxy_world import RecordingCa
 from tests.support.service_certs import other_pki_dir, service_tls, tls_env
 from tests.support.settings import load_settings
-from tests.support.stack import GRPC_SERVERS, start_stack
+from tests.support.stack import GRPC_SERVERS, listening_addresses, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -339,63 +337,10 @@ def test_a_service_given_another_services_certificate_does_not_start():
     assert "configuration error: GRPC_TLS_KEY is required" in done.stderr
 
 
-# --- the launcher's stack: loopback, one identity per process ----------------------------------
+# --- the launcher's stack: gRPC where GRPC_BIND_ADDRESS says -------------------------------
 
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses of the TCP sockets listening on `port` (from /proc/net/tcp and tcp6)."""
-    found = set()
-    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state = fields[1], fields[3]
-            address_hex, port_hex = local.split(":")
-            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
-                continue
-            raw = bytes.fromhex(address_hex)
-            # The kernel prints each 32-bit word in host (little-endian) order.
-            address = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4)))
-            # gRPC may listen on an IPv6 socket for an IPv4 address (::ffff:127.0.0.1).
-            found.add(str(getattr(address, "ipv4_mapped", None) or address))
-    return found
-
-
-def _program_environment(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-@pytest.mark.slow
-def test_the_stack_serves_grpc_on_loopback_with_one_certificate_per_process(base_env, tmp_path):
-    stack = start_stack(base_env, tmp_path)
-    try:
-        stack.wait_healthy(timeout=90)
-        for var in GRPC_SERVERS:
-            assert listening_addresses(stack.port(var)) == {"127.0.0.1"}, var
-        pki = stack.run_dir / "service-pki"
-        for program, service in {"admin-config": "admin-config", "scep-proxy-http": "scep-proxy",
-                                 "scep-proxy-grpc": "scep-proxy", "mdm-endpoint-http": "mdm-endpoint",
-                                 "mdm-endpoint-grpc": "mdm-endpoint",
-                                 "mdm-endpoint-push": "mdm-endpoint",
-                                 "profile-processor": "profile-processor"}.items():
-            env = _program_environment(stack.pid(program))
-            assert env["GRPC_TLS_CA_CERT"] == str(pki / "ca.crt"), program
-            assert env["GRPC_TLS_KEY"] == str(pki / service / "tls.key"), program
-            certificate = x509.load_pem_x509_certificate(Path(env["GRPC_TLS_CERT"]).read_bytes())
-            assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == service
-        # Keys on disk: the four services' own, 0600; the CA's was never written.
-        keys = sorted(p.relative_to(pki).as_posix() for p in pki.rglob("*")
-                      if p.is_file() and b"PRIVATE KEY" in p.read_bytes())
-        assert keys == sorted(f"{s}/tls.key" for s in SERVICES)
-        assert all((pki / key).stat().st_mode & 0o777 == 0o600 for key in keys)
-        # The real processes enforce the callers too.
-        with stack.channel("MDM_GRPC_PORT", caller="admin-config") as channel:
-            with pytest.raises(grpc.RpcError) as refused:
-                commander_pb2_grpc.CommanderStub(channel).Enqueue(
-                    commander_pb2.EnqueueRequest(commands=[]), timeout=10)
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    finally:
-        stack.stop()
-
+# (On loopback by default, one certificate per process: tests/common/test_operations_stack.py
+# checks it on the stack it starts anyway.)
 
 @pytest.mark.slow
 def test_grpc_bind_address_moves_the_stacks_grpc_listeners(base_env, tmp_path):

@@ -5,6 +5,7 @@ talk gRPC to the stack with those (Stack.channel), as one of its services."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -154,3 +155,27 @@ def start_stack(base_env: dict[str, str], workdir: Path, **overrides: str) -> St
                                stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     return Stack(env, run_dir, process, log_path)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the TCP sockets listening on `port` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            address_hex, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address_hex)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            address = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4)))
+            # gRPC may listen on an IPv6 socket for an IPv4 address (::ffff:127.0.0.1).
+            found.add(str(getattr(address, "ipv4_mapped", None) or address))
+    return found
+
+
+def program_environment(pid: int) -> dict[str, str]:
+    """The environment a process was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
