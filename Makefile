@@ -10,6 +10,13 @@ SERVICES := common admin_config scep_proxy profile_processor mdm_endpoint
 EDITABLE := $(foreach s,$(SERVICES),services/$(s)) tests/hostsim
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/common
+# Compiled bytecode (pytest's rewritten test modules too) is cached under .cache/pycache, out of
+# the source tree. Where the environment turns it off (PYTHONDONTWRITEBYTECODE, as on the CI
+# machines), every process compiled the same modules again: each pytest-xdist worker spent 6 s of
+# CPU collecting the suite instead of 2.5 s, and each service process of every stack a test starts
+# 0.1-0.2 s more.
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help venv scep wrk proto proto-check migrate run demo test test-fast test-long audit lint bench clean deploy-tools lint-deploy
 
