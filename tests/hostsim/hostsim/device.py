@@ -75,7 +75,7 @@ class SimulatedHost:
         # every InstallProfile with this error text.
         self.fetch_certificates = True
         self.install_error: str | None = None
-        # A key made beforehand for the certificates of SCEP payloads (None: one per certificate).
+        # A key made beforehand for the certificates of SCEP payloads (None: scep.pooled_key).
         self.scep_key_pem: bytes | None = None
         self.received: list[dict] = []  # every command plist, in order
 
