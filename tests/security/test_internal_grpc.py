@@ -6,8 +6,9 @@ listener, every one served by GrpcServer with a certificate of the tests' servic
 (tests/support/service_certs.py). A caller without a certificate from the service CA cannot
 complete the handshake; a service calling a method that is not its own gets PERMISSION_DENIED
 and the handler never runs (nothing queued, deleted, fetched or used up). The stack `make run`
-starts binds gRPC to 127.0.0.1 and gives each process only its own certificate; a gRPC service
-without GRPC_TLS_* does not start.
+starts binds gRPC where GRPC_BIND_ADDRESS says (127.0.0.1 by default, with each process given
+only its own certificate: checked on tests/common/test_operations_stack.py's stack); a gRPC
+service without GRPC_TLS_* does not start.
 """
 
 from __future__ import annotations
