@@ -1,68 +1,79 @@
 """scep-proxy's outcome records (scep_proxy/outcome_records.py) are written off the host's
-request path: recording returns at once, a thread writes them, the outcomes that came meanwhile
-share one transaction, and close writes what waits. (With the real database and the outbox
-relay: tests/scep_proxy/test_scep_proxy.py, test_scep_result_reaches_the_bus_through_the_outbox.)"""
+request path, against the real database: recording returns while the writer's transaction waits
+on PostgreSQL, the outcomes that came meanwhile share one transaction (one xmin), and close
+writes what waits. (Through the outbox relay to RabbitMQ: tests/scep_proxy/test_scep_proxy.py,
+test_scep_result_reaches_the_bus_through_the_outbox.)"""
 
 from __future__ import annotations
 
-import contextlib
-import threading
+import uuid
 
+import psycopg
+import pytest
+
+from mdmscep_common.db import Database
+from mdmscep_common.outbox import SCEP_PROXY_OUTBOX, Outbox
 from scep_proxy.outcome_records import OutcomeStore
 from scep_proxy.outcomes import ScepOutcome
-from tests.support.recording_publisher import RecordingPublisher
+from tests.support.waiting import wait_for
 
 
-class HeldDatabase:
-    """A database whose transactions wait until released; records their statements'
-    parameters."""
-
-    def __init__(self):
-        self.waiting, self.release = threading.Event(), threading.Event()
-        self.transactions: list[list[tuple]] = []
-
-    @contextlib.contextmanager
-    def transaction(self):
-        self.waiting.set()
-        assert self.release.wait(10), "the test never released the database"
-        self.transactions.append([])
-        yield self
-
-    def execute(self, statement, params=None):
-        self.transactions[-1].append(params)
+@pytest.fixture
+def ca_name(database_url):
+    name = f"Outcomes_{uuid.uuid4().hex[:8]}"
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM ca_requests WHERE ca_name = %s", (name,))
+        conn.execute(f"DELETE FROM {SCEP_PROXY_OUTBOX} WHERE body->>'ca_name' = %s", (name,))
 
 
-def _outcome(n: int) -> ScepOutcome:
-    return ScepOutcome(f"HOST-{n}", "PROFILE", "CA", "issued", "", 200, "issued")
-
-
-def test_recording_does_not_wait_for_the_database_and_batches_what_came_meanwhile():
-    db, events = HeldDatabase(), RecordingPublisher()
-    store = OutcomeStore(db, events)
-    try:
-        store.record(_outcome(0), 12.5)
-        assert db.waiting.wait(10)  # the writer is in its transaction, held by the database
-        store.record(_outcome(1), 12.5)  # returns at once all the same
-        store.record(_outcome(2), 12.5)
-        assert events.messages == [] and db.transactions == []
-        db.release.set()
-        store.flush()
-        assert [body["host_uuid"] for _, body in events.messages] == ["HOST-0", "HOST-1", "HOST-2"]
-        # The first transaction took the first outcome; the two that came while it waited
-        # share the next one (one ca_requests statement each, with a row per request that
-        # reached the CA).
-        rows = [[list(zip(*params, strict=True)) for params in t] for t in db.transactions]
-        assert rows == [[[("CA", "issued", 12.5)]], [[("CA", "issued", 12.5)] * 2]]
-    finally:
-        db.release.set()
-        store.close()
-
-
-def test_close_writes_what_waits():
-    db, events = HeldDatabase(), RecordingPublisher()
-    store = OutcomeStore(db, events)
-    store.record(_outcome(0), None)  # never reached the CA: the event, no ca_requests row
-    db.release.set()
+@pytest.fixture
+def store(database_url):
+    db = Database(database_url, max_size=2, name="tests-outcomes").open()
+    store = OutcomeStore(db, Outbox(SCEP_PROXY_OUTBOX))
+    yield store
     store.close()
-    assert [key for key, _ in events.messages] == ["scep.result"]
-    assert db.transactions == [[]]
+    db.close()
+
+
+def _outcome(n: int, ca_name: str) -> ScepOutcome:
+    return ScepOutcome(f"HOST-{n}", "PROFILE", ca_name, "issued", "", 200, "issued")
+
+
+def _written(database_url: str, ca_name: str) -> tuple[list, list]:
+    """(ca_requests rows as (xmin, latency), outbox hosts), in the order written."""
+    with psycopg.connect(database_url) as conn:
+        requests = conn.execute("SELECT xmin::text, latency_ms FROM ca_requests "
+                                "WHERE ca_name = %s ORDER BY id", (ca_name,)).fetchall()
+        hosts = [r[0] for r in conn.execute(
+            f"SELECT body->>'host_uuid' FROM {SCEP_PROXY_OUTBOX} WHERE body->>'ca_name' = %s "
+            "ORDER BY id", (ca_name,)).fetchall()]
+    return requests, hosts
+
+
+def test_recording_does_not_wait_for_the_database_and_batches_what_came_meanwhile(
+        store, ca_name, database_url):
+    with psycopg.connect(database_url) as holder:
+        holder.execute("LOCK TABLE ca_requests IN EXCLUSIVE MODE")  # the writer's INSERT waits
+        store.record(_outcome(0, ca_name), 12.5)
+        wait_for(lambda: holder.execute(
+            "SELECT 1 FROM pg_locks WHERE relation = 'ca_requests'::regclass AND NOT granted"
+        ).fetchone(), what="the writer waiting on PostgreSQL")
+        store.record(_outcome(1, ca_name), 12.5)  # returns at once all the same
+        store.record(_outcome(2, ca_name), 12.5)
+        assert _written(database_url, ca_name) == ([], [])
+        holder.rollback()  # the lock goes
+    store.flush()
+    requests, hosts = _written(database_url, ca_name)
+    assert hosts == ["HOST-0", "HOST-1", "HOST-2"]
+    # The first transaction took the first outcome; the two that came while it waited share
+    # the next one.
+    xmins = [xmin for xmin, _ in requests]
+    assert xmins[0] != xmins[1] == xmins[2]
+    assert [latency for _, latency in requests] == [12.5] * 3
+
+
+def test_close_writes_what_waits(store, ca_name, database_url):
+    store.record(_outcome(0, ca_name), None)  # never reached the CA: the event, no ca_requests row
+    store.close()
+    assert _written(database_url, ca_name) == ([], ["HOST-0"])
