@@ -3,6 +3,8 @@ proxy reads back, part for part, whatever the public URL looks like."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,6 +44,16 @@ def test_an_encoded_id_is_one_path_segment_that_decodes_back(proxy_id):
     encoded = encode_id(proxy_id)
     assert "/" not in encoded
     assert decode_id(encoded.replace("%2C", ",")) == proxy_id
+
+
+@given(proxy_id=PROXY_IDS | st.builds(ProxyId, st.text(min_size=1), st.text(min_size=1),
+                                       st.text(min_size=1), st.text(min_size=1)))
+def test_an_encoded_id_is_the_whole_id_path_escaped(proxy_id):
+    """The shortcut for ids of plain parts gives quote()'s bytes exactly, and anything else still
+    goes through quote()."""
+    raw = ",".join((proxy_id.host_uuid, proxy_id.profile_uuid, proxy_id.ca_name,
+                    proxy_id.one_time_code))
+    assert encode_id(proxy_id) == quote(raw, safe="")
 
 
 def test_the_id_layout():

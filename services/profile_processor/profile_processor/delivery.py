@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from mdmscep_common import bus, fleet_vars, mdm_commands
 from mdmscep_common.ca_keys import challenge_context
@@ -27,14 +28,17 @@ from .store import MAX_ATTEMPTS, DeliveryStore
 
 log = logging.getLogger(__name__)
 
-SEND_BATCH = 500
+SEND_BATCH = 1000
 PACING_GRACE = timedelta(seconds=0.25)
 RENEWALS_PER_PASS = 2000
 MAX_CACHED_TEMPLATES = 64
 # How long a delivery that reads a host fact the host has not reported waits before it is looked
 # at again (host.facts_changed brings it back at once when the facts come).
 FACTS_WAIT = 300.0
-ENQUEUE_THREADS = 4  # Commander calls in flight at once (one per concurrent send_due)
+# A batch goes to the Commander in chunks of this many hosts, rendered while the previous one
+# is queued; ENQUEUE_THREADS Commander calls are in flight at once.
+ENQUEUE_CHUNK_HOSTS = 250
+ENQUEUE_THREADS = 4
 
 
 class Reconciler:
@@ -133,23 +137,29 @@ class Reconciler:
             queued = sorted({r["profile_uuid"] for r in due} - set(cas) - set(install_profiles))
             if queued:  # taken from a CA's queue (their profiles use that CA)
                 cas.update(self._store.certificate_authorities_of(conn, queued))
-            commands, sent, codes = self._build(conn, due, cas)
+            batch = self._prepare(conn, due, cas)
             # Inside the transaction: if queueing fails nothing is marked sent, and the
-            # Commander is idempotent on command UUIDs if the commit fails after it. The
-            # Commander queues (its own SQL) while this transaction records the sends; both
-            # must have succeeded before the commit.
-            queueing = self._enqueuer().submit(self._commander.enqueue, commands) \
-                if commands else None
+            # Commander is idempotent on command UUIDs if the commit fails after it. A batch is
+            # rendered a chunk at a time, and each chunk is queued by the Commander (another
+            # process, its own SQL) and recorded here (pipeline mode: sent without waiting for
+            # PostgreSQL's answer) while the next one is rendered. All must have succeeded
+            # before the commit.
+            expires_at = datetime.now(UTC) + timedelta(seconds=self._code_ttl)
+            calls = []
             try:
-                self._store.mark_sent(conn, sent, redeliver_after=self._code_ttl)
-                self._store.add_codes(conn, codes,
-                                      datetime.now(UTC) + timedelta(seconds=self._code_ttl))
-            except BaseException:
-                if queueing is not None:
-                    futures.wait([queueing])
-                raise
-            if queueing is not None:
-                queueing.result()
+                with conn.pipeline():
+                    for chunk in host_chunks(due, ENQUEUE_CHUNK_HOSTS):
+                        rendered = batch.render(chunk)
+                        if rendered.commands:
+                            calls.append(self._enqueuer().submit(self._commander.enqueue,
+                                                                 rendered.commands))
+                        self._store.wait_for_facts(conn, rendered.waiting, FACTS_WAIT)
+                        self._store.mark_sent(conn, rendered.sent, redeliver_after=self._code_ttl)
+                        self._store.add_codes(conn, rendered.codes, expires_at)
+            finally:
+                futures.wait(calls)
+            for call in calls:
+                call.result()
         return len(rows) + taken
 
     def _template(self, raw: bytes) -> fleet_vars.ProfileTemplate:
@@ -237,7 +247,8 @@ class Reconciler:
         register_secret(fleet_vars.xml_escape(challenge))
         return challenge
 
-    def _build(self, conn, rows, cas):
+    def _prepare(self, conn, rows, cas) -> _BatchRendering:
+        """What rendering `rows` needs from the database, read once per batch."""
         installs = [r for r in rows if r["operation_type"] == "install"]
         profile_uuids = sorted({r["profile_uuid"] for r in installs})
         desired = self._store.desired(conn, profile_uuids) if installs else {}
@@ -248,38 +259,8 @@ class Reconciler:
                          if set(t.occurrences) & set(fleet_vars.HOST_FACT_VARIABLES)}
         host_values = self._store.host_values(
             conn, sorted({r["host_uuid"] for r in installs if r["profile_uuid"] in reading_facts}))
-        commands, sent, codes, waiting = [], [], [], []
-        for row in rows:
-            command_uuid = mdm_commands.new_command_uuid()
-            if row["profile_uuid"] in reading_facts and row["operation_type"] == "install":
-                missing = _missing_facts(templates[row["profile_uuid"]],
-                                         host_values.get(row["host_uuid"], HostValues()))
-                if missing:  # host.facts_changed sends it at once when they come
-                    waiting.append((row["host_uuid"], row["profile_uuid"],
-                                    f"Waiting for the host to report its {missing} "
-                                    "(DeviceInformation)"))
-                    continue
-            if row["operation_type"] == "remove":
-                payload = mdm_commands.remove_profile(command_uuid, row["identifier"])
-                request_type, revision = mdm_commands.REMOVE_PROFILE, None
-            else:
-                profile = desired.get(row["profile_uuid"])
-                if profile is None:
-                    continue  # deleted meanwhile; the next pass turns it into a removal
-                rendered = render_for_host(templates[row["profile_uuid"]], row["host_uuid"],
-                                           row["profile_uuid"], challenges[row["profile_uuid"]],
-                                           self._proxy_public_url,
-                                           host_values.get(row["host_uuid"], HostValues()))
-                payload = mdm_commands.install_profile(command_uuid, rendered.payload)
-                request_type, revision = mdm_commands.INSTALL_PROFILE, profile["revision"]
-                codes += [(code_hash(code), row["host_uuid"], row["profile_uuid"], ca_name,
-                           command_uuid) for ca_name, code in rendered.codes]
-            commands.append(HostCommand(row["host_uuid"], command_uuid, request_type, payload,
-                                        row["command_uuid"] or ""))
-            sent.append({"host_uuid": row["host_uuid"], "profile_uuid": row["profile_uuid"],
-                         "command_uuid": command_uuid, "revision": revision})
-        self._store.wait_for_facts(conn, waiting, FACTS_WAIT)
-        return commands, sent, codes
+        return _BatchRendering(desired, templates, challenges, reading_facts, host_values,
+                               self._proxy_public_url)
 
     def request_verification(self) -> int:
         """Queue one ProfileList per host due for (re-)verification."""
@@ -287,6 +268,77 @@ class Reconciler:
             hosts = self._store.hosts_to_verify(conn, self._verify_interval,
                                                 lost_after=self._code_ttl, limit=5000)
             return queue_profile_lists(conn, self._store, self._commander, hosts)
+
+
+class RenderedChunk(NamedTuple):
+    """A chunk's commands and what the transaction records of them: the sends, the one-time
+    codes' hashes and the deliveries left waiting for host facts."""
+    commands: list[HostCommand]
+    sent: list[dict]
+    codes: list[tuple[bytes, str, str, str, str]]
+    waiting: list[tuple[str, str, str]]
+
+
+class _BatchRendering:
+    """A batch's commands, rendered a chunk at a time from what was read once for the batch."""
+
+    def __init__(self, desired, templates, challenges, reading_facts, host_values,
+                 proxy_public_url: str):
+        self._desired = desired
+        self._templates = templates
+        self._challenges = challenges
+        self._reading_facts = reading_facts
+        self._host_values = host_values
+        self._proxy_public_url = proxy_public_url
+
+    def render(self, rows) -> RenderedChunk:
+        chunk = RenderedChunk([], [], [], [])
+        for row in rows:
+            command_uuid = mdm_commands.new_command_uuid()
+            install = row["operation_type"] == "install"
+            if install and row["profile_uuid"] in self._reading_facts:
+                missing = _missing_facts(self._templates[row["profile_uuid"]],
+                                         self._host_values.get(row["host_uuid"], HostValues()))
+                if missing:  # host.facts_changed sends it at once when they come
+                    chunk.waiting.append((row["host_uuid"], row["profile_uuid"],
+                                          f"Waiting for the host to report its {missing} "
+                                          "(DeviceInformation)"))
+                    continue
+            if not install:
+                payload = mdm_commands.remove_profile(command_uuid, row["identifier"])
+                request_type, revision = mdm_commands.REMOVE_PROFILE, None
+            else:
+                profile = self._desired.get(row["profile_uuid"])
+                if profile is None:
+                    continue  # deleted meanwhile; the next pass turns it into a removal
+                rendered = render_for_host(self._templates[row["profile_uuid"]], row["host_uuid"],
+                                           row["profile_uuid"], self._challenges[row["profile_uuid"]],
+                                           self._proxy_public_url,
+                                           self._host_values.get(row["host_uuid"], HostValues()))
+                payload = mdm_commands.install_profile(command_uuid, rendered.payload)
+                request_type, revision = mdm_commands.INSTALL_PROFILE, profile["revision"]
+                chunk.codes.extend((code_hash(code), row["host_uuid"], row["profile_uuid"],
+                                    ca_name, command_uuid) for ca_name, code in rendered.codes)
+            chunk.commands.append(HostCommand(row["host_uuid"], command_uuid, request_type,
+                                              payload, row["command_uuid"] or ""))
+            chunk.sent.append({"host_uuid": row["host_uuid"], "profile_uuid": row["profile_uuid"],
+                               "command_uuid": command_uuid, "revision": revision})
+        return chunk
+
+
+def host_chunks(rows, hosts_per_chunk: int) -> list[list]:
+    """`rows` in chunks of the rows of at most `hosts_per_chunk` hosts, a host's rows all in one
+    chunk and in their order: chunks are queued concurrently, and a host's commands must run in
+    the order they were claimed (a removal before the install of a profile with its
+    identifier)."""
+    chunk_of: dict[str, int] = {}
+    chunks: list[list] = []
+    for row in rows:
+        index = chunk_of.setdefault(row["host_uuid"], len(chunk_of) // hosts_per_chunk)
+        if index == len(chunks):
+            chunks.append([])
+        chunks[index].append(row)
+    return chunks
 
 
 def _missing_facts(template: fleet_vars.ProfileTemplate, host: HostValues) -> str:
