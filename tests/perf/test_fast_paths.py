@@ -51,6 +51,14 @@ def test_install_profile_command_is_plistlibs(payload):
     assert mdm_commands.install_profile(command_uuid, payload) == _plistlib(command_uuid, payload)
 
 
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 44, 45, 46, 450, 45 * 1000, 45 * 1000 + 1, 45 * 1001])
+def test_install_profile_command_is_plistlibs_at_line_boundaries(size):
+    """Payloads whose base64 ends on a line's end, and around the largest cut in one piece."""
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    command_uuid = mdm_commands.new_command_uuid()
+    assert mdm_commands.install_profile(command_uuid, payload) == _plistlib(command_uuid, payload)
+
+
 @pytest.mark.parametrize("command_uuid", ["A&B", "<x>", "plain-but-ünïcode", ""])
 def test_unusual_command_uuids_go_through_plistlib(command_uuid):
     assert mdm_commands.install_profile(command_uuid, b"payload") == \

@@ -30,11 +30,12 @@ class CommanderClient:
         """Queue the commands (idempotent per command UUID); raises grpc.RpcError on failure."""
         queued = 0
         for start in range(0, len(commands), BATCH):
-            request = commander_pb2.EnqueueRequest(commands=[
-                commander_pb2.HostCommand(host_uuid=c.host_uuid, command_uuid=c.command_uuid,
-                                          request_type=c.request_type, payload=c.payload,
-                                          replaces_command_uuid=c.replaces_command_uuid)
-                for c in commands[start:start + BATCH]])
+            request = commander_pb2.EnqueueRequest()
+            add = request.commands.add  # built in place: HostCommand(...) in a list is copied
+            for c in commands[start:start + BATCH]:
+                add(host_uuid=c.host_uuid, command_uuid=c.command_uuid,
+                    request_type=c.request_type, payload=c.payload,
+                    replaces_command_uuid=c.replaces_command_uuid)
             queued += self._stub.Enqueue(request, timeout=self._timeout).queued
         return queued
 
