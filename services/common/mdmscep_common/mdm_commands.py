@@ -53,8 +53,9 @@ class _InstallProfileLayout:
         self.width = len(first) - len(self.indent)
         self.ok = self.width > 0 and self.width % 4 == 0 and all(
             self.build(self.MARK, payload) == _install_profile_plistlib(self.MARK, payload)
+            # the last: base64 of exactly ten whole lines
             for payload in (b"", b"x", bytes(range(256)) * 7, b"<&>" * 1000,
-                            b"y" * (self.width // 4 * 3 * 10 if self.width > 0 else 1)))
+                            b"y" * (self.width // 4 * 3 * 10)))
 
     def build(self, command_uuid: str, payload: bytes) -> bytes:
         encoded = binascii.b2a_base64(payload, newline=False)
