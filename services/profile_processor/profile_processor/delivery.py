@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -279,17 +280,16 @@ class RenderedChunk(NamedTuple):
     waiting: list[tuple[str, str, str]]
 
 
+@dataclass(frozen=True)
 class _BatchRendering:
     """A batch's commands, rendered a chunk at a time from what was read once for the batch."""
 
-    def __init__(self, desired, templates, challenges, reading_facts, host_values,
-                 proxy_public_url: str):
-        self._desired = desired
-        self._templates = templates
-        self._challenges = challenges
-        self._reading_facts = reading_facts
-        self._host_values = host_values
-        self._proxy_public_url = proxy_public_url
+    _desired: dict[str, dict]
+    _templates: dict[str, fleet_vars.ProfileTemplate]
+    _challenges: dict[str, list[CertificateAuthorityForProfile]]
+    _reading_facts: set[str]
+    _host_values: dict[str, HostValues]
+    _proxy_public_url: str
 
     def render(self, rows) -> RenderedChunk:
         chunk = RenderedChunk([], [], [], [])
