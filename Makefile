@@ -23,7 +23,7 @@ unexport PYTHONDONTWRITEBYTECODE
 help:
 	@echo "make demo        run the stack, a real scepserver and the admin flow end to end"
 	@echo "make test        install everything, lint and run the whole test suite (about 5 minutes)"
-	@echo "make test-fast   unit and integration tests that start no stack, in parallel (under a minute)"
+	@echo "make test-fast   unit and integration tests that start no stack, in parallel (about a minute)"
 	@echo "make run         start the four services locally (Ctrl-C stops all)"
 	@echo "make migrate     create the database if missing and apply migrations"
 	@echo "make proto       regenerate gRPC stubs from proto/"

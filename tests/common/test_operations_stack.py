@@ -253,7 +253,6 @@ def test_expiring_credentials_warn_in_health_metrics_logs_and_activities(ops):
              what="the expiry warnings in the log")
 
 
-
 def test_the_stack_serves_grpc_on_loopback_with_one_certificate_per_process(ops):
     """GRPC_BIND_ADDRESS unset: every gRPC listener on 127.0.0.1, and each program holds its own
     service's certificate and key (tests/security/test_internal_grpc.py: the other address)."""

@@ -20,6 +20,7 @@ from profile_processor import delivery
 from profile_processor.delivery import Reconciler, host_chunks
 from profile_processor.store import DeliveryStore
 from tests.conftest import SERVER_PRIVATE_KEY
+from tests.support.recording_publisher import RecordingCommander
 
 HOSTS = 20
 
@@ -33,12 +34,12 @@ def _profile(identifier: str) -> bytes:
                             "PayloadUUID": str(uuid.uuid4()).upper()}]})
 
 
-class CallsCommander:
-    """Keeps each Commander call apart, answering after `delay`; fails the calls that hold a
-    host in `failing`."""
+class CallsCommander(RecordingCommander):
+    """Answers each call after `delay`, counting the calls in flight; fails the calls that hold
+    a host in `failing`."""
 
     def __init__(self, delay: float = 0.05, failing: frozenset[str] = frozenset()):
-        self.calls: list[list] = []
+        super().__init__()
         self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
         self._delay = delay
@@ -46,7 +47,7 @@ class CallsCommander:
 
     def enqueue(self, commands):
         with self._lock:
-            self.calls.append(list(commands))
+            super().enqueue(commands)
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         time.sleep(self._delay)

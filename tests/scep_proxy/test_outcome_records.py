@@ -6,6 +6,7 @@ test_scep_result_reaches_the_bus_through_the_outbox.)"""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import psycopg
@@ -74,6 +75,21 @@ def test_recording_does_not_wait_for_the_database_and_batches_what_came_meanwhil
 
 
 def test_close_writes_what_waits(store, ca_name, database_url):
-    store.record(_outcome(0, ca_name), None)  # never reached the CA: the event, no ca_requests row
-    store.close()
-    assert _written(database_url, ca_name) == ([], ["HOST-0"])
+    """close() while the writer is held in a transaction and another outcome waits behind it:
+    close waits for both to be written (a close that only stopped the thread would lose the
+    second)."""
+    with psycopg.connect(database_url) as holder:
+        holder.execute(f"LOCK TABLE {SCEP_PROXY_OUTBOX} IN EXCLUSIVE MODE")
+        store.record(_outcome(0, ca_name), None)  # never reached the CA: no ca_requests row
+        wait_for(lambda: holder.execute(
+            f"SELECT 1 FROM pg_locks WHERE relation = '{SCEP_PROXY_OUTBOX}'::regclass "
+            "AND NOT granted").fetchone(), what="the writer waiting on PostgreSQL")
+        store.record(_outcome(1, ca_name), None)
+        closing = threading.Thread(target=store.close)
+        closing.start()
+        closing.join(0.5)
+        assert closing.is_alive()  # close waits for the writer
+        holder.rollback()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert _written(database_url, ca_name) == ([], ["HOST-0", "HOST-1"])

@@ -32,11 +32,13 @@ class RecordingPublisher:
 
 
 class RecordingCommander:
-    """A Commander that keeps what it was asked to queue."""
+    """A Commander that keeps what it was asked to queue, all together and call by call."""
 
     def __init__(self):
         self.commands = []
+        self.calls = []
 
     def enqueue(self, commands):
+        self.calls.append(list(commands))
         self.commands += commands
         return len(commands)

@@ -40,6 +40,7 @@ FACTS_WAIT = 300.0
 # is queued; ENQUEUE_THREADS Commander calls are in flight at once.
 ENQUEUE_CHUNK_HOSTS = 250
 ENQUEUE_THREADS = 4
+_NOT_REPORTED = HostValues()  # a host with no facts yet (frozen: shared)
 
 
 class Reconciler:
@@ -296,9 +297,9 @@ class _BatchRendering:
         for row in rows:
             command_uuid = mdm_commands.new_command_uuid()
             install = row["operation_type"] == "install"
+            host = self._host_values.get(row["host_uuid"], _NOT_REPORTED)
             if install and row["profile_uuid"] in self._reading_facts:
-                missing = _missing_facts(self._templates[row["profile_uuid"]],
-                                         self._host_values.get(row["host_uuid"], HostValues()))
+                missing = _missing_facts(self._templates[row["profile_uuid"]], host)
                 if missing:  # host.facts_changed sends it at once when they come
                     chunk.waiting.append((row["host_uuid"], row["profile_uuid"],
                                           f"Waiting for the host to report its {missing} "
@@ -313,8 +314,7 @@ class _BatchRendering:
                     continue  # deleted meanwhile; the next pass turns it into a removal
                 rendered = render_for_host(self._templates[row["profile_uuid"]], row["host_uuid"],
                                            row["profile_uuid"], self._challenges[row["profile_uuid"]],
-                                           self._proxy_public_url,
-                                           self._host_values.get(row["host_uuid"], HostValues()))
+                                           self._proxy_public_url, host)
                 payload = mdm_commands.install_profile(command_uuid, rendered.payload)
                 request_type, revision = mdm_commands.INSTALL_PROFILE, profile["revision"]
                 chunk.codes.extend((code_hash(code), row["host_uuid"], row["profile_uuid"],
