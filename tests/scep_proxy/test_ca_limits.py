@@ -113,13 +113,15 @@ def test_the_limit_holds_across_two_replicas(limited_ca, database_url, tmp_path)
     try:
         def enroll(n):
             # micromdm's scepserver may still fail one of two concurrent requests (its serial
-            # file races): like a device, try again with a fresh delivery and code.
+            # file races): like a device, try again with a fresh delivery and code. Each attempt
+            # has its own CN: a race can leave `<CN>.<serial>.pem` written with the serial not
+            # advanced, and the same CN would then meet that file again ("file exists").
             for attempt in range(3):
                 host, profile, code = grant(authority.fake, ca=CA)
                 base = replicas[(n + attempt) % 2][1]
                 done = scepclient(base + proxy_path(host, profile, code, ca=CA),
                                   tmp_path / f"c{n}-{attempt}", challenge=CHALLENGE,
-                                  cn=f"limited-{n}")
+                                  cn=f"limited-{n}-{attempt}")
                 if done.returncode == 0:
                     break
             return done.returncode, done.stdout + done.stderr
