@@ -52,14 +52,21 @@ def _written(database_url: str, ca_name: str) -> tuple[list, list]:
     return requests, hosts
 
 
+def _wait_until_blocked_on(holder, table: str) -> None:
+    """Until a session waits for a lock on `table` of this database (pg_locks spans the cluster,
+    where other test workers have their own databases)."""
+    wait_for(lambda: holder.execute(
+        "SELECT 1 FROM pg_locks WHERE relation = %s::regclass AND NOT granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (table,)).fetchone(), what=f"the writer waiting on PostgreSQL for {table}")
+
+
 def test_recording_does_not_wait_for_the_database_and_batches_what_came_meanwhile(
         store, ca_name, database_url):
     with psycopg.connect(database_url) as holder:
         holder.execute("LOCK TABLE ca_requests IN EXCLUSIVE MODE")  # the writer's INSERT waits
         store.record(_outcome(0, ca_name), 12.5)
-        wait_for(lambda: holder.execute(
-            "SELECT 1 FROM pg_locks WHERE relation = 'ca_requests'::regclass AND NOT granted"
-        ).fetchone(), what="the writer waiting on PostgreSQL")
+        _wait_until_blocked_on(holder, "ca_requests")
         store.record(_outcome(1, ca_name), 12.5)  # returns at once all the same
         store.record(_outcome(2, ca_name), 12.5)
         assert _written(database_url, ca_name) == ([], [])
@@ -81,9 +88,7 @@ def test_close_writes_what_waits(store, ca_name, database_url):
     with psycopg.connect(database_url) as holder:
         holder.execute(f"LOCK TABLE {SCEP_PROXY_OUTBOX} IN EXCLUSIVE MODE")
         store.record(_outcome(0, ca_name), None)  # never reached the CA: no ca_requests row
-        wait_for(lambda: holder.execute(
-            f"SELECT 1 FROM pg_locks WHERE relation = '{SCEP_PROXY_OUTBOX}'::regclass "
-            "AND NOT granted").fetchone(), what="the writer waiting on PostgreSQL")
+        _wait_until_blocked_on(holder, SCEP_PROXY_OUTBOX)
         store.record(_outcome(1, ca_name), None)
         closing = threading.Thread(target=store.close)
         closing.start()
